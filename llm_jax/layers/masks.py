@@ -1,0 +1,46 @@
+"""Boolean attention masks, shaped to broadcast against scores `[B, H, T, S]` (True = may attend)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def padding_mask(mask_BS: jax.Array) -> jax.Array:
+    """Keys that are real tokens: `[B, 1, 1, S]`."""
+    return mask_BS.astype(bool)[:, None, None, :]
+
+
+def causal_mask(t: int, s: int | None = None) -> jax.Array:
+    """Query i may see key j ≤ i + (S − T): `[1, 1, T, S]`.
+
+    With S > T the first S − T keys are a memory / cache prefix that every query sees (Transformer-XL).
+    """
+    s = t if s is None else s
+    q_T = jnp.arange(t)[:, None] + (s - t)
+    k_S = jnp.arange(s)[None, :]
+    return (k_S <= q_T)[None, None]
+
+
+def banded_causal_mask(t: int, window: int, s: int | None = None) -> jax.Array:
+    """Causal and local: query i sees keys in (i − window, i] (GPT-3's locally banded sparse layers)."""
+    s = t if s is None else s
+    q_T = jnp.arange(t)[:, None] + (s - t)
+    k_S = jnp.arange(s)[None, :]
+    return ((k_S <= q_T) & (k_S > q_T - window))[None, None]
+
+
+def segment_mask(segments_BT: jax.Array, segments_BS: jax.Array | None = None) -> jax.Array:
+    """Tokens attend only within their own packed segment: `[B, 1, T, S]`."""
+    segments_BS = segments_BT if segments_BS is None else segments_BS
+    return (segments_BT[:, :, None] == segments_BS[:, None, :])[:, None]
+
+
+def combine(*masks: jax.Array | None) -> jax.Array | None:
+    """Logical AND of the masks given (None entries ignored); None if none given."""
+    out = None
+    for m in masks:
+        if m is None:
+            continue
+        out = m if out is None else jnp.logical_and(out, m)
+    return out

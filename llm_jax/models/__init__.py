@@ -1,0 +1,53 @@
+"""Model families: one file each (Config + presets, modules, heads, HF name map), registered here."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import flax.linen as nn
+
+from llm_jax.models import bert, roberta
+
+FAMILIES: dict[str, types.ModuleType] = {
+    "bert": bert,
+    "roberta": roberta,
+}
+
+
+def family_module(family: str) -> types.ModuleType:
+    """The family's module (`Config`, `PRESETS`, `PRETRAINING_MODEL`, `HF_NAME_MAP`, ...)."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown model family {family!r}; known families: {sorted(FAMILIES)}.")
+    return FAMILIES[family]
+
+
+def all_presets() -> dict[str, tuple[str, object]]:
+    """Every preset name → (family, Config)."""
+    return {name: (fam, cfg) for fam, mod in FAMILIES.items() for name, cfg in mod.PRESETS.items()}
+
+
+def get_preset(name: str):
+    """Returns `(family, Config)` for a preset name such as `bert-base` or `roberta-tiny`."""
+    presets = all_presets()
+    if name not in presets:
+        raise ValueError(f"Unknown preset {name!r}; known presets: {', '.join(sorted(presets))}.")
+    return presets[name]
+
+
+def make_config(family: str, **fields):
+    """The family's Config from keyword fields, rejecting unknown names with the list of known ones."""
+    cls = family_module(family).Config
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"Unknown model field(s) {unknown} for family {family!r}; known fields: {sorted(known)}.")
+    return cls(**fields).validate()
+
+
+def build(family: str, config, **kwargs) -> nn.Module:
+    """The Flax module of the family's pretraining model (e.g. `BertForPreTraining`)."""
+    return family_module(family).PRETRAINING_MODEL(config.validate(), **kwargs)
+
+
+__all__ = ["FAMILIES", "all_presets", "build", "family_module", "get_preset", "make_config"]

@@ -1,0 +1,324 @@
+"""BERT (Devlin et al., 2019, "BERT: Pre-training of Deep Bidirectional Transformers").
+
+Post-LN Transformer encoder (Vaswani et al. 2017) with learned absolute positions and token-type
+(segment) embeddings; a tanh pooler over `[CLS]`; pretraining heads for masked-LM (transform + LayerNorm +
+decoder tied to the word embeddings, §3.1 Task #1) and next-sentence prediction (§3.1 Task #2).
+
+Parameter layout and numerics follow Hugging Face `BertForPreTraining`; `HF_NAME_MAP` maps the names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from llm_jax.layers import Einsum, Embed, LayerNorm, Mlp, MultiHeadAttention, Stack, activation, padding_mask
+from llm_jax.sharding import BATCH, EMBED, SEQ, P_EMBED, P_VOCAB, shard
+
+# --------------------------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """BERT hyperparameters (names as in Hugging Face `BertConfig`)."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    dtype: str = "float32"
+    remat: str = "none"
+    scan_unroll: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def validate(self) -> "Config":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads="
+                             f"{self.num_heads}; pick a head count that divides the width.")
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be ≥ 1 (got {getattr(self, name)}).")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"model.pad_token_id={self.pad_token_id} is outside the vocabulary [0, {self.vocab_size}).")
+        activation(self.hidden_act)
+        jnp.dtype(self.dtype)
+        return self
+
+
+# Devlin et al. 2019 §3 (base, large); Turc et al. 2019 "Well-Read Students Learn Better" (tiny … medium).
+PRESETS: dict[str, Config] = {
+    "bert-base": Config(),
+    "bert-large": Config(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096),
+    "bert-medium": Config(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=2048),
+    "bert-small": Config(hidden_size=512, num_layers=4, num_heads=8, intermediate_size=2048),
+    "bert-mini": Config(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+    "bert-tiny": Config(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
+}
+
+# ---------------------------------------------------------------------------------------------- modules
+
+
+@flax.struct.dataclass
+class Output:
+    """What `BertForPreTraining` returns.
+
+    `mlm_logits_BTV` covers every position, or only the P gathered `mlm_positions_BP` when those are given
+    (then it is `[B, P, V]`: the original implementation's gather before the output layer).
+    """
+
+    hidden_BTD: jax.Array
+    pooled_BD: jax.Array | None = None
+    mlm_logits_BTV: jax.Array | None = None
+    nsp_logits_B2: jax.Array | None = None
+    all_hidden_LBTD: jax.Array | None = None
+
+
+def _init(cfg: Config):
+    return nn.initializers.normal(cfg.initializer_range)
+
+
+class Embeddings(nn.Module):
+    """word + position + token-type embeddings → LayerNorm → dropout (BERT §3, Figure 2)."""
+
+    cfg: Config
+
+    def setup(self):
+        cfg = self.cfg
+        dtype = jnp.dtype(cfg.dtype)
+        self.word_embeddings = Embed(cfg.vocab_size, cfg.hidden_size, (P_VOCAB, P_EMBED), _init(cfg), dtype)
+        self.position_embeddings = Embed(cfg.max_position_embeddings, cfg.hidden_size, (None, P_EMBED), _init(cfg), dtype)
+        self.token_type_embeddings = Embed(cfg.type_vocab_size, cfg.hidden_size, (None, P_EMBED), _init(cfg), dtype)
+        self.layer_norm = LayerNorm(cfg.layer_norm_eps, dtype=dtype)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def __call__(self, tokens_BT, segment_ids_BT, positions_BT, deterministic: bool):
+        x_BTD = (self.word_embeddings(tokens_BT) + self.position_embeddings(positions_BT)
+                 + self.token_type_embeddings(segment_ids_BT))
+        x_BTD = self.dropout(self.layer_norm(x_BTD), deterministic=deterministic)
+        return shard(x_BTD, BATCH, SEQ, EMBED)
+
+
+class Layer(nn.Module):
+    """One post-LN encoder layer: `LN(x + Attn(x))`, then `LN(h + FFN(h))` (Vaswani et al. §3.1)."""
+
+    cfg: Config
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x_BTD, mask_BHTS):
+        cfg = self.cfg
+        dtype = jnp.dtype(cfg.dtype)
+        det = self.deterministic
+        h_BTD = MultiHeadAttention(cfg.num_heads, cfg.head_dim, dropout_rate=cfg.attention_dropout,
+                                   kernel_init=_init(cfg), dtype=dtype, name="attention")(
+            x_BTD, mask_BHTS=mask_BHTS, deterministic=det)
+        h_BTD = nn.Dropout(cfg.hidden_dropout)(h_BTD, deterministic=det)
+        x_BTD = LayerNorm(cfg.layer_norm_eps, dtype=dtype, name="attention_norm")(x_BTD + h_BTD)
+        h_BTD = Mlp(cfg.intermediate_size, act=cfg.hidden_act, kernel_init=_init(cfg), dtype=dtype, name="mlp")(x_BTD)
+        h_BTD = nn.Dropout(cfg.hidden_dropout)(h_BTD, deterministic=det)
+        x_BTD = LayerNorm(cfg.layer_norm_eps, dtype=dtype, name="mlp_norm")(x_BTD + h_BTD)
+        return shard(x_BTD, BATCH, SEQ, EMBED)
+
+
+class Encoder(nn.Module):
+    """The stack of `num_layers` layers (scanned; see `llm_jax.layers.Stack`)."""
+
+    cfg: Config
+    collect_hidden: bool = False
+
+    @nn.compact
+    def __call__(self, x_BTD, mask_BHTS, deterministic: bool):
+        return Stack(Layer, (("cfg", self.cfg), ("deterministic", deterministic)), self.cfg.num_layers,
+                     remat=self.cfg.remat, unroll=self.cfg.scan_unroll, collect_hidden=self.collect_hidden,
+                     name="stack")(x_BTD, mask_BHTS)
+
+
+class Pooler(nn.Module):
+    """tanh(W · h_[CLS] + b): the sentence representation NSP and sequence classifiers use."""
+
+    cfg: Config
+
+    @nn.compact
+    def __call__(self, hidden_BTD):
+        d = self.cfg.hidden_size
+        dense = Einsum("BD,DE->BE", (d, d), (P_EMBED, None), kernel_init=_init(self.cfg),
+                       dtype=jnp.dtype(self.cfg.dtype), name="dense")
+        return jnp.tanh(dense(hidden_BTD[:, 0]))
+
+
+class BertModel(nn.Module):
+    """Embeddings → encoder (→ pooler). The trunk every BERT-derived head sits on.
+
+    Attributes:
+      cfg: hyperparameters.
+      add_pooler: build the `[CLS]` pooler (BertForPreTraining yes; RobertaForMaskedLM no).
+      collect_hidden: also return every layer's output.
+    """
+
+    cfg: Config
+    add_pooler: bool = True
+    collect_hidden: bool = False
+
+    def setup(self):
+        self.embeddings = Embeddings(self.cfg)
+        self.encoder = Encoder(self.cfg, collect_hidden=self.collect_hidden)
+        if self.add_pooler:
+            self.pooler = Pooler(self.cfg)
+
+    def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None, deterministic=True):
+        b, t = tokens_BT.shape
+        if t > self.cfg.max_position_embeddings:
+            raise ValueError(f"Sequence length {t} exceeds model.max_position_embeddings="
+                             f"{self.cfg.max_position_embeddings}; shorten data.seq_len.")
+        if segment_ids_BT is None:
+            segment_ids_BT = jnp.zeros((b, t), jnp.int32)
+        if positions_BT is None:
+            positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        mask_BHTS = None if mask_BT is None else padding_mask(mask_BT)
+        x_BTD = self.embeddings(tokens_BT, segment_ids_BT, positions_BT, deterministic)
+        hidden_BTD, all_hidden = self.encoder(x_BTD, mask_BHTS, deterministic)
+        pooled_BD = self.pooler(hidden_BTD) if self.add_pooler else None
+        return Output(hidden_BTD=hidden_BTD, pooled_BD=pooled_BD, all_hidden_LBTD=all_hidden)
+
+    def attend(self, x_BTD):
+        """Tied output projection onto the vocabulary (used by the MLM head)."""
+        return self.embeddings.word_embeddings.attend(x_BTD)
+
+
+# ------------------------------------------------------------------------------------------------ heads
+
+
+class MlmHead(nn.Module):
+    """transform (dense + act + LayerNorm) → tied decoder + output bias (BERT's `cls.predictions`)."""
+
+    cfg: Config
+
+    @nn.compact
+    def __call__(self, hidden_BTD, attend):
+        cfg = self.cfg
+        dtype = jnp.dtype(cfg.dtype)
+        d = cfg.hidden_size
+        h_BTD = Einsum("BTD,DE->BTE", (d, d), (P_EMBED, None), kernel_init=_init(cfg), dtype=dtype,
+                       name="transform")(hidden_BTD)
+        h_BTD = LayerNorm(cfg.layer_norm_eps, dtype=dtype, name="layer_norm")(activation(cfg.hidden_act)(h_BTD))
+        bias_V = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (P_VOCAB,)),
+                            (cfg.vocab_size,), jnp.float32)
+        # Why f32: the loss's log-softmax over V needs full-precision logits.
+        return attend(h_BTD).astype(jnp.float32) + bias_V
+
+
+def gather_positions(x_BTD: jax.Array, positions_BP: jax.Array) -> jax.Array:
+    """Rows `positions_BP` of each sequence: `[B, P, D]`."""
+    return jnp.take_along_axis(x_BTD, positions_BP[..., None].astype(jnp.int32), axis=1)
+
+
+class BertForPreTraining(nn.Module):
+    """BERT trunk + MLM head + NSP head (the pretraining model, Devlin et al. §3.1)."""
+
+    cfg: Config
+    collect_hidden: bool = False
+
+    def setup(self):
+        self.bert = BertModel(self.cfg, add_pooler=True, collect_hidden=self.collect_hidden)
+        self.mlm_head = MlmHead(self.cfg)
+        self.nsp_head = Einsum("BD,DC->BC", (self.cfg.hidden_size, 2), (P_EMBED, None),
+                               kernel_init=_init(self.cfg), dtype=jnp.dtype(self.cfg.dtype))
+
+    def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None,
+                 mlm_positions_BP=None, deterministic=True) -> Output:
+        out = self.bert(tokens_BT, segment_ids_BT=segment_ids_BT, positions_BT=positions_BT, mask_BT=mask_BT,
+                        deterministic=deterministic)
+        h_BTD = out.hidden_BTD if mlm_positions_BP is None else gather_positions(out.hidden_BTD, mlm_positions_BP)
+        return out.replace(mlm_logits_BTV=self.mlm_head(h_BTD, self.bert.attend),
+                           nsp_logits_B2=self.nsp_head(out.pooled_BD).astype(jnp.float32))
+
+
+PRETRAINING_MODEL = BertForPreTraining
+DEFAULT_OBJECTIVE = "mlm_nsp"
+TOKENIZER_KIND = "wordpiece"
+
+# ---------------------------------------------------------------------------------------- HF name map
+# Our param path (with "{L}" for the scanned layer axis) → Hugging Face name and how to lay the tensor out.
+# Kinds: "embed" (same layout), "linear" (torch [out, in] → our [in, out…]), "vector", "norm_scale".
+# The reader/writer in llm_jax.interop applies these.
+
+HF_ENCODER_MAP: dict[str, tuple[str, str]] = {
+    "embeddings/word_embeddings/embedding": ("embeddings.word_embeddings.weight", "embed"),
+    "embeddings/position_embeddings/embedding": ("embeddings.position_embeddings.weight", "embed"),
+    "embeddings/token_type_embeddings/embedding": ("embeddings.token_type_embeddings.weight", "embed"),
+    "embeddings/layer_norm/scale": ("embeddings.LayerNorm.weight", "vector"),
+    "embeddings/layer_norm/bias": ("embeddings.LayerNorm.bias", "vector"),
+    "encoder/stack/layers/block/attention/query/kernel": ("encoder.layer.{L}.attention.self.query.weight", "linear_in_heads"),
+    "encoder/stack/layers/block/attention/query/bias": ("encoder.layer.{L}.attention.self.query.bias", "bias_heads"),
+    "encoder/stack/layers/block/attention/key/kernel": ("encoder.layer.{L}.attention.self.key.weight", "linear_in_heads"),
+    "encoder/stack/layers/block/attention/key/bias": ("encoder.layer.{L}.attention.self.key.bias", "bias_heads"),
+    "encoder/stack/layers/block/attention/value/kernel": ("encoder.layer.{L}.attention.self.value.weight", "linear_in_heads"),
+    "encoder/stack/layers/block/attention/value/bias": ("encoder.layer.{L}.attention.self.value.bias", "bias_heads"),
+    "encoder/stack/layers/block/attention/out/kernel": ("encoder.layer.{L}.attention.output.dense.weight", "linear_out_heads"),
+    "encoder/stack/layers/block/attention/out/bias": ("encoder.layer.{L}.attention.output.dense.bias", "vector"),
+    "encoder/stack/layers/block/attention_norm/scale": ("encoder.layer.{L}.attention.output.LayerNorm.weight", "vector"),
+    "encoder/stack/layers/block/attention_norm/bias": ("encoder.layer.{L}.attention.output.LayerNorm.bias", "vector"),
+    "encoder/stack/layers/block/mlp/wi/kernel": ("encoder.layer.{L}.intermediate.dense.weight", "linear"),
+    "encoder/stack/layers/block/mlp/wi/bias": ("encoder.layer.{L}.intermediate.dense.bias", "vector"),
+    "encoder/stack/layers/block/mlp/wo/kernel": ("encoder.layer.{L}.output.dense.weight", "linear"),
+    "encoder/stack/layers/block/mlp/wo/bias": ("encoder.layer.{L}.output.dense.bias", "vector"),
+    "encoder/stack/layers/block/mlp_norm/scale": ("encoder.layer.{L}.output.LayerNorm.weight", "vector"),
+    "encoder/stack/layers/block/mlp_norm/bias": ("encoder.layer.{L}.output.LayerNorm.bias", "vector"),
+}
+
+HF_NAME_MAP: dict[str, tuple[str, str]] = {
+    **{f"bert/{k}": (f"bert.{v}", kind) for k, (v, kind) in HF_ENCODER_MAP.items()},
+    "bert/pooler/dense/kernel": ("bert.pooler.dense.weight", "linear"),
+    "bert/pooler/dense/bias": ("bert.pooler.dense.bias", "vector"),
+    "mlm_head/transform/kernel": ("cls.predictions.transform.dense.weight", "linear"),
+    "mlm_head/transform/bias": ("cls.predictions.transform.dense.bias", "vector"),
+    "mlm_head/layer_norm/scale": ("cls.predictions.transform.LayerNorm.weight", "vector"),
+    "mlm_head/layer_norm/bias": ("cls.predictions.transform.LayerNorm.bias", "vector"),
+    "mlm_head/bias": ("cls.predictions.bias", "vector"),
+    "nsp_head/kernel": ("cls.seq_relationship.weight", "linear"),
+    "nsp_head/bias": ("cls.seq_relationship.bias", "vector"),
+}
+HF_ARCHITECTURE = "BertForPreTraining"
+HF_MODEL_TYPE = "bert"
+
+
+def config_from_hf(hf: dict[str, Any]) -> Config:
+    """Our Config from a Hugging Face `config.json` dict."""
+    return Config(
+        vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+        max_position_embeddings=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
+        hidden_act=hf.get("hidden_act", "gelu"), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_dropout=hf.get("hidden_dropout_prob", 0.1), attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        initializer_range=hf.get("initializer_range", 0.02), pad_token_id=hf.get("pad_token_id") or 0,
+    ).validate()
+
+
+def config_to_hf(cfg: Config) -> dict[str, Any]:
+    """A Hugging Face `config.json` dict for our Config."""
+    return {
+        "model_type": HF_MODEL_TYPE, "architectures": [HF_ARCHITECTURE], "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size, "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": cfg.type_vocab_size, "hidden_act": cfg.hidden_act, "layer_norm_eps": cfg.layer_norm_eps,
+        "hidden_dropout_prob": cfg.hidden_dropout, "attention_probs_dropout_prob": cfg.attention_dropout,
+        "initializer_range": cfg.initializer_range, "pad_token_id": cfg.pad_token_id,
+    }

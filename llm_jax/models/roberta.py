@@ -1,0 +1,111 @@
+"""RoBERTa (Liu et al., 2019, "RoBERTa: A Robustly Optimized BERT Pretraining Approach").
+
+Builds on BERT: the same post-LN encoder and MLM head. What differs (paper §4, Hugging Face `RobertaForMaskedLM`):
+* byte-level BPE vocabulary of 50,265 (§4.4) with `<s>`=0, `<pad>`=1, `</s>`=2;
+* positions start after the padding index: real tokens get `pad_id + 1, pad_id + 2, …` and padding gets
+  `pad_id`, so the table has `max_len + pad_id + 1` = 514 rows;
+* a single token type; LayerNorm eps 1e-5;
+* no NSP head and no pooler in the pretraining model (§4.2: NSP removed; FULL-SENTENCES inputs);
+* trained with dynamic masking (§4.1), see `llm_jax.objectives`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from llm_jax.models import bert
+
+Output = bert.Output
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(bert.Config):
+    """RoBERTa hyperparameters: BERT's fields with RoBERTa's defaults."""
+
+    vocab_size: int = 50265
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    pad_token_id: int = 1
+
+    def validate(self) -> "Config":
+        super().validate()
+        if self.max_position_embeddings <= self.pad_token_id + 1:
+            raise ValueError(f"model.max_position_embeddings={self.max_position_embeddings} leaves no positions after "
+                             f"the padding offset {self.pad_token_id + 1}; RoBERTa needs max_len + pad_token_id + 1.")
+        return self
+
+
+# Liu et al. 2019 §4/Appendix (base, large); tiny/mini reuse Turc et al.'s shapes for CPU runs.
+PRESETS: dict[str, Config] = {
+    "roberta-base": Config(),
+    "roberta-large": Config(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096),
+    "roberta-mini": Config(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+    "roberta-tiny": Config(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
+}
+
+
+def positions_from_tokens(tokens_BT: jax.Array, pad_token_id: int) -> jax.Array:
+    """RoBERTa/fairseq positions: `pad_id + 1 + index among real tokens`, and `pad_id` on padding."""
+    real_BT = (tokens_BT != pad_token_id).astype(jnp.int32)
+    return jnp.cumsum(real_BT, axis=1) * real_BT + pad_token_id
+
+
+class RobertaForMaskedLM(nn.Module):
+    """BERT trunk without pooler + BERT's MLM head; positions offset past the padding index."""
+
+    cfg: Config
+    collect_hidden: bool = False
+
+    def setup(self):
+        self.roberta = bert.BertModel(self.cfg, add_pooler=False, collect_hidden=self.collect_hidden)
+        self.mlm_head = bert.MlmHead(self.cfg)
+
+    def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None,
+                 mlm_positions_BP=None, deterministic=True) -> Output:
+        if positions_BT is None:
+            positions_BT = positions_from_tokens(tokens_BT, self.cfg.pad_token_id)
+        max_len = self.cfg.max_position_embeddings - self.cfg.pad_token_id - 1
+        if tokens_BT.shape[1] > max_len:
+            raise ValueError(f"Sequence length {tokens_BT.shape[1]} exceeds RoBERTa's {max_len} positions "
+                             f"(max_position_embeddings − pad_token_id − 1); shorten data.seq_len.")
+        out = self.roberta(tokens_BT, segment_ids_BT=segment_ids_BT, positions_BT=positions_BT, mask_BT=mask_BT,
+                           deterministic=deterministic)
+        h_BTD = out.hidden_BTD
+        if mlm_positions_BP is not None:
+            h_BTD = bert.gather_positions(h_BTD, mlm_positions_BP)
+        return out.replace(mlm_logits_BTV=self.mlm_head(h_BTD, self.roberta.attend))
+
+
+PRETRAINING_MODEL = RobertaForMaskedLM
+DEFAULT_OBJECTIVE = "mlm"
+TOKENIZER_KIND = "bytelevel_bpe"
+
+# ---------------------------------------------------------------------------------------- HF name map
+
+HF_NAME_MAP: dict[str, tuple[str, str]] = {
+    **{f"roberta/{k}": (f"roberta.{v}", kind) for k, (v, kind) in bert.HF_ENCODER_MAP.items()},
+    "mlm_head/transform/kernel": ("lm_head.dense.weight", "linear"),
+    "mlm_head/transform/bias": ("lm_head.dense.bias", "vector"),
+    "mlm_head/layer_norm/scale": ("lm_head.layer_norm.weight", "vector"),
+    "mlm_head/layer_norm/bias": ("lm_head.layer_norm.bias", "vector"),
+    "mlm_head/bias": ("lm_head.bias", "vector"),
+}
+HF_ARCHITECTURE = "RobertaForMaskedLM"
+HF_MODEL_TYPE = "roberta"
+
+
+def config_from_hf(hf: dict[str, Any]) -> Config:
+    base = bert.config_from_hf({**hf, "pad_token_id": hf.get("pad_token_id", 1)})
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(bert.Config)}
+    return Config(**fields).validate()
+
+
+def config_to_hf(cfg: Config) -> dict[str, Any]:
+    return {**bert.config_to_hf(cfg), "model_type": HF_MODEL_TYPE, "architectures": [HF_ARCHITECTURE],
+            "bos_token_id": 0, "eos_token_id": 2}

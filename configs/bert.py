@@ -1,0 +1,22 @@
+"""BERT pretraining (Devlin et al. 2019): MLM (80/10/10, static masking ×duplicate_factor) + NSP.
+
+Usage: `llm-jax pretrain --config configs/bert.py:size=tiny --workdir runs/bert-tiny`
+sizes: tiny, mini, small, medium (Turc et al. 2019) for CPU; base, large (the paper, Appendix A.2 recipe:
+batch 256, 1M steps, lr 1e-4, warmup 10k, seq 128 for 90 % of steps).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import base_config, cpu_scale, parse_arg  # noqa: E402
+
+
+def get_config(arg: str = "size=tiny"):
+    size = parse_arg(arg).get("size", "tiny")
+    cfg = base_config("bert", f"bert-{size}")
+    cfg.objective.name = "mlm_nsp"
+    cfg.objective.masking = "static"
+    if size in ("tiny", "mini", "small", "medium"):
+        cpu_scale(cfg)
+    return cfg

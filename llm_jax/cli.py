@@ -1,0 +1,109 @@
+"""`llm-jax <verb> ...`: the command line.
+
+    llm-jax pretrain --config configs/bert.py:size=tiny --workdir runs/x [--config.train.steps=100 ...]
+    llm-jax describe bert-base
+    llm-jax convert --from-hf DIR --out DIR | --to-hf RUN_OR_CKPT --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+VERBS = {
+    "pretrain": "Pretrain a model with its family's original objective (--config FILE:ARG --workdir DIR).",
+    "describe": "Print a preset's architecture and its parameter count (counted abstractly, nothing allocated).",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: llm-jax <verb> [options]", "", "verbs:"]
+    lines += [f"  {verb:<10} {text}" for verb, text in VERBS.items()]
+    lines += ["", "Run `llm-jax <verb> --help` for a verb's options."]
+    return "\n".join(lines)
+
+
+def _pretrain(argv: list[str]) -> int:
+    from absl import flags
+    from ml_collections import config_flags
+
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: llm-jax pretrain --config configs/FAMILY.py[:size=SIZE] --workdir DIR [--config.SECTION.KEY=VALUE ...]\n\n"
+              "Sections: model, objective, data, optim, mesh, train. Examples:\n"
+              "  --config.train.steps=200 --config.train.batch_size=16 --config.data.seq_len=64\n"
+              "  --config.mesh.data=2 --config.mesh.fsdp=2 --config.mesh.tensor=2 --config.mesh.rules=fsdp_tp\n"
+              "  --config.model.init_from=HF_DIR   (start from a Hugging Face checkpoint)")
+        return 0
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/X.py[:arg]).", lock_config=True,
+                                    flag_values=fv)
+    flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, tokenizer).", flag_values=fv)
+    try:
+        fv(["llm-jax pretrain", *argv])
+    except flags.Error as e:
+        print(f"llm-jax pretrain: {e}\n(use --help for the options)", file=sys.stderr)
+        return 2
+    if fv.config is None or not fv.workdir:
+        print("llm-jax pretrain: both --config and --workdir are required (use --help).", file=sys.stderr)
+        return 2
+    from llm_jax.config import from_dict
+    from llm_jax.train.loop import pretrain
+
+    cfg = from_dict(fv.config.to_dict())
+    summary = pretrain(cfg, fv.workdir)
+    first, last = summary.get("first_logged"), summary.get("last_logged")
+    print(f"\n[llm-jax] done: steps {summary['start_step']}→{summary['end_step']} in {summary['seconds']:.1f}s")
+    if first and last:
+        print(f"[llm-jax] loss {first['loss']:.4f} (step {first['step']}) → {last['loss']:.4f} (step {last['step']}), "
+              f"{last['tokens_per_s']:.0f} tokens/s")
+    if summary.get("eval"):
+        print("[llm-jax] eval: " + " ".join(f"{k}={v:.4f}" for k, v in summary["eval"].items()))
+    print(f"[llm-jax] run files: {summary['workdir']} (metrics.jsonl, tensorboard/, checkpoints/, tokenizer.json, "
+          "config.json, summary.json)")
+    return 0
+
+
+def _describe(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="llm-jax describe", description=VERBS["describe"])
+    parser.add_argument("preset", help="e.g. bert-base, bert-tiny, roberta-large")
+    args = parser.parse_args(argv)
+    import numpy as np
+
+    from llm_jax import models
+    from llm_jax.train.step import abstract_params, count_params
+
+    family, cfg = models.get_preset(args.preset)
+    model = models.build(family, cfg)
+    dummy = {"inputs": np.zeros((1, 8), np.int32), "mask": np.ones((1, 8), bool)}
+    n = count_params(abstract_params(model, dummy))
+    print(f"{args.preset} ({family}, {type(model).__name__})")
+    for f in dataclasses.fields(cfg):
+        print(f"  {f.name:<26} {getattr(cfg, f.name)}")
+    print(f"parameters: {n}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "jax._src", "orbax", "datasets", "fsspec", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    handlers = {"pretrain": _pretrain, "describe": _describe}
+    if verb not in handlers:
+        print(f"llm-jax: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    try:
+        return handlers[verb](rest)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"llm-jax {verb}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

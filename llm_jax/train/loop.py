@@ -1,0 +1,251 @@
+"""The pretraining loop: data → sharded state → jitted steps → metrics, evaluation, Orbax checkpoints, resume.
+
+A restart in the same workdir restores the newest good checkpoint (state + loader position) and continues;
+because the global batch of step n is a pure function of (seed, n) and the step RNG is `fold_in(seed, step)`,
+the resumed run sees exactly the batches and dropout masks the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from llm_jax import models, sharding
+from llm_jax.data.loader import DeterministicLoader
+from llm_jax.objectives import make_objective
+from llm_jax.train import step as step_lib
+from llm_jax.train.checkpoint import Checkpointer
+from llm_jax.train.metrics import MetricWriter, format_row, read_metrics
+from llm_jax.train.optim import make_optimizer
+from llm_jax.train.pipeline import fixed_eval_batches, load_data
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings.
+
+    Attributes:
+      steps: optimizer updates in the whole run.
+      batch_size: global batch (examples per update, across all devices and hosts).
+      seed: data order, masks, init and dropout all derive from it.
+      log_every / eval_every / checkpoint_every: intervals in steps (0 disables eval / periodic checkpoints).
+      eval_batches: batches of the eval split per evaluation.
+      max_to_keep: checkpoints kept.
+      max_consecutive_skips: stop after this many non-finite steps in a row.
+      progress: show a progress bar.
+    """
+
+    steps: int = 1000
+    batch_size: int = 32
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 500
+    eval_batches: int = 4
+    checkpoint_every: int = 500
+    max_to_keep: int = 3
+    max_consecutive_skips: int = 5
+    progress: bool = True
+
+    def validate(self) -> "TrainConfig":
+        if self.steps < 1 or self.batch_size < 1 or self.log_every < 1:
+            raise ValueError("train.steps, train.batch_size and train.log_every must be ≥ 1.")
+        if self.checkpoint_every < 0 or self.eval_every < 0:
+            raise ValueError("train.checkpoint_every and train.eval_every must be ≥ 0 (0 disables).")
+        return self
+
+
+def _check_batch(cfg, mesh) -> None:
+    b = cfg.train.batch_size
+    ways = sharding.batch_axis_size(mesh)
+    accum = cfg.optim.grad_accum_steps
+    if b % accum:
+        raise ValueError(f"train.batch_size={b} is not divisible by optim.grad_accum_steps={accum}.")
+    if (b // accum) % ways:
+        raise ValueError(f"The micro-batch ({b} / {accum} accumulation steps = {b // accum}) is not divisible by the "
+                         f"{ways} data-parallel shards (mesh data×fsdp); change train.batch_size or the mesh.")
+    if b % jax.process_count():
+        raise ValueError(f"train.batch_size={b} is not divisible by the {jax.process_count()} processes.")
+
+
+def _check_workdir(workdir: pathlib.Path, resolved: dict[str, Any]) -> None:
+    """Refuses to continue a run in a workdir that holds a run with a different model/data/objective."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    differing = [k for k in ("family", "model", "objective", "data") if old.get(k) != resolved.get(k)]
+    if differing:
+        raise ValueError(f"{workdir} holds a run with a different {', '.join(differing)} config; resume it with its "
+                         f"own config (see {path}) or choose a new --workdir.")
+
+
+def pretrain(cfg, workdir: str | pathlib.Path) -> dict[str, Any]:
+    """Runs (or resumes) pretraining as configured; returns a summary dict (also written to summary.json).
+
+    Args:
+      cfg: a `llm_jax.config.RunConfig`.
+      workdir: run directory (checkpoints, metrics, tokenizer, config).
+    """
+    sharding.maybe_initialize_distributed()
+    workdir = pathlib.Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    tcfg = cfg.train.validate()
+    mesh = sharding.make_mesh(cfg.mesh)
+    rules = sharding.rules_for(cfg.mesh.rules)
+    _check_batch(cfg, mesh)
+    family = models.family_module(cfg.family)
+
+    init_params = None
+    hf_tokenizer = None
+    model_cfg = cfg.model
+    if cfg.init_from:
+        from llm_jax.interop import load_hf, load_hf_tokenizer  # why lazy: only runs starting from HF weights
+
+        fam, model_cfg, init_params = load_hf(cfg.init_from)
+        if fam != cfg.family:
+            raise ValueError(f"model.init_from={cfg.init_from} holds a {fam!r} checkpoint but the config is for "
+                             f"{cfg.family!r}; use configs/{fam}.py.")
+        model_cfg = dataclasses.replace(model_cfg, **{k: getattr(cfg.model, k) for k in
+                                                      ("dtype", "remat", "scan_unroll", "hidden_dropout",
+                                                       "attention_dropout")})
+        hf_tokenizer = load_hf_tokenizer(cfg.init_from)
+
+    data = load_data(cfg.data, family.TOKENIZER_KIND, workdir, tokenizer=hf_tokenizer)
+    if not cfg.init_from:
+        model_cfg = dataclasses.replace(model_cfg, vocab_size=data.tokenizer.get_vocab_size(),
+                                        pad_token_id=data.special.pad).validate()
+    if cfg.data.seq_len > model_cfg.max_position_embeddings - (model_cfg.pad_token_id + 1 if cfg.family == "roberta" else 0):
+        raise ValueError(f"data.seq_len={cfg.data.seq_len} is longer than the model's positions "
+                         f"({model_cfg.max_position_embeddings}); shorten data.seq_len.")
+    resolved = cfg.to_dict()
+    resolved["model"] = dataclasses.asdict(model_cfg)
+    _check_workdir(workdir, resolved)
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(json.dumps(resolved, indent=2))
+
+    objective = make_objective(cfg.objective, data.special, model_cfg.vocab_size)
+    t0 = time.time()
+    train_examples = objective.build_examples(data.train_docs_ids, cfg.data.seq_len, tcfg.seed)
+    eval_examples = (objective.build_examples(data.eval_docs_ids, cfg.data.seq_len, tcfg.seed + 1)
+                     if data.eval_docs_ids and tcfg.eval_every else None)
+    log.info("Built %d training examples in %.1fs", len(train_examples["tokens"]), time.time() - t0)
+    loader = DeterministicLoader(train_examples, tcfg.batch_size, seed=tcfg.seed,
+                                 process_index=jax.process_index(), process_count=jax.process_count())
+
+    model = models.build(cfg.family, model_cfg)
+    tx, schedule = make_optimizer(cfg.optim, tcfg.steps)
+    dummy = objective.dummy_batch(tcfg.batch_size, cfg.data.seq_len)
+    state, shardings = step_lib.create_state(model, tx, dummy, mesh, rules, tcfg.seed, params=init_params)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_to_keep)
+    start_step = 0
+    restored = ckpt.restore_latest(jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+    if restored is not None:
+        start_step, state, _ = restored
+        log.info("Resumed from checkpoint step %d in %s", start_step, ckpt.directory)
+
+    loss_fn = objective.make_loss(model)
+    train_step = step_lib.jit_train_step(
+        step_lib.make_train_step(loss_fn, tx, schedule, seed=tcfg.seed, grad_accum_steps=cfg.optim.grad_accum_steps),
+        shardings, mesh, dummy)
+    eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(loss_fn), shardings, mesh, dummy)
+    eval_batches = []
+    if eval_examples is not None:
+        p, n_proc = jax.process_index(), jax.process_count()
+        per = tcfg.batch_size // n_proc
+        eval_batches = [{k: v[p * per:(p + 1) * per] for k, v in b.items()}
+                        for b in fixed_eval_batches(objective, eval_examples, tcfg.batch_size, tcfg.eval_batches,
+                                                    tcfg.seed)]
+
+    writer = MetricWriter(workdir)
+    tokens_per_step = tcfg.batch_size * cfg.data.seq_len
+    meta = lambda s: {"step": int(s), "loader_step": int(s), "config": resolved}
+
+    def evaluate(s: int) -> dict[str, float]:
+        if not eval_batches:
+            return {}
+        with step_lib.mesh_context(mesh, rules):
+            ms = [eval_step(state.params, sharding.global_batch_from_local(b, mesh)) for b in eval_batches]
+        ms = jax.device_get(ms)
+        row = {f"eval_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
+        writer.write(s, row)
+        return row
+
+    summary: dict[str, Any] = {"workdir": str(workdir), "parameters": n_params, "start_step": start_step,
+                               "steps": tcfg.steps, "family": cfg.family}
+    if jax.process_index() == 0:
+        print(f"[llm-jax] {cfg.family}: {n_params:,} parameters | mesh {dict(mesh.shape)} rules={cfg.mesh.rules} | "
+              f"{len(train_examples['tokens']):,} examples of {cfg.data.seq_len} tokens | batch {tcfg.batch_size} | "
+              f"steps {start_step}→{tcfg.steps}", flush=True)
+    bar = None
+    if tcfg.progress and jax.process_index() == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tcfg.steps, initial=start_step, desc="pretrain", unit="step", dynamic_ncols=True)
+
+    pending: list[dict[str, jax.Array]] = []
+    consecutive_skips = 0
+    t_log = time.time()
+    steps_since_log = 0
+    t_start = time.time()
+    s = start_step
+    with step_lib.mesh_context(mesh, rules):
+        while s < tcfg.steps:
+            local = objective.prepare(loader.local_batch(s), tcfg.seed)
+            state, metrics = train_step(state, sharding.global_batch_from_local(local, mesh))
+            pending.append(metrics)
+            s += 1
+            steps_since_log += 1
+            if bar is not None:
+                bar.update(1)
+            last = s == tcfg.steps
+            if s % tcfg.log_every == 0 or last:
+                host = jax.device_get(pending)
+                elapsed = time.time() - t_log
+                for m in host:
+                    consecutive_skips = consecutive_skips + 1 if m["skipped"] else 0
+                row = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "skipped"}
+                row["learning_rate"] = float(host[-1]["learning_rate"])
+                row["skipped"] = float(sum(m["skipped"] for m in host))
+                row["tokens_per_s"] = tokens_per_step * steps_since_log / max(elapsed, 1e-9)
+                row["step_time_s"] = elapsed / steps_since_log
+                writer.write(s, row)
+                if bar is not None:
+                    bar.set_postfix_str(format_row(row, ("loss", "mlm_accuracy", "tokens_per_s")))
+                pending, steps_since_log, t_log = [], 0, time.time()
+                if consecutive_skips >= tcfg.max_consecutive_skips:
+                    ckpt.close()
+                    raise FloatingPointError(
+                        f"{consecutive_skips} consecutive steps had a non-finite loss or gradient (last at step {s}); "
+                        f"the newest good checkpoint in {ckpt.directory} is intact. Lower optim.learning_rate or "
+                        "check the data, then resume.")
+            if tcfg.eval_every and (s % tcfg.eval_every == 0 or last):
+                summary["eval"] = evaluate(s)
+                t_log = time.time()  # evaluation time is not training throughput
+            if (tcfg.checkpoint_every and s % tcfg.checkpoint_every == 0) or last:
+                ckpt.save(s, state, meta(s))
+    if bar is not None:
+        bar.close()
+    ckpt.close()
+    writer.close()
+    summary.update(seconds=time.time() - t_start, end_step=s, checkpoint_dir=str(ckpt.directory))
+    rows = [r for r in read_metrics(workdir) if "loss" in r]
+    if rows:
+        summary["first_logged"] = {"step": rows[0]["step"], "loss": rows[0]["loss"]}
+        summary["last_logged"] = {"step": rows[-1]["step"], "loss": rows[-1]["loss"],
+                                  "tokens_per_s": rows[-1].get("tokens_per_s")}
+    if jax.process_index() == 0:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+

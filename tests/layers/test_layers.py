@@ -1,0 +1,132 @@
+"""Shapes and properties of the shared layers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from llm_jax import layers
+
+
+def test_einsum_projection_shapes_and_bias():
+    proj = layers.Einsum("BTD,DHK->BTHK", (8, 2, 4), ("embed", "heads", "kv"))
+    x = jnp.ones((3, 5, 8))
+    params = proj.init(jax.random.key(0), x)["params"]
+    assert params["kernel"].value.shape == (8, 2, 4)
+    assert params["bias"].value.shape == (2, 4)
+    assert proj.apply({"params": params}, x).shape == (3, 5, 2, 4)
+
+
+def test_layer_norm_matches_formula():
+    x = jax.random.normal(jax.random.key(1), (2, 3, 16)) * 3 + 1
+    ln = layers.LayerNorm(eps=1e-5)
+    params = ln.init(jax.random.key(0), x)
+    y = ln.apply(params, x)
+    ref = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(y, ref, atol=1e-5)
+
+
+def test_rms_norm_unit_rms():
+    x = jax.random.normal(jax.random.key(1), (2, 16)) * 5
+    y = layers.RMSNorm().apply({"params": {"scale": jnp.ones(16)}}, x)
+    np.testing.assert_allclose(jnp.sqrt(jnp.mean(y**2, -1)), 1.0, atol=1e-4)
+
+
+def _attn(**kw):
+    return layers.MultiHeadAttention(num_heads=2, head_dim=4, **kw)
+
+
+def test_attention_padding_mask_ignores_masked_keys():
+    x = jax.random.normal(jax.random.key(0), (1, 6, 8))
+    attn = _attn()
+    params = attn.init(jax.random.key(1), x)
+    mask = layers.padding_mask(jnp.array([[1, 1, 1, 1, 0, 0]]))
+    y1 = attn.apply(params, x, mask_BHTS=mask)
+    x2 = x.at[:, 4:].set(123.0)  # change only the masked keys
+    y2 = attn.apply(params, x2, mask_BHTS=mask)
+    np.testing.assert_allclose(y1[:, :4], y2[:, :4], atol=1e-5)
+
+
+def test_attention_causal_by_gradient():
+    x = jax.random.normal(jax.random.key(0), (1, 6, 8))
+    attn = _attn()
+    params = attn.init(jax.random.key(1), x)
+    mask = layers.causal_mask(6)
+    grad = jax.grad(lambda x: attn.apply(params, x, mask_BHTS=mask)[0, 2].sum())(x)
+    assert np.all(np.asarray(grad[0, 3:]) == 0.0)
+    assert np.any(np.asarray(grad[0, :3]) != 0.0)
+
+
+def test_banded_mask_window():
+    m = np.asarray(layers.banded_causal_mask(5, window=2))[0, 0]
+    expected = np.array([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]], bool)
+    np.testing.assert_array_equal(m, expected)
+
+
+def test_attention_bias_and_memory_and_cross():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 8))
+    mem = jax.random.normal(jax.random.key(2), (2, 4, 8))
+    attn = _attn()
+    params = attn.init(jax.random.key(1), x)
+    # Memory prefix = attending over concat(memory, x): equal to cross-attention onto that concatenation.
+    y_mem = attn.apply(params, x, memory_BMD=mem, mask_BHTS=layers.causal_mask(3, 7))
+    y_cross = attn.apply(params, x, jnp.concatenate([mem, x], 1), mask_BHTS=layers.causal_mask(3, 7))
+    np.testing.assert_allclose(y_mem, y_cross, atol=1e-6)
+    # A huge negative bias on a key acts like masking it.
+    bias = jnp.zeros((1, 1, 3, 3)).at[..., 2].set(-1e9)
+    y_bias = attn.apply(params, x, bias_BHTS=bias)
+    y_mask = attn.apply(params, x, mask_BHTS=jnp.array([True, True, False])[None, None, None])
+    np.testing.assert_allclose(y_bias, y_mask, atol=1e-5)
+
+
+def test_kv_cache_decoding_matches_full_causal_pass():
+    t = 5
+    x = jax.random.normal(jax.random.key(0), (2, t, 8))
+    full = _attn()
+    params = full.init(jax.random.key(1), x)["params"]
+    ref = full.apply({"params": params}, x, mask_BHTS=layers.causal_mask(t))
+    dec = _attn(decode=True)
+    cache = dec.init(jax.random.key(1), x)["cache"]
+    outs = []
+    for i in range(t):
+        y, mut = dec.apply({"params": params, "cache": cache}, x[:, i:i + 1], mutable=["cache"])
+        cache = mut["cache"]
+        outs.append(y)
+    np.testing.assert_allclose(jnp.concatenate(outs, 1), ref, atol=1e-5)
+
+
+def test_mlp_gated_and_plain():
+    x = jnp.ones((2, 3, 8))
+    for gated in (False, True):
+        mlp = layers.Mlp(hidden_size=16, gated=gated, act="gelu_new")
+        p = mlp.init(jax.random.key(0), x)
+        assert mlp.apply(p, x).shape == (2, 3, 8)
+        assert ("wi_0" in p["params"]) == gated
+
+
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_stack_scan_unroll_and_sharing(shared):
+    import flax.linen as nn
+
+    class Block(nn.Module):
+        deterministic: bool = True
+
+        @nn.compact
+        def __call__(self, x, scale):
+            return x + scale * nn.Dense(x.shape[-1])(x)
+
+    x = jnp.ones((2, 8))
+    kw = (("deterministic", True),)
+    stack = layers.Stack(Block, kw, num_layers=3, shared=shared, collect_hidden=True)
+    params = stack.init(jax.random.key(0), x, 0.5)
+    kernel = params["params"]["layers"]["block"]["Dense_0"]["kernel"]
+    kernel = getattr(kernel, "value", kernel)
+    assert kernel.shape == ((8, 8) if shared else (3, 8, 8))
+    y, hidden = stack.apply(params, x, 0.5)
+    assert hidden.shape == (3, 2, 8)
+    np.testing.assert_allclose(hidden[-1], y)
+    unrolled = layers.Stack(Block, kw, num_layers=3, shared=shared, unroll=True, remat="full")
+    y2, _ = unrolled.apply(params, x, 0.5)
+    np.testing.assert_allclose(y, y2, atol=1e-6)

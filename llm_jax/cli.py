@@ -37,11 +37,13 @@ def _pretrain(argv: list[str]) -> int:
               "  --config.model.init_from=HF_DIR   (start from a Hugging Face checkpoint)")
         return 0
     fv = flags.FlagValues()
+    argv = ["llm-jax pretrain", *argv]
+    # Why sys_argv: config_flags finds the `--config.a.b=v` overrides in sys.argv unless told the real argv.
     config_flags.DEFINE_config_file("config", None, "Config file (configs/X.py[:arg]).", lock_config=True,
-                                    flag_values=fv)
+                                    flag_values=fv, sys_argv=argv)
     flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, tokenizer).", flag_values=fv)
     try:
-        fv(["llm-jax pretrain", *argv])
+        fv(argv)
     except flags.Error as e:
         print(f"llm-jax pretrain: {e}\n(use --help for the options)", file=sys.stderr)
         return 2
@@ -53,6 +55,10 @@ def _pretrain(argv: list[str]) -> int:
 
     cfg = from_dict(fv.config.to_dict())
     summary = pretrain(cfg, fv.workdir)
+    if summary.get("preempted"):
+        print(f"\n[llm-jax] interrupted: stopped after step {summary['end_step']} with a checkpoint in "
+              f"{summary['checkpoint_dir']}; run the same command again to resume.")
+        return 0
     first, last = summary.get("first_logged"), summary.get("last_logged")
     print(f"\n[llm-jax] done: steps {summary['start_step']}→{summary['end_step']} in {summary['seconds']:.1f}s")
     if first and last:

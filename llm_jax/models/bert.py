@@ -207,9 +207,15 @@ class BertModel(nn.Module):
 
 
 class MlmHead(nn.Module):
-    """transform (dense + act + LayerNorm) → tied decoder + output bias (BERT's `cls.predictions`)."""
+    """transform (dense + act + LayerNorm) → tied decoder + output bias (BERT's `cls.predictions`).
+
+    Attributes:
+      cfg: hyperparameters.
+      act: the transform's activation; None means `cfg.hidden_act` (BERT). RoBERTa fixes it to exact GELU.
+    """
 
     cfg: Config
+    act: str | None = None
 
     @nn.compact
     def __call__(self, hidden_BTD, attend):
@@ -218,7 +224,8 @@ class MlmHead(nn.Module):
         d = cfg.hidden_size
         h_BTD = Einsum("BTD,DE->BTE", (d, d), (P_EMBED, None), kernel_init=_init(cfg), dtype=dtype,
                        name="transform")(hidden_BTD)
-        h_BTD = LayerNorm(cfg.layer_norm_eps, dtype=dtype, name="layer_norm")(activation(cfg.hidden_act)(h_BTD))
+        act = activation(cfg.hidden_act if self.act is None else self.act)
+        h_BTD = LayerNorm(cfg.layer_norm_eps, dtype=dtype, name="layer_norm")(act(h_BTD))
         bias_V = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (P_VOCAB,)),
                             (cfg.vocab_size,), jnp.float32)
         # Why f32: the loss's log-softmax over V needs full-precision logits.
@@ -256,9 +263,10 @@ DEFAULT_OBJECTIVE = "mlm_nsp"
 TOKENIZER_KIND = "wordpiece"
 
 # ---------------------------------------------------------------------------------------- HF name map
-# Our param path (with "{L}" for the scanned layer axis) → Hugging Face name and how to lay the tensor out.
-# Kinds: "embed" (same layout), "linear" (torch [out, in] → our [in, out…]), "vector", "norm_scale".
-# The reader/writer in llm_jax.interop applies these.
+# Our param path → Hugging Face name ("{L}": the layer index; our param stacks the layers on a leading axis) and
+# layout kind: "embed" / "vector" (same layout), "linear" (torch [out, in] → our [in, out]), "linear_in_heads"
+# ([H*K, D] → [D, H, K]), "bias_heads" ([H*K] → [H, K]), "linear_out_heads" ([D, H*K] → [H, K, D]).
+# The reader/writer in llm_jax.interop (state_dict.py) applies these.
 
 HF_ENCODER_MAP: dict[str, tuple[str, str]] = {
     "embeddings/word_embeddings/embedding": ("embeddings.word_embeddings.weight", "embed"),
@@ -298,10 +306,36 @@ HF_NAME_MAP: dict[str, tuple[str, str]] = {
 }
 HF_ARCHITECTURE = "BertForPreTraining"
 HF_MODEL_TYPE = "bert"
+# transformers' `base_model_prefix`: a bare `BertModel` checkpoint names its tensors without it.
+HF_BASE_PREFIX = "bert"
+# transformers' `_tied_weights_keys` (copy → source): `save_pretrained` leaves the copies out.
+HF_TIED_WEIGHTS: dict[str, str] = {
+    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+    "cls.predictions.decoder.bias": "cls.predictions.bias",
+}
+# Index buffers that older checkpoints saved; we compute them.
+HF_IGNORED: tuple[str, ...] = (r"(^|\.)embeddings\.position_ids$", r"(^|\.)embeddings\.token_type_ids$")
+# What a checkpoint may lack (a bare `BertModel`, one saved without pooler): initialised freshly and reported.
+HF_INIT_IF_MISSING: tuple[str, ...] = ("bert/pooler/", "mlm_head/", "nsp_head/")
 
 
 def config_from_hf(hf: dict[str, Any]) -> Config:
-    """Our Config from a Hugging Face `config.json` dict."""
+    """Our Config from a Hugging Face `config.json` dict.
+
+    Raises:
+      ValueError: settings that change the computation in ways this model does not implement (relative
+        position embeddings, a causal decoder, an untied output projection), rather than load them wrongly.
+    """
+    position_type = hf.get("position_embedding_type", "absolute")
+    if position_type != "absolute":
+        raise ValueError(f"position_embedding_type={position_type!r} is not supported: our BERT-family encoder "
+                         f"uses absolute learned positions only.")
+    if hf.get("is_decoder") or hf.get("add_cross_attention"):
+        raise ValueError("is_decoder / add_cross_attention is set: that is a causal BERT decoder (BertLMHeadModel); "
+                         "our BERT-family encoder is bidirectional.")
+    if hf.get("tie_word_embeddings", True) is False:
+        raise ValueError("tie_word_embeddings=false: our BERT-family models always tie the MLM decoder to the word "
+                         "embeddings.")
     return Config(
         vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
         num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],

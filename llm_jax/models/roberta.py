@@ -64,7 +64,9 @@ class RobertaForMaskedLM(nn.Module):
 
     def setup(self):
         self.roberta = bert.BertModel(self.cfg, add_pooler=False, collect_hidden=self.collect_hidden)
-        self.mlm_head = bert.MlmHead(self.cfg)
+        # Why act="gelu": Hugging Face's `RobertaLMHead` applies exact GELU whatever `hidden_act` says (BERT's head
+        # follows `hidden_act`); the published checkpoints and the parity oracle compute it that way.
+        self.mlm_head = bert.MlmHead(self.cfg, act="gelu")
 
     def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None,
                  mlm_positions_BP=None, deterministic=True) -> Output:
@@ -98,6 +100,15 @@ HF_NAME_MAP: dict[str, tuple[str, str]] = {
 }
 HF_ARCHITECTURE = "RobertaForMaskedLM"
 HF_MODEL_TYPE = "roberta"
+HF_BASE_PREFIX = "roberta"
+HF_TIED_WEIGHTS: dict[str, str] = {
+    "lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
+    "lm_head.decoder.bias": "lm_head.bias",
+}
+# The published checkpoints also carry a pooler, which the MLM model has no use for (no NSP, §4.2).
+HF_IGNORED: tuple[str, ...] = (*bert.HF_IGNORED, r"(^|\.)pooler\.dense\.(weight|bias)$")
+# What a checkpoint may lack (a bare `RobertaModel`): initialised freshly and reported.
+HF_INIT_IF_MISSING: tuple[str, ...] = ("mlm_head/",)
 
 
 def config_from_hf(hf: dict[str, Any]) -> Config:

@@ -22,7 +22,8 @@ from llm_jax.data.loader import DeterministicLoader
 from llm_jax.objectives import make_objective
 from llm_jax.train import step as step_lib
 from llm_jax.train.checkpoint import Checkpointer
-from llm_jax.train.metrics import MetricWriter, format_row, read_metrics
+from llm_jax.train.metrics import MetricWriter, read_metrics
+from llm_jax.train.runner import run_loop
 from llm_jax.train.optim import make_optimizer
 from llm_jax.train.pipeline import fixed_eval_batches, load_data
 
@@ -172,18 +173,10 @@ def pretrain(cfg, workdir: str | pathlib.Path) -> dict[str, Any]:
                                                     tcfg.seed)]
 
     writer = MetricWriter(workdir)
-    tokens_per_step = tcfg.batch_size * cfg.data.seq_len
-    meta = lambda s: {"step": int(s), "loader_step": int(s), "config": resolved}
 
-    def evaluate(s: int) -> dict[str, float]:
-        if not eval_batches:
-            return {}
-        with step_lib.mesh_context(mesh, rules):
-            ms = [eval_step(state.params, sharding.global_batch_from_local(b, mesh)) for b in eval_batches]
-        ms = jax.device_get(ms)
-        row = {f"eval_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
-        writer.write(s, row)
-        return row
+    def evaluate(state) -> dict[str, float]:
+        ms = jax.device_get([eval_step(state.params, sharding.global_batch_from_local(b, mesh)) for b in eval_batches])
+        return {f"eval_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
 
     summary: dict[str, Any] = {"workdir": str(workdir), "parameters": n_params, "start_step": start_step,
                                "steps": tcfg.steps, "family": cfg.family}
@@ -191,59 +184,25 @@ def pretrain(cfg, workdir: str | pathlib.Path) -> dict[str, Any]:
         print(f"[llm-jax] {cfg.family}: {n_params:,} parameters | mesh {dict(mesh.shape)} rules={cfg.mesh.rules} | "
               f"{len(train_examples['tokens']):,} examples of {cfg.data.seq_len} tokens | batch {tcfg.batch_size} | "
               f"steps {start_step}→{tcfg.steps}", flush=True)
-    bar = None
-    if tcfg.progress and jax.process_index() == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=tcfg.steps, initial=start_step, desc="pretrain", unit="step", dynamic_ncols=True)
-
-    pending: list[dict[str, jax.Array]] = []
-    consecutive_skips = 0
-    t_log = time.time()
-    steps_since_log = 0
     t_start = time.time()
-    s = start_step
     end = min(tcfg.steps, tcfg.stop_after) if tcfg.stop_after else tcfg.steps
     with step_lib.mesh_context(mesh, rules):
-        while s < end:
-            local = objective.prepare(loader.local_batch(s), tcfg.seed)
-            state, metrics = train_step(state, sharding.global_batch_from_local(local, mesh))
-            pending.append(metrics)
-            s += 1
-            steps_since_log += 1
-            if bar is not None:
-                bar.update(1)
-            last = s == end
-            # Step 1 is logged too: the loss before any learning, the baseline a curve is read against.
-            if s % tcfg.log_every == 0 or last or s == 1:
-                host = jax.device_get(pending)
-                elapsed = time.time() - t_log
-                for m in host:
-                    consecutive_skips = consecutive_skips + 1 if m["skipped"] else 0
-                row = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "skipped"}
-                row["learning_rate"] = float(host[-1]["learning_rate"])
-                row["skipped"] = float(sum(m["skipped"] for m in host))
-                row["tokens_per_s"] = tokens_per_step * steps_since_log / max(elapsed, 1e-9)
-                row["step_time_s"] = elapsed / steps_since_log
-                writer.write(s, row)
-                if bar is not None:
-                    bar.set_postfix_str(format_row(row, ("loss", "mlm_accuracy", "tokens_per_s")))
-                pending, steps_since_log, t_log = [], 0, time.time()
-                if consecutive_skips >= tcfg.max_consecutive_skips:
-                    ckpt.close()
-                    raise FloatingPointError(
-                        f"{consecutive_skips} consecutive steps had a non-finite loss or gradient (last at step {s}); "
-                        f"the newest good checkpoint in {ckpt.directory} is intact. Lower optim.learning_rate or "
-                        "check the data, then resume.")
-            if tcfg.eval_every and (s % tcfg.eval_every == 0 or last):
-                summary["eval"] = evaluate(s)
-                t_log = time.time()  # evaluation time is not training throughput
-            if (tcfg.checkpoint_every and s % tcfg.checkpoint_every == 0) or last:
-                ckpt.save(s, state, meta(s))
-    if bar is not None:
-        bar.close()
+        result = run_loop(
+            state=state, train_step=train_step,
+            batch_fn=lambda s: sharding.global_batch_from_local(objective.prepare(loader.local_batch(s), tcfg.seed), mesh),
+            start_step=start_step, end_step=end, total_steps=tcfg.steps, log_every=tcfg.log_every,
+            checkpointer=ckpt, checkpoint_every=tcfg.checkpoint_every,
+            meta_fn=lambda s: {"step": int(s), "loader_step": int(s), "config": resolved},
+            writer=writer, tokens_per_step=tcfg.batch_size * cfg.data.seq_len,
+            eval_every=tcfg.eval_every if eval_batches else 0, evaluate=evaluate,
+            max_consecutive_skips=tcfg.max_consecutive_skips, progress=tcfg.progress, desc="pretrain",
+            postfix_keys=("loss", "mlm_accuracy", "tokens_per_s"))
     ckpt.close()
     writer.close()
+    s = result.end_step
+    if result.last_eval:
+        summary["eval"] = result.last_eval
+    summary["preempted"] = result.preempted
     summary.update(seconds=time.time() - t_start, end_step=s, checkpoint_dir=str(ckpt.directory))
     rows = [r for r in read_metrics(workdir) if "loss" in r]
     if rows:

@@ -15,8 +15,10 @@ DUMMY = {"inputs": np.zeros((1, 8), np.int32), "mask": np.ones((1, 8), bool)}
 
 
 def _hf_count(family, cfg):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    from conftest import require_module
+
+    torch = require_module("torch")
+    transformers = require_module("transformers")
     kw = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
               num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
               max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,

@@ -15,6 +15,7 @@ import sys
 VERBS = {
     "pretrain": "Pretrain a model with its family's original objective (--config FILE:ARG --workdir DIR).",
     "describe": "Print a preset's architecture and its parameter count (counted abstractly, nothing allocated).",
+    "convert": "Convert checkpoints: --from-hf HF_DIR --out DIR, or --to-hf RUN_OR_CKPT --out DIR.",
 }
 
 
@@ -91,6 +92,25 @@ def _describe(argv: list[str]) -> int:
     return 0
 
 
+def _convert(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="llm-jax convert", description=VERBS["convert"])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-hf", metavar="HF_DIR", help="a Hugging Face checkpoint directory (config.json + "
+                        "model.safetensors or pytorch_model.bin) → our model directory")
+    source.add_argument("--to-hf", metavar="RUN_OR_CKPT", help="a run directory, checkpoint step directory or model "
+                        "directory of ours → a Hugging Face directory that transformers loads")
+    parser.add_argument("--out", required=True, help="output directory")
+    args = parser.parse_args(argv)
+    from llm_jax.interop import native
+
+    if args.from_hf:
+        out = native.convert_from_hf(args.from_hf, args.out)
+    else:
+        out = native.convert_to_hf(args.to_hf, args.out)
+    print(f"[llm-jax] wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -100,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     verb, rest = argv[0], argv[1:]
-    handlers = {"pretrain": _pretrain, "describe": _describe}
+    handlers = {"pretrain": _pretrain, "describe": _describe, "convert": _convert}
     if verb not in handlers:
         print(f"llm-jax: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
     try:
         return handlers[verb](rest)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError) as e:
         print(f"llm-jax {verb}: error: {e}", file=sys.stderr)
         return 1
 

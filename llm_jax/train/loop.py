@@ -112,16 +112,19 @@ def pretrain(cfg, workdir: str | pathlib.Path) -> dict[str, Any]:
     hf_tokenizer = None
     model_cfg = cfg.model
     if cfg.init_from:
-        from llm_jax.interop import load_hf, load_hf_tokenizer  # why lazy: only runs starting from HF weights
+        from llm_jax.interop.native import load_pretrained  # why lazy: only runs that start from given weights
 
-        fam, model_cfg, init_params = load_hf(cfg.init_from)
+        fam, model_cfg, init_params, hf_tokenizer = load_pretrained(cfg.init_from)
         if fam != cfg.family:
-            raise ValueError(f"model.init_from={cfg.init_from} holds a {fam!r} checkpoint but the config is for "
+            raise ValueError(f"model.init_from={cfg.init_from} holds a {fam!r} model but the config is for "
                              f"{cfg.family!r}; use configs/{fam}.py.")
+        if hf_tokenizer is None:
+            raise FileNotFoundError(f"model.init_from={cfg.init_from} has no tokenizer.json beside its weights; the "
+                                    "token ids must come from the tokenizer the weights were trained with.")
+        # Architecture from the checkpoint; run-time choices (precision, remat, dropout) from this config.
         model_cfg = dataclasses.replace(model_cfg, **{k: getattr(cfg.model, k) for k in
                                                       ("dtype", "remat", "scan_unroll", "hidden_dropout",
                                                        "attention_dropout")})
-        hf_tokenizer = load_hf_tokenizer(cfg.init_from)
 
     data = load_data(cfg.data, family.TOKENIZER_KIND, workdir, tokenizer=hf_tokenizer)
     if not cfg.init_from:

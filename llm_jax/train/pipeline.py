@@ -92,7 +92,12 @@ def load_data(cfg: DataConfig, tokenizer_kind: str, workdir: pathlib.Path, token
     if cfg.eval_split:
         eval_docs = load_documents(cfg.corpus, cfg.eval_split, text_field=cfg.text_field,
                                    max_documents=cfg.max_eval_documents or None)
-    tok = tokenizer if tokenizer is not None else get_tokenizer(cfg, tokenizer_kind, workdir, train_docs)
+    if tokenizer is not None:
+        tok = tokenizer
+        if jax.process_index() == 0 and not (workdir / "tokenizer.json").exists():
+            save_tokenizer(tok, workdir)  # the run directory is self-contained: weights + the tokenizer they need
+    else:
+        tok = get_tokenizer(cfg, tokenizer_kind, workdir, train_docs)
     t0 = time.time()
     train_ids = tokenize_documents(tok, train_docs)
     eval_ids = tokenize_documents(tok, eval_docs) if eval_docs else []

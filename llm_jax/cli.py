@@ -35,7 +35,9 @@ def _pretrain(argv: list[str]) -> int:
               "Sections: model, objective, data, optim, mesh, train. Examples:\n"
               "  --config.train.steps=200 --config.train.batch_size=16 --config.data.seq_len=64\n"
               "  --config.mesh.data=2 --config.mesh.fsdp=2 --config.mesh.tensor=2 --config.mesh.rules=fsdp_tp\n"
-              "  --config.model.init_from=HF_DIR   (start from a Hugging Face checkpoint)")
+              "  --config.model.init_from=DIR   (start from a Hugging Face checkpoint, or a run/model directory of ours)\n"
+              "  --resume      continue the run in --workdir although its config differs\n"
+              "  --overwrite   move the run in --workdir aside and start afresh")
         return 0
     fv = flags.FlagValues()
     argv = ["llm-jax pretrain", *argv]
@@ -43,6 +45,9 @@ def _pretrain(argv: list[str]) -> int:
     config_flags.DEFINE_config_file("config", None, "Config file (configs/X.py[:arg]).", lock_config=True,
                                     flag_values=fv, sys_argv=argv)
     flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, tokenizer).", flag_values=fv)
+    flags.DEFINE_bool("resume", False, "Continue the run in --workdir even though its config differs.", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "Move the run in --workdir aside (to <workdir>.replaced-<time>) and start "
+                      "afresh.", flag_values=fv)
     try:
         fv(argv)
     except flags.Error as e:
@@ -54,8 +59,11 @@ def _pretrain(argv: list[str]) -> int:
     from llm_jax.config import from_dict
     from llm_jax.train.loop import pretrain
 
+    if fv.resume and fv.overwrite:
+        print("llm-jax pretrain: --resume and --overwrite exclude each other.", file=sys.stderr)
+        return 2
     cfg = from_dict(fv.config.to_dict())
-    summary = pretrain(cfg, fv.workdir)
+    summary = pretrain(cfg, fv.workdir, existing="overwrite" if fv.overwrite else "resume" if fv.resume else "refuse")
     if summary.get("preempted"):
         print(f"\n[llm-jax] interrupted: stopped after step {summary['end_step']} with a checkpoint in "
               f"{summary['checkpoint_dir']}; run the same command again to resume.")

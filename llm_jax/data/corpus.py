@@ -21,12 +21,20 @@ second load of the same file costs a memory map, not a parse.
 
 from __future__ import annotations
 
+import bz2
 import glob
+import gzip
+import hashlib
+import logging
+import lzma
 import os
 import pathlib
+import tempfile
 
 import datasets
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
 
@@ -102,8 +110,47 @@ def _local_files(source: str) -> tuple[str, list[str]]:
     return builders.pop(), files
 
 
+_OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
+
+
+def _without_undecodable_lines(files: list[str]) -> list[str]:
+    """Files as given, except that a file with lines that are not UTF-8 is replaced by a cleaned copy.
+
+    Why: one bad byte makes the Arrow readers behind `datasets` fail the whole file; a corpus scraped from the
+    web often has a few. Such lines are dropped and counted (a warning says how many and where), never a crash.
+    """
+    out = []
+    for f in files:
+        opener = _OPENERS.get(pathlib.Path(f).suffix, open)
+        if pathlib.Path(f).suffix == ".zst" or pathlib.Path(f).resolve().is_relative_to(bundled_dir().resolve()):
+            out.append(f)  # .zst: no stdlib reader (datasets reports a bad record itself); bundled: known clean
+            continue
+        bad = 0
+        kept = []
+        with opener(f, "rb") as fh:
+            for line in fh:
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad += 1
+                    continue
+                kept.append(line)
+        if not bad:
+            out.append(f)
+            continue
+        log.warning("%s: skipped %d line(s) that are not valid UTF-8.", f, bad)
+        digest = hashlib.sha1(f"{os.path.abspath(f)}:{os.path.getmtime(f)}".encode()).hexdigest()[:16]
+        suffixes = "".join(s for s in pathlib.Path(f).suffixes if s not in _OPENERS)
+        clean = pathlib.Path(tempfile.gettempdir()) / "llm_jax_clean" / f"{digest}{suffixes or '.txt'}"
+        clean.parent.mkdir(parents=True, exist_ok=True)
+        clean.write_bytes(b"".join(kept))
+        out.append(str(clean))
+    return out
+
+
 def _load_local(source: str, split: str) -> datasets.Dataset:
     builder, files = _local_files(source.replace("{split}", split))
+    files = _without_undecodable_lines(files)
     # Text files hold one document per blank-line-separated paragraph, one sentence per line: the input
     # format of google-research/bert's create_pretraining_data.py (its sample_text.txt).
     kwargs = {"sample_by": "paragraph"} if builder == "text" else {}

@@ -67,6 +67,12 @@ class Checkpointer:
             try:
                 state, meta = self.restore(step, abstract_state)
             except Exception as e:  # orbax raises many types (ValueError, FileNotFoundError, tensorstore errors)
+                differing = self.shape_mismatches(step, abstract_state)
+                if differing:  # not damage: the checkpoint belongs to another architecture
+                    raise ValueError(
+                        f"Checkpoint step {step} in {self.directory} does not fit the current config: "
+                        + "; ".join(differing[:10]) + (f" (and {len(differing) - 10} more)" if len(differing) > 10 else "")
+                        + ". Restore with the config that wrote it, or start a new workdir.") from e
                 log.warning("Checkpoint step %d in %s could not be restored (%s: %s); trying an older one.",
                             step, self.directory, type(e).__name__, str(e).splitlines()[0][:300])
                 errors.append((step, e))
@@ -78,6 +84,30 @@ class Checkpointer:
                                "model or mesh config changed since they were written, restore with the original "
                                "config or start a new workdir.") from errors[0][1]
         return None
+
+    def shape_mismatches(self, step: int, abstract_state: Any) -> list[str]:
+        """`'path: checkpoint (a, b) vs config (c, d)'` for every array whose saved shape differs (or is missing)."""
+        try:
+            with ocp.StandardCheckpointer() as reader:
+                saved = reader.metadata(self.directory / str(step) / "state").item_metadata
+        except Exception:  # unreadable metadata is damage, which the caller handles
+            return []
+        saved = getattr(saved, "tree", saved)
+        saved_shapes = {jax.tree_util.keystr(p): tuple(m.shape)
+                        for p, m in jax.tree_util.tree_leaves_with_path(saved) if hasattr(m, "shape")}
+        out = []
+        for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_state):
+            key = jax.tree_util.keystr(path)
+            if key.startswith(".opt_state"):
+                continue  # optimizer moments mirror the params: naming the params is enough
+            got = saved_shapes.get(key.replace(".params", "['params']", 1).replace(".step", "['step']", 1))
+            if got is None:
+                got = saved_shapes.get(key)
+            if got is None:
+                out.append(f"{key}: missing from the checkpoint")
+            elif got != tuple(leaf.shape):
+                out.append(f"{key}: checkpoint {got} vs config {tuple(leaf.shape)}")
+        return out
 
     def close(self) -> None:
         self._manager.wait_until_finished()

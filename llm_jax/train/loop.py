@@ -80,27 +80,49 @@ def _check_batch(cfg, mesh) -> None:
         raise ValueError(f"train.batch_size={b} is not divisible by the {jax.process_count()} processes.")
 
 
-def _check_workdir(workdir: pathlib.Path, resolved: dict[str, Any]) -> None:
-    """Refuses to continue a run in a workdir that holds a run with a different model/data/objective."""
+def _check_workdir(workdir: pathlib.Path, resolved: dict[str, Any], existing: str) -> None:
+    """Refuses to continue a run in a workdir that holds a run with a different model/data/objective.
+
+    `existing="resume"` continues anyway (e.g. more data documents); `"overwrite"` was handled by the caller.
+    """
     path = workdir / "config.json"
     if not path.exists():
         return
     old = json.loads(path.read_text())
     differing = [k for k in ("family", "model", "objective", "data") if old.get(k) != resolved.get(k)]
-    if differing:
-        raise ValueError(f"{workdir} holds a run with a different {', '.join(differing)} config; resume it with its "
-                         f"own config (see {path}) or choose a new --workdir.")
+    if differing and existing != "resume":
+        details = [f"{k}.{f}: {old[k].get(f)!r} → {resolved[k].get(f)!r}" for k in differing
+                   if isinstance(old.get(k), dict) for f in sorted(set(old[k]) | set(resolved[k]))
+                   if old[k].get(f) != resolved[k].get(f)]
+        raise ValueError(f"{workdir} holds a run with a different {', '.join(differing)} config "
+                         f"({'; '.join(details[:6]) or 'family differs'}). Resume it with its own config (see {path}), "
+                         "pass --resume to continue it with this config, --overwrite to set it aside and start "
+                         "afresh, or choose a new --workdir.")
 
 
-def pretrain(cfg, workdir: str | pathlib.Path) -> dict[str, Any]:
+def _set_aside(workdir: pathlib.Path) -> None:
+    """Moves an existing run to `<workdir>.replaced-<time>`: overwriting never destroys the old run's data."""
+    if workdir.exists() and any(workdir.iterdir()):
+        target = workdir.with_name(f"{workdir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        workdir.rename(target)
+        log.warning("Moved the previous run in %s to %s (--overwrite).", workdir, target)
+
+
+def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> dict[str, Any]:
     """Runs (or resumes) pretraining as configured; returns a summary dict (also written to summary.json).
 
     Args:
       cfg: a `llm_jax.config.RunConfig`.
       workdir: run directory (checkpoints, metrics, tokenizer, config).
+      existing: what to do when `workdir` holds a run with a different config: `refuse`, `resume` (continue it
+        with this config), or `overwrite` (move it aside to `<workdir>.replaced-<time>`, start afresh).
     """
+    if existing not in ("refuse", "resume", "overwrite"):
+        raise ValueError(f"existing={existing!r}: choose 'refuse', 'resume' or 'overwrite'.")
     sharding.maybe_initialize_distributed()
     workdir = pathlib.Path(workdir).absolute()
+    if existing == "overwrite" and jax.process_index() == 0:
+        _set_aside(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg.train.validate()
     mesh = sharding.make_mesh(cfg.mesh)
@@ -135,7 +157,7 @@ def pretrain(cfg, workdir: str | pathlib.Path) -> dict[str, Any]:
                          f"({model_cfg.max_position_embeddings}); shorten data.seq_len.")
     resolved = cfg.to_dict()
     resolved["model"] = dataclasses.asdict(model_cfg)
-    _check_workdir(workdir, resolved)
+    _check_workdir(workdir, resolved, existing)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(json.dumps(resolved, indent=2))
 

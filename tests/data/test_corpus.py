@@ -127,3 +127,14 @@ def test_unreachable_hub_dataset_is_a_clear_error():
     # The test session runs with HF_HUB_OFFLINE=1 (tests/conftest.py), so this fails fast without network.
     with pytest.raises(RuntimeError, match="Could not load Hugging Face dataset"):
         load_documents("llm-jax-tests/no-such-dataset", "train")
+
+
+def test_undecodable_lines_are_skipped_and_counted(tmp_path, caplog):
+    import logging
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"text": "good one.\\nsecond sentence."}\n{"text": "bad \xff\xfe bytes"}\n{"text": "good two."}\n')
+    with caplog.at_level(logging.WARNING):
+        docs = load_documents(str(path))
+    assert docs == ["good one.\nsecond sentence.", "good two."]
+    assert "skipped 1 line(s) that are not valid UTF-8" in caplog.text

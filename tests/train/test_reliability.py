@@ -106,3 +106,33 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path):
     assert "non-finite" in proc.stderr and "intact" in proc.stderr
     rows = [r for r in read_metrics(tmp_path) if "skipped" in r]
     assert sum(r["skipped"] for r in rows) >= 3
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_with_the_same_device_count(tmp_path, straight):
+    """2 processes × 4 CPU devices (jax.distributed over localhost, gloo collectives), each loading only its
+    half of every global batch, give the losses of 1 process × 8 devices."""
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                   JAX_PROCESS_ID=str(pid), XLA_FLAGS="--xla_force_host_platform_device_count=4")
+        procs.append(subprocess.Popen(_cmd(tmp_path, "--config.train.steps=16", "--config.train.stop_after=6",
+                                           "--config.train.checkpoint_every=4"),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "mesh {'data': 8" in outs[0][0]
+    two = _losses(tmp_path)
+    assert sorted(two) == list(range(1, 7))
+    for step in range(1, 7):
+        assert two[step] == pytest.approx(straight[step], rel=1e-5), step
+    assert (tmp_path / "checkpoints" / "6").is_dir()

@@ -75,14 +75,19 @@ def create_state(model, tx, dummy_batch, mesh: Mesh, rules, seed: int, params: A
     shardings = state_shardings(model, tx, dummy_batch, mesh, rules)
     tokens, kwargs = _model_inputs(dummy_batch)
 
-    def init(key):
-        p = nn.meta.unbox(model.init({"params": key}, tokens, **kwargs)["params"]) if params is None else params
+    def fresh(p):
         return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
 
     with mesh_context(mesh, rules):
-        if params is not None:
-            params = jax.device_put(params, shardings.params)
-        state = jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+        if params is None:
+            init = lambda key: fresh(nn.meta.unbox(model.init({"params": key}, tokens, **kwargs)["params"]))
+            state = jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+        else:
+            # Why an argument, not a closure: closed-over arrays would be baked into the program as constants.
+            # make_array_from_callback: each process places only its own shards (works multi-host too).
+            placed = jax.tree.map(lambda x, sh: jax.make_array_from_callback(np.shape(x), sh, lambda i: np.asarray(x)[i]),
+                                  params, shardings.params)
+            state = jax.jit(fresh, out_shardings=shardings)(placed)
     return state, shardings
 
 

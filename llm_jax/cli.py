@@ -1,6 +1,7 @@
 """`llm-jax <verb> ...`: the command line.
 
     llm-jax pretrain --config configs/bert.py:size=tiny --workdir runs/x [--config.train.steps=100 ...]
+    llm-jax finetune --config configs/finetune.py:model=runs/x,task=wordnet-supersense --workdir runs/y
     llm-jax describe bert-base
     llm-jax convert --from-hf DIR --out DIR | --to-hf RUN_OR_CKPT --out DIR
 """
@@ -14,6 +15,7 @@ import sys
 
 VERBS = {
     "pretrain": "Pretrain a model with its family's original objective (--config FILE:ARG --workdir DIR).",
+    "finetune": "Fine-tune a model on a task, evaluate it, write results.json (--config FILE:model=M,task=T --workdir DIR).",
     "describe": "Print a preset's architecture and its parameter count (counted abstractly, nothing allocated).",
     "convert": "Convert checkpoints: --from-hf HF_DIR --out DIR, or --to-hf RUN_OR_CKPT --out DIR.",
 }
@@ -50,8 +52,10 @@ def _pretrain(argv: list[str]) -> int:
                       "afresh.", flag_values=fv)
     try:
         fv(argv)
-    except flags.Error as e:
-        print(f"llm-jax pretrain: {e}\n(use --help for the options)", file=sys.stderr)
+    except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+        # config_flags reports an unknown `--config.a.b` as KeyError/AttributeError, a bad value as ValueError.
+        print(f"llm-jax pretrain: bad flag or config override: {str(e).strip(chr(39))}\n(use --help for the options)",
+              file=sys.stderr)
         return 2
     if fv.config is None or not fv.workdir:
         print("llm-jax pretrain: both --config and --workdir are required (use --help).", file=sys.stderr)
@@ -77,6 +81,80 @@ def _pretrain(argv: list[str]) -> int:
         print("[llm-jax] eval: " + " ".join(f"{k}={v:.4f}" for k, v in summary["eval"].items()))
     print(f"[llm-jax] run files: {summary['workdir']} (metrics.jsonl, tensorboard/, checkpoints/, tokenizer.json, "
           "config.json, summary.json)")
+    return 0
+
+
+def _parse_config(verb: str, argv: list[str]):
+    """`(config_dict, workdir)` from `--config FILE[:ARG] --workdir DIR [--config.a.b=v ...]`, or an exit code."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()
+    argv = [f"llm-jax {verb}", *argv]
+    # Why sys_argv: config_flags finds the `--config.a.b=v` overrides in sys.argv unless told the real argv.
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/X.py[:arg]).", lock_config=True,
+                                    flag_values=fv, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "Run directory.", flag_values=fv)
+    try:
+        fv(argv)
+    except flags.Error as e:
+        print(f"llm-jax {verb}: {e}\n(use --help for the options)", file=sys.stderr)
+        return 2
+    if fv.config is None or not fv.workdir:
+        print(f"llm-jax {verb}: both --config and --workdir are required (use --help).", file=sys.stderr)
+        return 2
+    return fv.config.to_dict(), fv.workdir
+
+
+def format_results(results: dict) -> str:
+    """results.json as an aligned table: one row per split, one column per metric."""
+    splits = [s for s in ("validation", "test") if s in results]
+    metrics = []
+    for s in splits:
+        metrics += [m for m in results[s] if m not in metrics]
+    lines = [f"  {'split':<12}" + "".join(f"{m:>20}" for m in metrics)]
+    for s in splits:
+        cells = "".join(f"{results[s][m]:>20.4f}" if m in results[s] else f"{'—':>20}" for m in metrics)
+        lines.append(f"  {s:<12}{cells}")
+    return "\n".join(lines)
+
+
+def _finetune(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: llm-jax finetune --config configs/finetune.py:model=MODEL,task=TASK --workdir DIR "
+              "[--config.SECTION.KEY=VALUE ...]\n\n"
+              "MODEL: a preset (random init, e.g. bert-tiny), a run / checkpoint / model directory of ours, or a\n"
+              "       Hugging Face checkpoint directory.\n"
+              "TASK:  wordnet-supersense, wordnet-gloss, wordnet-wic (bundled); cola, sst2, mrpc, qqp, stsb, mnli,\n"
+              "       mnli_mismatched, qnli, rte, wnli (GLUE, from the Hub); squad, squad_v2 (local SQuAD JSON via\n"
+              "       --config.task.train_file/validation_file, or the Hub); local (--config.task.train_file=...,\n"
+              "       task.kind, task.text_fields, task.label_field, task.metrics).\n"
+              "Sections: model, task, data, optim, mesh, train. Examples:\n"
+              "  --config.data.train_examples=64     a class-balanced 64-example subset (0 = zero-shot cloze)\n"
+              "  --config.optim.layer_decay=0.8      layer-wise learning-rate decay (ELECTRA)\n"
+              "  --config.train.patience=3 --config.train.eval_every=100    early stopping on the dev metric\n"
+              "  --config.data.balance=class_weights  imbalanced labels\n"
+              "  --config.model.random_init=True     same architecture and tokenizer, random weights\n"
+              "Writes DIR/results.json, DIR/predictions/{validation,test}.jsonl, DIR/best/, DIR/summary.json.")
+        return 0
+    parsed = _parse_config("finetune", argv)
+    if isinstance(parsed, int):
+        return parsed
+    config_dict, workdir = parsed
+    from llm_jax.data.tasks import DatasetUnavailable
+    from llm_jax.train.finetune import config_from_dict, finetune
+
+    cfg = config_from_dict(config_dict)
+    try:
+        results = finetune(cfg, workdir)
+    except DatasetUnavailable as e:
+        print(f"llm-jax finetune: error: {e}", file=sys.stderr)
+        return 1
+    if results.get("preempted"):
+        print(f"\n[llm-jax] interrupted after step {results['end_step']} with a checkpoint in {workdir}; run the "
+              "same command again to resume.")
+        return 0
+    print(f"\n[llm-jax] {cfg.task.name}: results ({workdir}/results.json)\n{format_results(results)}")
     return 0
 
 
@@ -128,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     verb, rest = argv[0], argv[1:]
-    handlers = {"pretrain": _pretrain, "describe": _describe, "convert": _convert}
+    handlers = {"pretrain": _pretrain, "finetune": _finetune, "describe": _describe, "convert": _convert}
     if verb not in handlers:
         print(f"llm-jax: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
         return 2

@@ -95,6 +95,8 @@ class Checkpointer:
         saved = getattr(saved, "tree", saved)
         saved_shapes = {jax.tree_util.keystr(p): tuple(m.shape)
                         for p, m in jax.tree_util.tree_leaves_with_path(saved) if hasattr(m, "shape")}
+        if not saved_shapes:
+            return []  # no readable tree metadata: damage, not a different architecture
         out = []
         for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_state):
             key = jax.tree_util.keystr(path)

@@ -209,7 +209,7 @@ def test_pytorch_bin_without_torch_says_how_to_install(tmp_path, monkeypatch):
     (tmp_path / "model.safetensors").unlink()
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read: torch is missing")
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
-    with pytest.raises(ImportError, match="only torch can read; install the CPU build of torch"):
+    with pytest.raises(ImportError, match="only torch can read; install a CPU build of torch"):
         load_hf(tmp_path)
 
 

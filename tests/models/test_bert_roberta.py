@@ -14,11 +14,9 @@ from llm_jax.train.step import abstract_params, count_params
 DUMMY = {"inputs": np.zeros((1, 8), np.int32), "mask": np.ones((1, 8), bool)}
 
 
-def _hf_count(family, cfg):
-    from conftest import require_module
-
-    torch = require_module("torch")
-    transformers = require_module("transformers")
+def _hf_count(family, cfg, require):
+    torch = require("torch")
+    transformers = require("transformers")
     kw = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
               num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
               max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
@@ -34,10 +32,10 @@ def _hf_count(family, cfg):
 
 @pytest.mark.parametrize("preset", ["bert-base", "bert-large", "roberta-base", "roberta-large", "bert-tiny",
                                     "roberta-tiny"])
-def test_parameter_count_equals_hugging_face(preset):
+def test_parameter_count_equals_hugging_face(preset, require):
     family, cfg = models.get_preset(preset)
     ours = count_params(abstract_params(models.build(family, cfg), DUMMY))
-    assert ours == _hf_count(family, cfg)
+    assert ours == _hf_count(family, cfg, require)
 
 
 def test_known_published_sizes():

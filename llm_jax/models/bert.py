@@ -48,6 +48,11 @@ class Config:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
+    @property
+    def max_seq_len(self) -> int:
+        """The longest input the position table allows."""
+        return self.max_position_embeddings
+
     def validate(self) -> "Config":
         if self.hidden_size % self.num_heads:
             raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads="
@@ -185,9 +190,9 @@ class BertModel(nn.Module):
 
     def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None, deterministic=True):
         b, t = tokens_BT.shape
-        if t > self.cfg.max_position_embeddings:
-            raise ValueError(f"Sequence length {t} exceeds model.max_position_embeddings="
-                             f"{self.cfg.max_position_embeddings}; shorten data.seq_len.")
+        if t > self.cfg.max_seq_len:
+            raise ValueError(f"Sequence length {t} exceeds the {self.cfg.max_seq_len} positions of "
+                             f"model.max_position_embeddings={self.cfg.max_position_embeddings}; shorten data.seq_len.")
         if segment_ids_BT is None:
             segment_ids_BT = jnp.zeros((b, t), jnp.int32)
         if positions_BT is None:
@@ -261,6 +266,13 @@ class BertForPreTraining(nn.Module):
 PRETRAINING_MODEL = BertForPreTraining
 DEFAULT_OBJECTIVE = "mlm_nsp"
 TOKENIZER_KIND = "wordpiece"
+
+# What the fine-tuning heads (`llm_jax.models.heads`) need: the trunk class, the param subtree of the pretraining
+# model that holds it (so pretrained weights transplant), and the sentence representation a sequence classifier
+# reads. BERT §4.1: the final hidden state of [CLS] through the pooler (HF `BertForSequenceClassification`).
+TRUNK = BertModel
+TRUNK_NAME = "bert"
+SEQUENCE_HEAD = "pooler"
 
 # ---------------------------------------------------------------------------------------- HF name map
 # Our param path → Hugging Face name ("{L}": the layer index; our param stacks the layers on a leading axis) and

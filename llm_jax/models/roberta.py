@@ -33,6 +33,11 @@ class Config(bert.Config):
     layer_norm_eps: float = 1e-5
     pad_token_id: int = 1
 
+    @property
+    def max_seq_len(self) -> int:
+        """Positions left after the padding offset (514 − 1 − 1 = 512 for the published models)."""
+        return self.max_position_embeddings - self.pad_token_id - 1
+
     def validate(self) -> "Config":
         super().validate()
         if self.max_position_embeddings <= self.pad_token_id + 1:
@@ -56,26 +61,30 @@ def positions_from_tokens(tokens_BT: jax.Array, pad_token_id: int) -> jax.Array:
     return jnp.cumsum(real_BT, axis=1) * real_BT + pad_token_id
 
 
+class RobertaModel(bert.BertModel):
+    """BERT's trunk with RoBERTa's positions: offset past the padding index, computed from the tokens."""
+
+    def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None, deterministic=True):
+        if positions_BT is None:
+            positions_BT = positions_from_tokens(tokens_BT, self.cfg.pad_token_id)
+        return super().__call__(tokens_BT, segment_ids_BT=segment_ids_BT, positions_BT=positions_BT,
+                                mask_BT=mask_BT, deterministic=deterministic)
+
+
 class RobertaForMaskedLM(nn.Module):
-    """BERT trunk without pooler + BERT's MLM head; positions offset past the padding index."""
+    """RoBERTa trunk without pooler + BERT's MLM head."""
 
     cfg: Config
     collect_hidden: bool = False
 
     def setup(self):
-        self.roberta = bert.BertModel(self.cfg, add_pooler=False, collect_hidden=self.collect_hidden)
+        self.roberta = RobertaModel(self.cfg, add_pooler=False, collect_hidden=self.collect_hidden)
         # Why act="gelu": Hugging Face's `RobertaLMHead` applies exact GELU whatever `hidden_act` says (BERT's head
         # follows `hidden_act`); the published checkpoints and the parity oracle compute it that way.
         self.mlm_head = bert.MlmHead(self.cfg, act="gelu")
 
     def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None,
                  mlm_positions_BP=None, deterministic=True) -> Output:
-        if positions_BT is None:
-            positions_BT = positions_from_tokens(tokens_BT, self.cfg.pad_token_id)
-        max_len = self.cfg.max_position_embeddings - self.cfg.pad_token_id - 1
-        if tokens_BT.shape[1] > max_len:
-            raise ValueError(f"Sequence length {tokens_BT.shape[1]} exceeds RoBERTa's {max_len} positions "
-                             f"(max_position_embeddings − pad_token_id − 1); shorten data.seq_len.")
         out = self.roberta(tokens_BT, segment_ids_BT=segment_ids_BT, positions_BT=positions_BT, mask_BT=mask_BT,
                            deterministic=deterministic)
         h_BTD = out.hidden_BTD
@@ -87,6 +96,12 @@ class RobertaForMaskedLM(nn.Module):
 PRETRAINING_MODEL = RobertaForMaskedLM
 DEFAULT_OBJECTIVE = "mlm"
 TOKENIZER_KIND = "bytelevel_bpe"
+
+# For the fine-tuning heads (`llm_jax.models.heads`): no pooler in the trunk; a sequence classifier is HF's
+# `RobertaClassificationHead` (dropout → dense → tanh → dropout → out_proj on `<s>`), trained from scratch.
+TRUNK = RobertaModel
+TRUNK_NAME = "roberta"
+SEQUENCE_HEAD = "dense_tanh"
 
 # ---------------------------------------------------------------------------------------- HF name map
 

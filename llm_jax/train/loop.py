@@ -21,7 +21,7 @@ from llm_jax import models, sharding
 from llm_jax.data.loader import DeterministicLoader
 from llm_jax.objectives import make_objective
 from llm_jax.train import step as step_lib
-from llm_jax.train.checkpoint import Checkpointer
+from llm_jax.train.checkpoint import Checkpointer, abstract_like
 from llm_jax.train.metrics import MetricWriter, read_metrics
 from llm_jax.train.runner import run_loop
 from llm_jax.train.optim import make_optimizer
@@ -152,9 +152,9 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
     if not cfg.init_from:
         model_cfg = dataclasses.replace(model_cfg, vocab_size=data.tokenizer.get_vocab_size(),
                                         pad_token_id=data.special.pad).validate()
-    if cfg.data.seq_len > model_cfg.max_position_embeddings - (model_cfg.pad_token_id + 1 if cfg.family == "roberta" else 0):
+    if cfg.data.seq_len > model_cfg.max_seq_len:
         raise ValueError(f"data.seq_len={cfg.data.seq_len} is longer than the model's positions "
-                         f"({model_cfg.max_position_embeddings}); shorten data.seq_len.")
+                         f"({model_cfg.max_seq_len}); shorten data.seq_len.")
     resolved = cfg.to_dict()
     resolved["model"] = dataclasses.asdict(model_cfg)
     _check_workdir(workdir, resolved, existing)
@@ -178,8 +178,7 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
 
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_to_keep)
     start_step = 0
-    restored = ckpt.restore_latest(jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+    restored = ckpt.restore_latest(abstract_like(state))
     if restored is not None:
         start_step, state, _ = restored
         log.info("Resumed from checkpoint step %d in %s", start_step, ckpt.directory)

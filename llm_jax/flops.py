@@ -1,0 +1,402 @@
+"""FLOPs per step for every family and objective, XLA's own count to check it, and MFU.
+
+Two counts answer two questions:
+
+* `step_flops` — what a step *computes*, term by term. Conventions follow ELECTRA's
+  `flops_computation.py` (Clark et al. 2020, google-research/electra): a matmul `[m, k]·[k, n]` is `2mkn`
+  (a multiply-add is two operations); elementwise work is counted per element with ELECTRA's constants
+  (dropout 4, LayerNorm 5, activation 8, softmax 5, one per bias add / residual add / score scale).
+  What differs, and why:
+  - training = 3 × forward (backward = 2 × forward: each matmul needs an input gradient and a weight
+    gradient of its own size). ELECTRA's script assumed backward = forward; XLA's count of our jitted train
+    step confirms 3× for every matmul exactly (tests/test_flops.py);
+  - an embedding lookup is a gather (`jnp.take`), 0 FLOPs; ELECTRA counted a dense one-hot matmul
+    (`dense_embedding_lookup=True` reproduces that);
+  - the vocabulary projection runs only where the objective predicts: BERT's MLM gathers its
+    `max_predictions` positions before the output layer (`mlm_positions_BP`), exactly ELECTRA's
+    `output_frac` = P / T; a causal LM predicts at every position;
+  - ELECTRA's LayerNorm after attention is counted per element (its script omits the `× hidden`);
+  - the optimizer's elementwise update (AdamW + global-norm clipping) is a separate term of the train step.
+  Everything is counted densely, as the code runs: padded positions and masked-out attention scores cost
+  the same as real ones.
+* `palm_flops_per_token` — PaLM's *model FLOPs* (Chowdhery et al. 2022, Appendix B): `6N + 12·L·H·Q·T`
+  per token, N the non-embedding parameters, L layers, H heads, Q head dim, T sequence length. It is the
+  numerator of MFU: the work the model needs, whatever the implementation recomputes (remat) or wastes.
+  N here is every parameter that is not an embedding table (word / position / token-type), counted as
+  applied (a layer shared across depth, ALBERT, counts L times), as Kaplan et al. 2020 §2.1 define the
+  non-embedding N of `C ≈ 6N`. Embedding lookups are gathers; the tied vocabulary projection is outside
+  6N, which for MLM (20 of 128 positions predicted) leaves out ~1 % of BERT-base's FLOPs.
+
+A family adds itself with one function in `TOWER_BUILDERS` that turns its Config and the objective into
+`Tower`s (ELECTRA: generator + discriminator; T5: encoder + decoder with cross-attention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+# ELECTRA's elementwise constants (flops_computation.py), FLOPs per element.
+DROPOUT_FLOPS = 4  # random number, compare, multiply by the mask, multiply by 1 / (1 - rate)
+LAYER_NORM_FLOPS = 5  # mean (sum), variance (square, sum), scale, shift
+RMS_NORM_FLOPS = 3  # square, sum, scale: no mean and no shift (T5)
+ACTIVATION_FLOPS = 8  # GELU's tanh form: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide
+# AdamW with global-norm clipping, per parameter: clip (square, sum, scale = 3), first moment (3), second
+# moment (4), bias corrections (2), m̂ / (√v̂ + ε) (3), weight decay (2), learning rate (1), apply (1).
+ADAMW_FLOPS_PER_PARAM = 19
+# Backward = 2 × forward for a matmul: dL/dx = dL/dy·Wᵀ and dL/dW = xᵀ·dL/dy, each the forward's size.
+BACKWARD_FACTOR = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Tower:
+    """One Transformer stack with its input embeddings and output heads, as the FLOPs count sees it.
+
+    Attributes:
+      num_layers: L (applications: a layer shared across depth still counts L times).
+      d_model: D.
+      num_heads: H.
+      head_dim: K (H·K need not equal D).
+      d_ff: F, the feed-forward hidden width.
+      vocab_size: V.
+      seq_len: T, positions this tower processes per sequence.
+      embed_dim: E, the embedding width (ALBERT factorises E < D); None means D.
+      embedding_tables: how many tables are looked up and summed at the input (word, position, type).
+      memory_len: S of the encoder states a decoder cross-attends to (T5); 0 = no cross-attention.
+      gated_ffn: gated-linear-unit FFN (two input projections, T5 v1.1).
+      use_bias: biases on the projections (BERT/GPT yes, T5 no).
+      norm: "layernorm" or "rmsnorm".
+      input_norm: a norm (and dropout) right after the embedding sum (BERT yes, GPT-2/T5 no).
+      lm_positions: positions per sequence that go through the vocabulary projection (MLM: P gathered;
+        causal LM: T); 0 = no vocabulary head.
+      lm_transform: BERT's dense + activation + LayerNorm before the vocabulary projection.
+      pooler_classes: C of a classifier on the `[CLS]` pooler (BERT NSP and ALBERT SOP: 2); 0 = none.
+      token_classes: C of a per-token classifier behind dense + activation (ELECTRA's discriminator: 1).
+    """
+
+    num_layers: int
+    d_model: int
+    num_heads: int
+    head_dim: int
+    d_ff: int
+    vocab_size: int
+    seq_len: int
+    embed_dim: int | None = None
+    embedding_tables: int = 3
+    memory_len: int = 0
+    gated_ffn: bool = False
+    use_bias: bool = True
+    norm: str = "layernorm"
+    input_norm: bool = True
+    lm_positions: int = 0
+    lm_transform: bool = True
+    pooler_classes: int = 0
+    token_classes: int = 0
+
+    @property
+    def e(self) -> int:
+        return self.d_model if self.embed_dim is None else self.embed_dim
+
+
+@dataclasses.dataclass(frozen=True)
+class FlopsCount:
+    """FLOPs of one step, per term (already multiplied by the batch and, for training, by 3).
+
+    Attributes:
+      terms: name → FLOPs; a name starting with `matmul/` is a matrix product, anything else elementwise.
+    """
+
+    terms: dict[str, float]
+
+    @property
+    def matmul(self) -> float:
+        return float(sum(v for k, v in self.terms.items() if k.startswith("matmul/")))
+
+    @property
+    def elementwise(self) -> float:
+        return float(sum(v for k, v in self.terms.items() if not k.startswith("matmul/")))
+
+    @property
+    def total(self) -> float:
+        return self.matmul + self.elementwise
+
+
+class _Terms:
+    """Accumulates named FLOPs terms."""
+
+    def __init__(self):
+        self.terms: dict[str, float] = {}
+
+    def add(self, name: str, flops: float) -> None:
+        if flops:
+            self.terms[name] = self.terms.get(name, 0.0) + float(flops)
+
+    def matmul(self, name: str, m: int, k: int, n: int) -> None:
+        self.add(f"matmul/{name}", 2 * m * k * n)
+
+
+def _norm_flops(tower: Tower) -> int:
+    if tower.norm not in ("layernorm", "rmsnorm"):
+        raise ValueError(f"Tower.norm={tower.norm!r}: choose 'layernorm' or 'rmsnorm'.")
+    return LAYER_NORM_FLOPS if tower.norm == "layernorm" else RMS_NORM_FLOPS
+
+
+def _attention(acc: _Terms, tower: Tower, prefix: str, t: int, s: int, dropout: bool) -> None:
+    """One attention block over T queries and S keys, with its output residual and norm."""
+    d, hk, h = tower.d_model, tower.num_heads * tower.head_dim, tower.num_heads
+    bias = int(tower.use_bias)
+    acc.matmul(f"{prefix}/q", t, d, hk)
+    acc.matmul(f"{prefix}/kv", 2 * s, d, hk)
+    acc.add(f"{prefix}/qkv_bias", bias * (t + 2 * s) * hk)
+    acc.matmul(f"{prefix}/scores", t, hk, s)  # Σ_h [T, K]·[K, S] = 2·T·S·H·K
+    acc.add(f"{prefix}/scale", h * t * s)
+    acc.add(f"{prefix}/softmax", SOFTMAX_FLOPS * h * t * s)
+    acc.add(f"{prefix}/probs_dropout", dropout * DROPOUT_FLOPS * h * t * s)
+    acc.matmul(f"{prefix}/context", t, s, hk)
+    acc.matmul(f"{prefix}/out", t, hk, d)
+    acc.add(f"{prefix}/out_bias", bias * t * d)
+    acc.add(f"{prefix}/out_dropout", dropout * DROPOUT_FLOPS * t * d)
+    acc.add(f"{prefix}/residual", t * d)
+    acc.add(f"{prefix}/norm", _norm_flops(tower) * t * d)
+
+
+def _ffn(acc: _Terms, tower: Tower, t: int, dropout: bool) -> None:
+    d, f = tower.d_model, tower.d_ff
+    n_in = 2 if tower.gated_ffn else 1
+    acc.matmul("layers/ffn_in", t, d, n_in * f)
+    acc.add("layers/ffn_in_bias", int(tower.use_bias) * n_in * t * f)
+    acc.add("layers/ffn_act", ACTIVATION_FLOPS * t * f)
+    acc.add("layers/ffn_gate", int(tower.gated_ffn) * t * f)
+    acc.matmul("layers/ffn_out", t, f, d)
+    acc.add("layers/ffn_out_bias", int(tower.use_bias) * t * d)
+    acc.add("layers/ffn_dropout", dropout * DROPOUT_FLOPS * t * d)
+    acc.add("layers/ffn_residual", t * d)
+    acc.add("layers/ffn_norm", _norm_flops(tower) * t * d)
+
+
+def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: bool = False) -> dict[str, float]:
+    """Forward FLOPs of one sequence through one tower, per term.
+
+    Args:
+      tower: the shapes.
+      dropout: count dropout (training); inference runs without it.
+      dense_embedding_lookup: count lookups as one-hot matmuls (ELECTRA's assumption) instead of gathers.
+    """
+    t, d, e = tower.seq_len, tower.d_model, tower.e
+    acc = _Terms()
+    # Input: lookups (gathers), their sum, norm, dropout, and ALBERT's E → D projection.
+    if dense_embedding_lookup:
+        acc.matmul("embed/lookup", t, tower.vocab_size, e)
+    acc.add("embed/sum", (tower.embedding_tables - 1) * t * e)
+    if tower.input_norm:
+        acc.add("embed/norm", _norm_flops(tower) * t * e)
+        acc.add("embed/dropout", dropout * DROPOUT_FLOPS * t * e)
+    if e != d:
+        acc.matmul("embed/project", t, e, d)
+        acc.add("embed/project_bias", int(tower.use_bias) * t * d)
+    # The layers.
+    layer = _Terms()
+    _attention(layer, tower, "layers/self_attn", t, t, dropout)
+    if tower.memory_len:
+        _attention(layer, tower, "layers/cross_attn", t, tower.memory_len, dropout)
+    _ffn(layer, tower, t, dropout)
+    for name, v in layer.terms.items():
+        acc.add(name, tower.num_layers * v)
+    # Output heads.
+    p = tower.lm_positions
+    if p:
+        if tower.lm_transform:
+            acc.matmul("lm_head/transform", p, d, e)
+            acc.add("lm_head/transform_bias", int(tower.use_bias) * p * e)
+            acc.add("lm_head/act", ACTIVATION_FLOPS * p * e)
+            acc.add("lm_head/norm", _norm_flops(tower) * p * e)
+        acc.matmul("lm_head/vocab", p, e if tower.lm_transform else d, tower.vocab_size)
+        acc.add("lm_head/vocab_bias", int(tower.use_bias) * p * tower.vocab_size)
+        acc.add("loss/lm_softmax", SOFTMAX_FLOPS * p * tower.vocab_size)
+    if tower.pooler_classes:
+        c = tower.pooler_classes
+        acc.matmul("pooler/dense", 1, d, d)
+        acc.add("pooler/bias_act", (1 + ACTIVATION_FLOPS) * d)
+        acc.matmul("pooler/classifier", 1, d, c)
+        acc.add("pooler/classifier_bias", c)
+        acc.add("loss/pooler_softmax", SOFTMAX_FLOPS * c)
+    if tower.token_classes:
+        c = tower.token_classes
+        acc.matmul("token_head/dense", t, d, d)
+        acc.add("token_head/bias_act", (1 + ACTIVATION_FLOPS) * t * d)
+        acc.matmul("token_head/classifier", t, d, c)
+        acc.add("token_head/classifier_bias", t * c)
+        acc.add("loss/token_softmax", SOFTMAX_FLOPS * t * max(c, 2))
+    return acc.terms
+
+
+def non_embedding_params(tower: Tower) -> int:
+    """Parameters that are not embedding tables, counted as applied (PaLM's / Kaplan's N).
+
+    Equals the model's parameter count minus its `embedding` tables for unshared stacks (tested).
+    """
+    d, hk, f, e = tower.d_model, tower.num_heads * tower.head_dim, tower.d_ff, tower.e
+    b = int(tower.use_bias)
+    norm = 2 if tower.norm == "layernorm" else 1
+    attn = 4 * d * hk + b * (3 * hk + d) + norm * d
+    n_in = 2 if tower.gated_ffn else 1
+    ffn = n_in * d * f + f * d + b * (n_in * f + d) + norm * d
+    layer = attn * (2 if tower.memory_len else 1) + ffn
+    n = tower.num_layers * layer
+    if tower.input_norm:
+        n += norm * e
+    if e != d:
+        n += e * d + b * d
+    if tower.lm_positions:
+        if tower.lm_transform:
+            n += d * e + b * e + norm * e
+        n += b * tower.vocab_size  # the output bias; the projection is the tied word embedding
+    if tower.pooler_classes:
+        n += d * d + d + d * tower.pooler_classes + tower.pooler_classes
+    if tower.token_classes:
+        n += d * d + d + d * tower.token_classes + tower.token_classes
+    return int(n)
+
+
+def forward_flops(towers: Sequence[Tower], batch: int, *, dropout: bool = False,
+                  dense_embedding_lookup: bool = False) -> FlopsCount:
+    """Forward FLOPs of a batch through every tower (inference: `dropout=False`)."""
+    acc = _Terms()
+    for i, tower in enumerate(towers):
+        prefix = "" if len(towers) == 1 else f"tower{i}/"
+        for name, v in tower_forward_terms(tower, dropout=dropout, dense_embedding_lookup=dense_embedding_lookup).items():
+            # Keep the `matmul/` marker in front: it is what FlopsCount sorts by.
+            is_matmul = name.startswith("matmul/")
+            name = f"matmul/{prefix}{name[len('matmul/'):]}" if is_matmul else f"{prefix}{name}"
+            acc.add(name, batch * v)
+    return FlopsCount(acc.terms)
+
+
+def train_flops(towers: Sequence[Tower], batch: int, *, num_params: int = 0,
+                dense_embedding_lookup: bool = False) -> FlopsCount:
+    """Training FLOPs of one step: forward with dropout × (1 + BACKWARD_FACTOR), plus the optimizer.
+
+    Args:
+      towers: the model.
+      batch: sequences per step.
+      num_params: all trainable parameters (embeddings included): AdamW updates each one; 0 leaves it out.
+    """
+    fwd = forward_flops(towers, batch, dropout=True, dense_embedding_lookup=dense_embedding_lookup)
+    terms = {k: (1 + BACKWARD_FACTOR) * v for k, v in fwd.terms.items()}
+    if num_params:
+        terms["optimizer/adamw"] = float(ADAMW_FLOPS_PER_PARAM * num_params)
+    return FlopsCount(terms)
+
+
+def palm_flops_per_token(num_params: int, num_layers: int, num_heads: int, head_dim: int, seq_len: int) -> float:
+    """PaLM's model FLOPs per trained token, `6N + 12·L·H·Q·T` (Chowdhery et al. 2022, Appendix B).
+
+    `6N`: forward 2N (one multiply-add per parameter and token) and backward 4N. `12·L·H·Q·T`: the two
+    attention matmuls (scores and context), 2·2·T·H·Q per token and layer forward, × 3 with the backward.
+    """
+    return 6.0 * num_params + 12.0 * num_layers * num_heads * head_dim * seq_len
+
+
+def model_flops_per_token(towers: Sequence[Tower]) -> float:
+    """PaLM model FLOPs per input token of the first tower, summed over towers (the numerator of MFU)."""
+    tokens = towers[0].seq_len
+    per_sequence = sum(
+        tw.seq_len * palm_flops_per_token(non_embedding_params(tw), tw.num_layers, tw.num_heads, tw.head_dim,
+                                          tw.seq_len + tw.memory_len)
+        for tw in towers)
+    return per_sequence / tokens
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) -> float:
+    """Model FLOPs utilisation: achieved model FLOP/s over the peak (PaLM Appendix B)."""
+    return tokens_per_s * flops_per_token / peak_flops_per_s
+
+
+# ------------------------------------------------------------------------------------ family builders
+
+
+def _bert_towers(model_cfg: Any, objective_cfg: Any, seq_len: int) -> tuple[Tower, ...]:
+    """BERT and RoBERTa: one encoder; MLM over the P gathered positions; NSP on the pooler if the objective has it.
+
+    The model always builds the NSP head, but a loss that does not read it lets XLA drop the pooler, so
+    the objective decides.
+    """
+    if seq_len > model_cfg.max_position_embeddings:
+        raise ValueError(f"seq_len={seq_len} exceeds model.max_position_embeddings={model_cfg.max_position_embeddings}.")
+    return (Tower(
+        num_layers=model_cfg.num_layers, d_model=model_cfg.hidden_size, num_heads=model_cfg.num_heads,
+        head_dim=model_cfg.head_dim, d_ff=model_cfg.intermediate_size, vocab_size=model_cfg.vocab_size,
+        seq_len=seq_len, embedding_tables=3, lm_positions=min(objective_cfg.max_predictions, seq_len),
+        lm_transform=True, pooler_classes=2 if objective_cfg.name == "mlm_nsp" else 0),)
+
+
+TOWER_BUILDERS: dict[str, Callable[[Any, Any, int], tuple[Tower, ...]]] = {
+    "bert": _bert_towers,
+    "roberta": _bert_towers,
+}
+
+
+def towers_for(family: str, model_cfg: Any, objective_cfg: Any, seq_len: int) -> tuple[Tower, ...]:
+    """The towers of a family's pretraining model under an objective, at sequence length `seq_len`."""
+    if family not in TOWER_BUILDERS:
+        raise ValueError(f"No FLOPs spec for family {family!r}; known: {sorted(TOWER_BUILDERS)}. A family adds "
+                         "one builder to llm_jax.flops.TOWER_BUILDERS.")
+    return TOWER_BUILDERS[family](model_cfg, objective_cfg, seq_len)
+
+
+def step_flops(family: str, model_cfg: Any, objective_cfg: Any, batch: int, seq_len: int, *, train: bool = True,
+               num_params: int = 0) -> FlopsCount:
+    """FLOPs of one training step (or, `train=False`, one forward pass) of a family under an objective."""
+    towers = towers_for(family, model_cfg, objective_cfg, seq_len)
+    if train:
+        return train_flops(towers, batch, num_params=num_params)
+    return forward_flops(towers, batch)
+
+
+# ----------------------------------------------------------------------------------------- XLA's count
+
+
+def xla_flops(compiled) -> float:
+    """`compiled.cost_analysis()["flops"]`: XLA's count, per device, a loop body counted once."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older jax returned one dict per computation
+        analysis = analysis[0]
+    return float(analysis["flops"])
+
+
+_DEF_RE = re.compile(r"^\s*(?:ROOT\s+)?(%[\w.\-]+)\s*=\s*\w+\[([\d,]*)\]")
+_DOT_RE = re.compile(r"^\s*(?:ROOT\s+)?%[\w.\-]+\s*=\s*\w+\[([\d,]*)\]\S*\s+dot\((%[\w.\-]+),\s*(%[\w.\-]+)\)")
+_CONTRACT_RE = re.compile(r"lhs_contracting_dims=\{([\d,]*)\}")
+
+
+def _dims(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def hlo_dot_flops(compiled) -> int:
+    """FLOPs of the `dot` instructions XLA kept in the optimised module: Σ 2 · |output| · |contracted|.
+
+    The matmul part of `cost_analysis()` made inspectable: the analytic matmul count must equal it exactly,
+    while the elementwise remainder of XLA's total depends on XLA's own per-op rules.
+    """
+    text = compiled.as_text()
+    shapes: dict[str, list[int]] = {}
+    for line in text.splitlines():
+        m = _DEF_RE.match(line)
+        if m:
+            shapes[m.group(1)] = _dims(m.group(2))
+    total = 0
+    for line in text.splitlines():
+        m = _DOT_RE.match(line)
+        if not m:
+            continue
+        lhs = shapes[m.group(2)]
+        contract = _CONTRACT_RE.search(line)
+        k = int(np.prod([lhs[i] for i in _dims(contract.group(1))])) if contract else 1
+        total += 2 * int(np.prod(_dims(m.group(1)))) * k
+    return total

@@ -1,4 +1,4 @@
-# The two commands: `make demo` (set-up + pretrain on the bundled corpus) and `make test` (set-up + tests).
+# The two commands: `make demo` (set-up + pretrain → fine-tune → transfer table) and `make test` (set-up + tests).
 # Everything installs into .venv; nothing is downloaded at run time but packages.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -27,8 +27,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# Pretrains BERT-tiny on the bundled WordNet text, fine-tunes it on wordnet-supersense, fine-tunes the same model
+# from random init, and prints the comparison (llm_jax/demo.py).
 demo: install
-	$(BIN)/llm-jax pretrain --config configs/bert.py:size=tiny --workdir $(WORKDIR)
+	$(BIN)/python -m llm_jax.demo --workdir $(WORKDIR)
 
 test: install-test
 	$(BIN)/python -m pytest -q

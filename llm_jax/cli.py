@@ -97,8 +97,10 @@ def _parse_config(verb: str, argv: list[str]):
     flags.DEFINE_string("workdir", None, "Run directory.", flag_values=fv)
     try:
         fv(argv)
-    except flags.Error as e:
-        print(f"llm-jax {verb}: {e}\n(use --help for the options)", file=sys.stderr)
+    except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+        # config_flags reports an unknown `--config.a.b` as KeyError/AttributeError, a bad value as ValueError.
+        print(f"llm-jax {verb}: bad flag or config override: {str(e).strip(chr(39))}\n(use --help for the options)",
+              file=sys.stderr)
         return 2
     if fv.config is None or not fv.workdir:
         print(f"llm-jax {verb}: both --config and --workdir are required (use --help).", file=sys.stderr)

@@ -67,3 +67,34 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     model_cfg = models.make_config(family, **model)
     return RunConfig(family=family, model=model_cfg, init_from=init_from,
                      **{name: section(cls, dict(d[name]), name) for name, cls in SECTIONS.items()})
+
+
+def load_config_file(spec: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A config file's `get_config(arg)` as a plain nested dict, after `section.key` overrides.
+
+    The programmatic twin of `--config configs/X.py:ARG --config.section.key=value`: `spec` is `PATH[:ARG]`, and
+    each override must name an existing key (the ConfigDict is locked) with a value of its type.
+
+    Raises:
+      FileNotFoundError: no file at PATH.
+      ValueError: an override of an unknown key or of the wrong type.
+    """
+    import importlib.util
+    import pathlib
+
+    path, _, arg = spec.partition(":")
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"No config file at {file.absolute()}; pass configs/X.py[:arg].")
+    module_spec = importlib.util.spec_from_file_location(f"_llm_jax_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    cfg = module.get_config(arg) if arg else module.get_config()
+    cfg.lock()
+    for key, value in (overrides or {}).items():
+        section_name, _, field = key.partition(".")
+        try:
+            getattr(cfg, section_name)[field] = value
+        except (AttributeError, KeyError, TypeError) as e:
+            raise ValueError(f"Override {key}={value!r} does not fit {spec}: {e}") from e
+    return cfg.to_dict()

@@ -1,0 +1,78 @@
+"""Fine-tuning recipes (BERT §4): a pretrained model + a task head, per-task settings.
+
+Usage:
+  llm-jax finetune --config configs/finetune.py:model=runs/bert-tiny,task=wordnet-supersense --workdir DIR
+  llm-jax finetune --config configs/finetune.py:model=bert-tiny,task=wordnet-wic --workdir DIR   (random init)
+  llm-jax finetune --config configs/finetune.py:model=HF_DIR,task=rte --workdir DIR --config.optim.layer_decay=0.8
+
+`model` is a preset, a run / checkpoint / model directory of ours, or a Hugging Face checkpoint directory;
+`task` a bundled task, a GLUE task, squad / squad_v2, or local (see llm_jax.data.tasks). Everything can be
+overridden with --config.SECTION.KEY=VALUE.
+
+Defaults: BERT §4.1 (batch 32, 3 epochs, warmup 10 %, dropout 0.1), with the learning rate by model width — the
+small-BERT release of Turc et al. (2019) found {3e-4, 1e-4} best for its tiny/mini models, BERT-Base used
+{2e-5 … 5e-5}. Early stopping keeps the best validation params (patience 3 evaluations).
+"""
+
+import json
+import os
+import sys
+
+import ml_collections
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import parse_arg  # noqa: E402
+
+from llm_jax import models  # noqa: E402
+
+# Per-task data settings: sequence length that covers ~99 % of examples, and epochs.
+TASKS = {
+    "wordnet-supersense": {"seq_len": 64, "epochs": 5.0},
+    "wordnet-gloss": {"seq_len": 96, "epochs": 3.0},
+    "wordnet-wic": {"seq_len": 96, "epochs": 4.0},
+    "cola": {"seq_len": 64}, "sst2": {"seq_len": 64}, "mrpc": {"seq_len": 128}, "qqp": {"seq_len": 128},
+    "stsb": {"seq_len": 128}, "mnli": {"seq_len": 128}, "mnli_mismatched": {"seq_len": 128},
+    "qnli": {"seq_len": 128}, "rte": {"seq_len": 128}, "wnli": {"seq_len": 128},
+    # BERT §4.2: SQuAD at 384 tokens with a 128-token stride, 2–3 epochs.
+    "squad": {"seq_len": 384, "epochs": 2.0}, "squad_v2": {"seq_len": 384, "epochs": 2.0},
+}
+
+
+def _width(model: str) -> int | None:
+    """The model's hidden size, read cheaply from a preset or a directory's config.json (None if unknown)."""
+    presets = models.all_presets()
+    if model in presets:
+        return presets[model][1].hidden_size
+    for path in (os.path.join(model, "config.json"), os.path.join(model, "..", "..", "config.json")):
+        if os.path.isfile(path):
+            with open(path) as f:
+                cfg = json.load(f)
+            return (cfg.get("model") or cfg).get("hidden_size")
+    return None
+
+
+def get_config(arg: str = "model=bert-tiny,task=wordnet-supersense"):
+    args = parse_arg(arg)
+    model = args.get("model", "bert-tiny")
+    task = args.get("task", "wordnet-supersense")
+    width = _width(model) or 768
+    per_task = TASKS.get(task.removeprefix("glue/"), {})
+
+    cfg = ml_collections.ConfigDict()
+    cfg.model = {"name": model, "random_init": False, "hidden_dropout": 0.1, "attention_dropout": 0.1,
+                 "classifier_dropout": 0.1, "dtype": "float32", "remat": "none", "scan_unroll": False}
+    cfg.task = {"name": task, "train_file": "", "validation_file": "", "test_file": "", "kind": "classification",
+                "text_fields": "text", "label_field": "label", "label_names": "", "metrics": "",
+                "choices_field": "choices", "mark_spans": True}
+    cfg.data = {"seq_len": per_task.get("seq_len", 128), "train_examples": -1, "balance": "none", "tokenizer": "",
+                "tokenizer_corpus": "bundled", "tokenizer_max_documents": 0, "vocab_size": 8000, "lowercase": True,
+                "doc_stride": 128, "max_query_length": 64, "max_answer_length": 30, "eval_batch_size": 128}
+    lr = 3e-4 if width <= 256 else (1e-4 if width <= 512 else 3e-5)
+    cfg.optim = {"learning_rate": lr, "warmup_steps": 0, "end_learning_rate": 0.0, "weight_decay": 0.01,
+                 "b1": 0.9, "b2": 0.999, "eps": 1e-6, "clip_norm": 1.0, "grad_accum_steps": 1, "layer_decay": 1.0}
+    cfg.mesh = {"data": -1, "fsdp": 1, "tensor": 1, "rules": "dp"}
+    cfg.train = {"steps": 0, "epochs": per_task.get("epochs", 3.0), "batch_size": 32, "seed": 0,
+                 "warmup_ratio": 0.1, "log_every": 50, "eval_every": 0, "eval_examples": 0, "patience": 3,
+                 "checkpoint_every": 0, "max_to_keep": 2, "max_consecutive_skips": 5, "progress": True,
+                 "stop_after": 0}
+    return cfg

@@ -1,0 +1,1 @@
+"""Evaluation: task metrics, predictions of fine-tuned models, zero-shot cloze scoring."""

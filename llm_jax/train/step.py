@@ -128,12 +128,25 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedul
             grads, metrics = jax.tree.map(lambda x: x / grad_accum_steps, (grads, metrics))
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-        updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-        new_params = optax.apply_updates(state.params, updates)
+
+        def apply(params, opt_state):
+            updates, new_opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), new_opt_state
+
         # Skip a non-finite update entirely: params and moments stay as they were.
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-        new_state = TrainState(step=state.step + 1, params=keep(new_params, state.params),
-                               opt_state=keep(new_opt_state, state.opt_state))
+        if jax.default_backend() == "cpu":
+            # Why a conditional on CPU: with `where(finite, new, old)` XLA:CPU reads each old moment in two fusions
+            # (the select, and the parameter update that recomputes the new moment), so to write the donated
+            # buffers in place it first copies every moment: four extra passes over the optimizer state, ~4 % of
+            # a BERT-mini step (benchmarks/NOTES.md). Elsewhere the select stays: a GPU conditional waits on the
+            # host for its predicate.
+            new_params, new_opt_state = jax.lax.cond(finite, apply, lambda p, o: (p, o), state.params,
+                                                     state.opt_state)
+        else:
+            new_params, new_opt_state = apply(state.params, state.opt_state)
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+            new_params, new_opt_state = keep(new_params, state.params), keep(new_opt_state, state.opt_state)
+        new_state = TrainState(step=state.step + 1, params=new_params, opt_state=new_opt_state)
         metrics = dict(metrics, grad_norm=grad_norm, learning_rate=schedule(state.step),
                        skipped=1 - finite.astype(jnp.int32))
         return new_state, metrics

@@ -1,0 +1,207 @@
+"""Where the time of our train step goes: XLA:CPU op times by kind and phase, from a `jax.profiler` trace.
+
+    python benchmarks/profile_step.py --config configs/bert.py:size=base --batch 8 --seq 128
+
+Traces a few steps of the same jitted train step `benchmarks/throughput.py` times, maps every executed XLA
+op (thunk) back to its HLO instruction and groups the op times by kind — matmul (XLA dots and YNNPACK dot
+fusions, with their achieved FLOP/s), transpose/copy, dropout RNG, scatter (embedding and gather
+gradients), reduction, other elementwise fusions — and by phase: forward, backward (`transpose(jvp(…))`
+in the op's name) and update (everything outside the gradient: clipping, AdamW, the finite-check).
+Op times are wall times of each op on its thread, so they add up to more than the step when ops overlap,
+and they grow when other processes take the cores. Writes `benchmarks/results/profile.{json,md}` (rows merged
+by config, overrides, batch, seq).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import pathlib
+import re
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import throughput  # noqa: E402  (the same config loading, batch and train step)
+
+NAME = "profile"
+KINDS = ("matmul", "transpose/copy", "dropout rng", "scatter", "reduction", "elementwise/other")
+PHASES = ("forward", "backward", "update")
+_INSTR_RE = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(\S+)\s+([\w\-]+)\(")
+_CALLS_RE = re.compile(r"calls=%([\w.\-]+)")
+_COMP_RE = re.compile(r"^\s*(?:ENTRY\s+)?%([\w.\-]+)\s.*\{\s*$")
+
+
+def _hlo_index(text: str):
+    """Instruction name → (opcode, op_name metadata, dot FLOPs inside it); computations → their instructions."""
+    shapes: dict[str, list[int]] = {}
+    comps: dict[str, list[str]] = collections.defaultdict(list)
+    current = None
+    for line in text.splitlines():
+        m = _COMP_RE.match(line)
+        if m and "=" not in line.split("{")[0]:
+            current = m.group(1)
+            continue
+        m = _INSTR_RE.match(line)
+        if m and current:
+            comps[current].append(line)
+            dims = re.match(r"\w+\[([\d,]*)\]", m.group(2))
+            if dims:
+                shapes[m.group(1)] = [int(x) for x in dims.group(1).split(",") if x]
+
+    def dot_flops(line: str) -> int:
+        m = re.search(r"\s+dot\((%[\w.\-]+),", line)
+        out = re.match(r"\s*(?:ROOT\s+)?%[\w.\-]+\s*=\s*\w+\[([\d,]*)\]", line)
+        contract = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", line)
+        if not (m and out):
+            return 0
+        lhs = shapes.get(m.group(1)[1:], [])
+        k = 1
+        for i in (int(x) for x in (contract.group(1) if contract else "").split(",") if x):
+            k *= lhs[i] if i < len(lhs) else 1
+        n = 1
+        for x in (int(x) for x in out.group(1).split(",") if x):
+            n *= x
+        return 2 * n * k
+
+    def comp_flops(name: str, seen=()) -> int:
+        total = 0
+        for line in comps.get(name, []):
+            total += dot_flops(line)
+            for callee in _CALLS_RE.findall(line):
+                if callee not in seen:
+                    total += comp_flops(callee, seen + (name,))
+        return total
+
+    index = {}
+    for lines in comps.values():
+        for line in lines:
+            m = _INSTR_RE.match(line)
+            meta = re.search(r'op_name="([^"]*)"', line)
+            flops = dot_flops(line) + sum(comp_flops(c) for c in _CALLS_RE.findall(line) if m.group(3) == "fusion")
+            index[m.group(1)] = (m.group(3), meta.group(1) if meta else "", flops)
+    return index
+
+
+def _kind(name: str, opcode: str, op_name: str, flops: int) -> str:
+    if flops:
+        return "matmul"
+    if any(w in op_name for w in ("_bernoulli", "_uniform", "threefry", "random_bits")):
+        return "dropout rng"
+    if "scatter" in name or opcode == "scatter":
+        return "scatter"
+    if "transpose" in name or "copy" in name or opcode in ("copy", "transpose"):
+        return "transpose/copy"
+    if "reduce" in name or opcode == "reduce" or op_name.rsplit("/", 1)[-1].startswith("reduce"):
+        return "reduction"
+    return "elementwise/other"
+
+
+def _phase(op_name: str) -> str:
+    if "transpose(jvp(" in op_name:
+        return "backward"
+    if "jvp(" in op_name:
+        return "forward"
+    return "update"
+
+
+def profile(spec: str, overrides: list[str], batch: int, seq: int, steps: int) -> dict:
+    import jax
+
+    run = throughput.load_run_config(spec, overrides)
+    batch_np = throughput.synthetic_batch(run, batch, seq)
+    step_fn, meta = throughput.setup_ours(run, batch_np, keep_hlo=True)
+    index = _hlo_index(meta.pop("hlo_text"))
+    step_fn()
+    step_fn()
+    with tempfile.TemporaryDirectory() as trace_dir:
+        t0 = time.perf_counter()
+        with jax.profiler.trace(trace_dir):
+            for _ in range(steps):
+                step_fn()
+        wall_s = (time.perf_counter() - t0) / steps
+        planes = list(pathlib.Path(trace_dir).rglob("*.xplane.pb"))
+        data = jax.profiler.ProfileData.from_file(str(planes[0]))
+        ms = collections.defaultdict(float)
+        flops = collections.defaultdict(float)
+        unmatched = 0.0
+        for plane in data.planes:
+            for line in plane.lines:
+                if line.name == "python" or "python" in line.name.lower():
+                    continue
+                for event in line.events:
+                    if event.name not in index:
+                        unmatched += event.duration_ns
+                        continue
+                    opcode, op_name, f = index[event.name]
+                    key = (_kind(event.name, opcode, op_name, f), _phase(op_name))
+                    ms[key] += event.duration_ns / 1e6 / steps
+                    flops[key] += f / steps if f else 0.0
+    table = {kind: {phase: round(ms[(kind, phase)], 1) for phase in PHASES} for kind in KINDS}
+    matmul_ms = sum(ms[("matmul", p)] for p in PHASES)
+    matmul_flops = sum(flops[("matmul", p)] for p in PHASES)
+    return {
+        "config": spec, "overrides": list(overrides), "batch": batch, "seq": seq, "steps_traced": steps,
+        "step_s": wall_s, "op_ms": table, "op_ms_total": round(sum(ms.values()), 1),
+        "matmul_gflop_per_step": matmul_flops / 1e9,
+        "matmul_gflop_per_s": matmul_flops / (matmul_ms / 1e3) / 1e9 if matmul_ms else None,
+        "unmatched_ms": round(unmatched / 1e6 / steps, 1),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["# Where our train step's time goes (XLA:CPU op times per step, ms)", "",
+             "From `benchmarks/profile_step.py`: a `jax.profiler` trace of the jitted train step, each op mapped to",
+             "its HLO instruction. Op times overlap when ops run concurrently and grow when other processes take the",
+             "cores; read them as shares.", ""]
+    for r in rows:
+        lines += [f"## `{r['config']}` {' '.join(r['overrides'])} — batch {r['batch']} × seq {r['seq']}", "",
+                  f"Step {r['step_s']:.3f} s (traced); op time {r['op_ms_total']:.0f} ms; matmuls "
+                  f"{r['matmul_gflop_per_step']:.1f} GFLOP at {r['matmul_gflop_per_s'] or 0:.1f} GFLOP/s while running; "
+                  f"{r['measured_at']}.", "",
+                  "| kind | forward | backward | update | total | share |", "|---|---|---|---|---|---|"]
+        for kind, phases in r["op_ms"].items():
+            total = sum(phases.values())
+            lines.append(f"| {kind} | {phases['forward']:.1f} | {phases['backward']:.1f} | {phases['update']:.1f} | "
+                         f"{total:.1f} | {total / r['op_ms_total']:.0%} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", action="append", required=True)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3, help="traced steps (after two untimed ones)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    parser.add_argument("--out", default=str(throughput.RESULTS))
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args(argv)
+    rows = [profile(spec, args.set, args.batch, args.seq, args.steps) for spec in args.config]
+    text = markdown(rows)
+    print(text)
+    if not args.dry_run:
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{NAME}.json"
+        merged = {}
+        if path.exists():
+            for r in json.loads(path.read_text()).get("rows", []):
+                merged[throughput._key(r)] = r
+        for r in rows:
+            merged[throughput._key(r)] = r
+        ordered = sorted(merged.values(), key=lambda r: (r["config"], r["batch"], r["seq"], r["overrides"]))
+        path.write_text(json.dumps({"benchmark": NAME, "rows": ordered}, indent=1) + "\n")
+        (out / f"{NAME}.md").write_text(markdown(ordered))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

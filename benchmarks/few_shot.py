@@ -41,7 +41,8 @@ NAME = "few_shot"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="", help="checkpoint to fine-tune (run / model / HF directory); default: the "
                    "demo's pretrained tiny BERT, pretrained first if absent")
     p.add_argument("--task", default="wordnet-supersense")
@@ -166,7 +167,8 @@ def main(argv=None) -> int:
     table = markdown_table(header, [[r["init"], r["k"], r["train_examples"], r["seeds"],
                                      f"{r['test_mean']:.3f} ± {r['test_std']:.3f}", r["validation_mean"]]
                                     for r in rows])
-    model_name = pathlib.Path(model).name if model != str(ROOT / "runs" / "demo" / "pretrain") else "the demo's tiny BERT"
+    demo_model = str(ROOT / "runs" / "demo" / "pretrain")
+    model_name = "the demo's tiny BERT" if model == demo_model else pathlib.Path(model).name
     md = (f"# Zero / few / many-shot on {args.task}\n\nFine-tuned from {model_name}; {args.steps} steps of batch "
           f"{args.batch} at every K ≥ 1 (K=all: {args.all_steps or args.steps}), seq_len {args.seq_len}, seeds "
           f"{seeds}; K=0 is zero-shot MLM cloze scoring. Majority class: "

@@ -8,8 +8,9 @@ fusions, with their achieved FLOP/s), transpose/copy, dropout RNG, scatter (embe
 gradients), reduction, other elementwise fusions — and by phase: forward, backward (`transpose(jvp(…))`
 in the op's name) and update (everything outside the gradient: clipping, AdamW, the finite-check).
 Op times are wall times of each op on its thread, so they add up to more than the step when ops overlap,
-and they grow when other processes take the cores. Writes `benchmarks/results/profile.{json,md}` (rows merged
-by config, overrides, batch, seq).
+and they grow when other processes take the cores. An op that runs on both pool threads is recorded on each,
+so the times are thread-seconds: they add up to about the step's CPU time, not to its wall time.
+Writes `benchmarks/results/profile.{json,md}` (rows merged by config, overrides, batch, seq).
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def _phase(op_name: str) -> str:
 def profile(spec: str, overrides: list[str], batch: int, seq: int, steps: int) -> dict:
     import jax
 
+    from llm_jax import flops as flops_lib
+
     run = throughput.load_run_config(spec, overrides)
     batch_np = throughput.synthetic_batch(run, batch, seq)
     step_fn, meta = throughput.setup_ours(run, batch_np, keep_hlo=True)
@@ -119,15 +122,15 @@ def profile(spec: str, overrides: list[str], batch: int, seq: int, steps: int) -
     step_fn()
     step_fn()
     with tempfile.TemporaryDirectory() as trace_dir:
-        t0 = time.perf_counter()
+        c0, t0 = os.times(), time.perf_counter()
         with jax.profiler.trace(trace_dir):
             for _ in range(steps):
                 step_fn()
-        wall_s = (time.perf_counter() - t0) / steps
+        wall_s, c1 = (time.perf_counter() - t0) / steps, os.times()
+        cpu_s = (c1.user + c1.system - c0.user - c0.system) / steps
         planes = list(pathlib.Path(trace_dir).rglob("*.xplane.pb"))
         data = jax.profiler.ProfileData.from_file(str(planes[0]))
         ms = collections.defaultdict(float)
-        flops = collections.defaultdict(float)
         unmatched = 0.0
         for plane in data.planes:
             for line in plane.lines:
@@ -138,17 +141,18 @@ def profile(spec: str, overrides: list[str], batch: int, seq: int, steps: int) -
                         unmatched += event.duration_ns
                         continue
                     opcode, op_name, f = index[event.name]
-                    key = (_kind(event.name, opcode, op_name, f), _phase(op_name))
-                    ms[key] += event.duration_ns / 1e6 / steps
-                    flops[key] += f / steps if f else 0.0
+                    ms[(_kind(event.name, opcode, op_name, f), _phase(op_name))] += event.duration_ns / 1e6 / steps
     table = {kind: {phase: round(ms[(kind, phase)], 1) for phase in PHASES} for kind in KINDS}
     matmul_ms = sum(ms[("matmul", p)] for p in PHASES)
-    matmul_flops = sum(flops[("matmul", p)] for p in PHASES)
+    # The analytical count, equal to XLA's dots (tests/test_flops.py): trace events repeat per thread and per
+    # loop iteration, so they cannot be summed into FLOPs.
+    towers = flops_lib.towers_for(run.family, run.model, run.objective, seq)
+    matmul_flops = flops_lib.train_flops(towers, batch).matmul
     return {
         "config": spec, "overrides": list(overrides), "batch": batch, "seq": seq, "steps_traced": steps,
-        "step_s": wall_s, "op_ms": table, "op_ms_total": round(sum(ms.values()), 1),
+        "step_s": wall_s, "cpu_s": cpu_s, "op_ms": table, "op_ms_total": round(sum(ms.values()), 1),
         "matmul_gflop_per_step": matmul_flops / 1e9,
-        "matmul_gflop_per_s": matmul_flops / (matmul_ms / 1e3) / 1e9 if matmul_ms else None,
+        "matmul_gflop_per_thread_s": matmul_flops / (matmul_ms / 1e3) / 1e9 if matmul_ms else None,
         "unmatched_ms": round(unmatched / 1e6 / steps, 1),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -156,15 +160,16 @@ def profile(spec: str, overrides: list[str], batch: int, seq: int, steps: int) -
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["# Where our train step's time goes (XLA:CPU op times per step, ms)", "",
+    lines = ["# Where our train step's time goes (XLA:CPU op thread-time per step, ms)", "",
              "From `benchmarks/profile_step.py`: a `jax.profiler` trace of the jitted train step, each op mapped to",
-             "its HLO instruction. Op times overlap when ops run concurrently and grow when other processes take the",
-             "cores; read them as shares.", ""]
+             "its HLO instruction. An op running on both pool threads counts on each, so the times add up to about",
+             "the step's CPU time; they grow when other processes take the cores: read them as shares.", ""]
     for r in rows:
         lines += [f"## `{r['config']}` {' '.join(r['overrides'])} — batch {r['batch']} × seq {r['seq']}", "",
-                  f"Step {r['step_s']:.3f} s (traced); op time {r['op_ms_total']:.0f} ms; matmuls "
-                  f"{r['matmul_gflop_per_step']:.1f} GFLOP at {r['matmul_gflop_per_s'] or 0:.1f} GFLOP/s while running; "
-                  f"{r['measured_at']}.", "",
+                  f"Step {r['step_s']:.3f} s wall, {r['cpu_s']:.3f} s CPU (traced); op thread-time "
+                  f"{r['op_ms_total']:.0f} ms; matmuls {r['matmul_gflop_per_step']:.1f} GFLOP at "
+                  f"{r['matmul_gflop_per_thread_s'] or 0:.1f} GFLOP per thread-second while running; {r['measured_at']}.",
+                  "",
                   "| kind | forward | backward | update | total | share |", "|---|---|---|---|---|---|"]
         for kind, phases in r["op_ms"].items():
             total = sum(phases.values())

@@ -15,7 +15,7 @@ import sys
 
 VERBS = {
     "pretrain": "Pretrain a model with its family's original objective (--config FILE:ARG --workdir DIR).",
-    "finetune": "Fine-tune a model on a task, evaluate it, write results.json (--config FILE:model=M,task=T --workdir DIR).",
+    "finetune": "Fine-tune and evaluate on a task; writes results.json (--config FILE:model=M,task=T --workdir DIR).",
     "describe": "Print a preset's architecture and its parameter count (counted abstractly, nothing allocated).",
     "convert": "Convert checkpoints: --from-hf HF_DIR --out DIR, or --to-hf RUN_OR_CKPT --out DIR.",
 }

@@ -532,5 +532,5 @@ def few_shot_subset(labels: np.ndarray | None, num_examples: int, k: int, seed: 
     return np.sort(picked).astype(np.int64)
 
 
-__all__ = ["BUNDLED", "DEFAULT_METRICS", "DatasetUnavailable", "GLUE", "KINDS", "SPLITS", "Task", "TaskConfig", "TaskSpec",
-           "few_shot_subset", "labels_of", "load_task", "read_squad_json", "task_names", "with_metrics"]
+__all__ = ["BUNDLED", "DEFAULT_METRICS", "DatasetUnavailable", "GLUE", "KINDS", "SPLITS", "Task", "TaskConfig",
+           "TaskSpec", "few_shot_subset", "labels_of", "load_task", "read_squad_json", "task_names", "with_metrics"]

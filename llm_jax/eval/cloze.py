@@ -9,6 +9,7 @@ pretraining alone already knows about the task.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any
@@ -105,6 +106,20 @@ def build_prompts(tok: tokenizers.Tokenizer, prompt: str, records: list[dict[str
     return inputs, inputs != sp.pad, positions, after_space
 
 
+@functools.lru_cache(maxsize=4)
+def _mlm_log_probs(family: str, config):
+    """The jitted `(params, inputs, mask, positions) -> log p [B, P, V]` of a pretraining model, built once per
+    (family, config) so that every split and call reuses its compilations."""
+    model = models.build(family, config)
+
+    @jax.jit
+    def logp(params, inputs_BT, mask_BT, pos_BP):
+        out = model.apply({"params": params}, inputs_BT, mask_BT=mask_BT, mlm_positions_BP=pos_BP, deterministic=True)
+        return jax.nn.log_softmax(out.mlm_logits_BTV.astype(jnp.float32), -1)
+
+    return logp
+
+
 def cloze_scores(family: str, config, params, tok: tokenizers.Tokenizer, spec: TaskSpec,
                  records: list[dict[str, Any]], seq_len: int, batch_size: int = 64) -> np.ndarray:
     """Scores `[N, C]`: the mean log-probability of each label's verbalizer pieces at the masks.
@@ -122,7 +137,6 @@ def cloze_scores(family: str, config, params, tok: tokenizers.Tokenizer, spec: T
     if "mlm_head" not in params:
         raise ValueError("Zero-shot cloze scoring needs the pretraining model's MLM head, and these params have "
                          "none (a fine-tuned model?); start from a pretraining run or checkpoint.")
-    model = models.build(family, config)
     after_space = build_prompts(tok, spec.prompt, records[:1], seq_len)[3]
     pieces = verbalizer_pieces(tok, spec.verbalizers, after_space)
     split = [w for w, p in zip(spec.verbalizers, pieces) if len(p) > 1]
@@ -130,11 +144,7 @@ def cloze_scores(family: str, config, params, tok: tokenizers.Tokenizer, spec: T
         log.info("Verbalizers %s are several pieces in this vocabulary; they are scored with one mask per piece.",
                  split)
 
-    @jax.jit
-    def logp(params, inputs_BT, mask_BT, pos_BP):
-        out = model.apply({"params": params}, inputs_BT, mask_BT=mask_BT, mlm_positions_BP=pos_BP, deterministic=True)
-        return jax.nn.log_softmax(out.mlm_logits_BTV.astype(jnp.float32), -1)
-
+    logp = _mlm_log_probs(family, config)
     n = len(records)
     scores = np.zeros((n, spec.num_labels), np.float32)
     for n_masks in sorted({len(p) for p in pieces}):

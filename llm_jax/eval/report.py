@@ -37,7 +37,8 @@ def machine_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
     if repo is not None:
         def git(*args):
             try:
-                return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+                done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
+                return done.stdout.strip()
             except (OSError, subprocess.TimeoutExpired):
                 return ""
         commit = git("rev-parse", "--short", "HEAD")

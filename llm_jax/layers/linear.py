@@ -11,8 +11,29 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Initializer = Callable[..., jax.Array]
+
+
+def _as_matmul(eqn: str) -> tuple[int, int] | None:
+    """`(n_contract, n_free_kernel)` when `eqn` is a plain projection, else None.
+
+    A plain projection contracts the input's trailing letters with the kernel's leading ones (same order) and
+    appends the kernel's remaining letters to the input's leading ones: `BTD,DHK->BTHK`, `BTHK,HKD->BTD`.
+    """
+    inputs, out = eqn.replace(" ", "").split("->")
+    x, kernel = inputs.split(",")
+    n = len(x) - len(out) + len(kernel)
+    if n % 2:
+        return None
+    n_contract = n // 2
+    if n_contract < 1 or n_contract > min(len(x), len(kernel)):
+        return None
+    contract, free_x, free_k = x[len(x) - n_contract:], x[:len(x) - n_contract], kernel[n_contract:]
+    if kernel[:n_contract] != contract or out != free_x + free_k or len(set(x + free_k)) != len(x + free_k):
+        return None
+    return n_contract, len(free_k)
 
 
 def _bias_dims(eqn: str) -> str:
@@ -48,7 +69,20 @@ class Einsum(nn.Module):
             raise ValueError(f"Einsum {self.eqn}: kernel shape {tuple(self.shape)} and axes {tuple(self.kernel_axes)} differ in rank.")
         kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, tuple(self.kernel_axes)),
                             tuple(self.shape), self.param_dtype)
-        y = jnp.einsum(self.eqn, x.astype(self.dtype), kernel.astype(self.dtype))
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        plain = _as_matmul(self.eqn)
+        if plain is None:
+            y = jnp.einsum(self.eqn, x, kernel)
+        else:
+            # Why a 2-D matmul on reshaped views (free: both are row-major) rather than the einsum: for the
+            # gradient of a multi-axis kernel (heads × head dim) XLA:CPU emits the dot and then a transposing copy
+            # of the whole kernel gradient, every layer and step; with 2-D operands it folds the transpose into
+            # the dot (benchmarks/NOTES.md). Same products and sums as the einsum.
+            n_contract, n_free = plain
+            batch_shape, k_in = x.shape[:x.ndim - n_contract], kernel.shape[:n_contract]
+            k_out = kernel.shape[n_contract:]
+            y = jnp.dot(x.reshape(-1, int(np.prod(k_in))), kernel.reshape(int(np.prod(k_in)), int(np.prod(k_out))))
+            y = y.reshape(*batch_shape, *k_out)
         if self.use_bias:
             kernel_letters = self.eqn.replace(" ", "").split("->")[0].split(",")[1]
             dims = _bias_dims(self.eqn)

@@ -130,3 +130,20 @@ def test_stack_scan_unroll_and_sharing(shared):
     unrolled = layers.Stack(Block, kw, num_layers=3, shared=shared, unroll=True, remat="full")
     y2, _ = unrolled.apply(params, x, 0.5)
     np.testing.assert_allclose(y, y2, atol=1e-6)
+
+
+@pytest.mark.parametrize("eqn,x_shape,k_shape", [
+    ("BTD,DHK->BTHK", (2, 5, 8), (8, 2, 4)),  # projection into heads: computed as a 2-D matmul
+    ("BTHK,HKD->BTD", (2, 5, 2, 4), (2, 4, 8)),  # out of heads: 2-D matmul over the flattened H×K
+    ("BTD,HKD->BTHK", (2, 5, 8), (2, 4, 8)),  # not a plain projection: the einsum itself
+])
+def test_einsum_layer_equals_einsum(eqn, x_shape, k_shape):
+    x = jax.random.normal(jax.random.key(0), x_shape)
+    proj = layers.Einsum(eqn, k_shape, (None,) * len(k_shape), use_bias=False)
+    params = proj.init(jax.random.key(1), x)["params"]
+    expected = jnp.einsum(eqn, x, params["kernel"].value)
+    np.testing.assert_allclose(proj.apply({"params": params}, x), expected, rtol=1e-6, atol=1e-6)
+    # The kernel gradient too: the 2-D path exists for the backward pass (NOTES.md).
+    g = jax.grad(lambda p: jnp.sum(proj.apply({"params": p}, x) ** 2))(params)["kernel"].value
+    g_ref = jax.grad(lambda k: jnp.sum(jnp.einsum(eqn, x, k) ** 2))(params["kernel"].value)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)

@@ -103,7 +103,8 @@ def test_head_output_shape_and_finite(compiled, family, kind):
 
 def _np_ce(logits, labels):
     logits = np.asarray(logits, np.float64)
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    top = logits.max(-1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
     return -logp[np.arange(len(labels)), labels]
 
 
@@ -170,7 +171,8 @@ def test_transplant_copies_the_trunk_only(compiled):
                                   task_params["roberta"]["pooler"]["dense"]["kernel"])
     np.testing.assert_array_equal(merged["classifier"]["kernel"], task_params["classifier"]["kernel"])
     assert "mlm_head" not in merged
-    wide = jax.tree.map(lambda a: np.zeros(a.shape, np.float32), shapes(dataclasses.replace(cfg, intermediate_size=2 * FFN)))
+    wide_cfg = dataclasses.replace(cfg, intermediate_size=2 * FFN)
+    wide = jax.tree.map(lambda a: np.zeros(a.shape, np.float32), shapes(wide_cfg))
     with pytest.raises(ValueError, match="architecture differs"):
         heads.transplant_trunk("roberta", task_params, wide)
     with pytest.raises(ValueError, match="no 'bert' subtree"):

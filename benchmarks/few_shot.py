@@ -45,6 +45,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="", help="checkpoint to fine-tune (run / model / HF directory); default: the "
                    "demo's pretrained tiny BERT, pretrained first if absent")
+    p.add_argument("--label", default="", help="the model's name in the results (default: from --model)")
+    p.add_argument("--name", default=NAME, help="results file stem: <out>/<name>.{json,md,png}")
     p.add_argument("--task", default="wordnet-supersense")
     p.add_argument("--k", default="0,16,64,256,all", help="comma-separated K values; 0 = zero-shot, all = full split")
     p.add_argument("--seeds", default="0,1,2")
@@ -168,18 +170,20 @@ def main(argv=None) -> int:
                                      f"{r['test_mean']:.3f} ± {r['test_std']:.3f}", r["validation_mean"]]
                                     for r in rows])
     demo_model = str(ROOT / "runs" / "demo" / "pretrain")
-    model_name = "the demo's tiny BERT" if model == demo_model else pathlib.Path(model).name
+    model_name = args.label or ("the demo's tiny BERT" if model == demo_model else pathlib.Path(model).name)
+    lr = f"peak lr {args.lr}" if args.lr else "configs/finetune.py's learning rate"
+    zero = "; K=0 is zero-shot MLM cloze scoring" if "0" in ks else ""
     md = (f"# Zero / few / many-shot on {args.task}\n\nFine-tuned from {model_name}; {args.steps} steps of batch "
-          f"{args.batch} at every K ≥ 1 (K=all: {args.all_steps or args.steps}), seq_len {args.seq_len}, seeds "
-          f"{seeds}; K=0 is zero-shot MLM cloze scoring. Majority class: "
-          f"{rows[0]['majority']:.3f}.\n\n{table}\n\n![learning curve]({NAME}.png)\n\n"
+          f"{args.batch} at every K ≥ 1 (K=all: {args.all_steps or args.steps}), {lr}, seq_len {args.seq_len}, "
+          f"seeds {seeds}{zero}. Majority class: "
+          f"{rows[0]['majority']:.3f}.\n\n{table}\n\n![learning curve]({args.name}.png)\n\n"
           f"Total {time.time() - t0:.0f}s on {machine_line(info)}.\n")
     payload = {"task": args.task, "model": model_name, "metric": metric, "settings": {
         k: v for k, v in vars(args).items() if k not in ("workdir", "out", "model")}, "summary": rows, "runs": runs,
         "seconds": round(time.time() - t0, 1), "machine": info}
-    write_results(args.out, NAME, payload, md)
-    plot(rows, n_train, metric, args.task, pathlib.Path(args.out) / f"{NAME}.png")
-    print("\n" + table + f"\n\nwrote {args.out}/{NAME}.{{json,md,png}} in {time.time() - t0:.0f}s")
+    write_results(args.out, args.name, payload, md)
+    plot(rows, n_train, metric, args.task, pathlib.Path(args.out) / f"{args.name}.png")
+    print("\n" + table + f"\n\nwrote {args.out}/{args.name}.{{json,md,png}} in {time.time() - t0:.0f}s")
     return 0
 
 

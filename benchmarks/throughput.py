@@ -36,9 +36,7 @@ import json
 import multiprocessing
 import os
 import pathlib
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -51,6 +49,7 @@ CORES = os.cpu_count() or 1
 DEFAULT_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=true",)
 DEFAULT_WORKER_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 sys.path.insert(0, str(ROOT))
+from llm_jax.eval.report import machine_info  # noqa: E402
 
 # Special-token ids of our tokenizers (llm_jax.data.tokenizer): BERT's WordPiece, RoBERTa's byte-level BPE.
 SPECIALS = {"bert": (0, 1, 2, 3, 4), "roberta": (1, 3, 0, 2, 4)}  # (pad, unk, cls, sep, mask)
@@ -398,35 +397,6 @@ def wait_for_quiet(max_wait_s: float, threshold: float = 0.1, window_s: float = 
 # ---------------------------------------------------------------------------------------------- reporting
 
 
-def machine_info() -> dict:
-    import flax
-    import jax
-    import jaxlib
-    import numpy as np
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-                "flax": flax.__version__, "numpy": np.__version__}
-    try:
-        import torch
-        import transformers
-
-        versions.update(torch=torch.__version__, transformers=transformers.__version__)
-    except ImportError:
-        pass
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return {"cpu": cpu, "cores": CORES, "system": platform.system(), "versions": versions,
-            "commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")}
-
-
 def bench_one(ctx, spec: str, overrides: list[str], batch: int, seq: int, steps: int, warmup: int,
               reference: bool, settle_s: float, compiler_options, quiet_wait_s: float, worker_env: dict,
               omp_wait_policy: str) -> dict:
@@ -627,7 +597,7 @@ def main(argv=None) -> int:
             os.environ.pop(name, None)
     worker_env = {name: os.environ.get(name, "") for name in sorted({*worker_env, *DEFAULT_WORKER_ENV})}
 
-    info = machine_info()
+    info = machine_info(ROOT)
     print(f"{info['cpu']}, {info['cores']} cores; XLA_FLAGS={flags!r}", flush=True)
     ctx = multiprocessing.get_context("spawn")
     rows = [bench_one(ctx, spec, args.set, args.batch, args.seq, args.steps, args.warmup, not args.no_reference,

@@ -5,11 +5,7 @@ sizes: tiny, mini, small, medium (Turc et al. 2019) for CPU; base, large (the pa
 batch 256, 1M steps, lr 1e-4, warmup 10k, seq 128 for 90 % of steps).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from common import base_config, cpu_scale, parse_arg  # noqa: E402
+from llm_jax.recipes import base_config, cpu_scale, parse_arg
 
 
 def get_config(arg: str = "size=tiny"):

@@ -16,14 +16,11 @@ small-BERT release of Turc et al. (2019) found {3e-4, 1e-4} best for its tiny/mi
 
 import json
 import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import parse_arg  # noqa: E402
-
-from llm_jax import models  # noqa: E402
+from llm_jax import models
+from llm_jax.recipes import parse_arg
 
 # Per-task data settings: sequence length that covers ~99 % of examples, and epochs.
 TASKS = {
@@ -60,7 +57,8 @@ def get_config(arg: str = "model=bert-tiny,task=wordnet-supersense"):
 
     cfg = ml_collections.ConfigDict()
     cfg.model = {"name": model, "random_init": False, "hidden_dropout": 0.1, "attention_dropout": 0.1,
-                 "classifier_dropout": 0.1, "dtype": "float32", "remat": "none", "scan_unroll": False}
+                 "classifier_dropout": 0.1, "dtype": "float32", "remat": "none", "scan_unroll": False,
+                 "attention_impl": "einsum"}
     cfg.task = {"name": task, "train_file": "", "validation_file": "", "test_file": "", "kind": "classification",
                 "text_fields": "text", "label_field": "label", "label_names": "", "metrics": "",
                 "choices_field": "choices", "mark_spans": True}

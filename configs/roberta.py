@@ -5,11 +5,7 @@ sizes: tiny, mini for CPU; base, large (the paper's Table 9: batch 8k, lr 6e-4/4
 warmup 24k/30k, seq 512).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from common import base_config, cpu_scale, parse_arg  # noqa: E402
+from llm_jax.recipes import base_config, cpu_scale, parse_arg
 
 
 def get_config(arg: str = "size=tiny"):

@@ -7,7 +7,7 @@
    by lexicographer file. Restricting pretraining to the downstream task's domain is "domain-adaptive
    pretraining" (Gururangan et al. 2020): at a budget of minutes it is what makes pretraining pay off, because
    every step is spent on the kind of text the task asks about (measured: the full mixed corpus at the same
-   budget did not beat random init; see the README's Fine-tuning section).
+   budget did not beat random init; see the README, "What the demo and the transfer benchmarks show").
 2. **Fine-tune** it on `wordnet-supersense` (a WordNet definition → one of 10 noun supersenses; the synsets of
    the task's validation and test splits are not in the corpus), and the identical architecture, tokenizer and
    recipe from random init.
@@ -41,7 +41,7 @@ PRETRAIN = {
     "train.log_every": 50, "train.eval_every": 0, "train.checkpoint_every": 200,
 }
 # One epoch at a high rate: the budget of a demo, and where the head start that pretraining gives is clearest (with 3
-# epochs at 1e-3 both runs reach ~0.57 and the gap closes; see the README).
+# epochs at 1e-3 both runs reach ~0.56–0.57 and the gap closes; see the README).
 FINETUNE = {"data.seq_len": 48, "train.epochs": 1.0, "optim.learning_rate": 1e-3, "train.log_every": 50}
 
 

@@ -7,6 +7,7 @@ library versions and the commit, so that every number can be traced to what prod
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -17,11 +18,9 @@ from typing import Any
 
 
 def machine_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
-    """CPU model, core count, OS, library versions and the git commit (`+dirty` with uncommitted changes)."""
-    import flax
+    """CPU model, core count, OS, library versions (torch and transformers too where installed: the reference
+    of the parity tests and benchmarks) and the git commit (`+dirty` with uncommitted changes)."""
     import jax
-    import numpy as np
-    import optax
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -31,8 +30,12 @@ def machine_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    versions = {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
-                "optax": optax.__version__, "numpy": np.__version__}
+    versions = {"python": platform.python_version()}
+    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     commit = ""
     if repo is not None:
         def git(*args):

@@ -18,6 +18,9 @@ from llm_jax.layers.linear import Einsum
 from llm_jax.sharding import BATCH, EMBED, HEADS, KV, SEQ, P_EMBED, P_HEADS, P_KV, shard
 
 
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn", "auto")
+
+
 def dot_product_attention(
     q_BTHK: jax.Array,
     k_BSHK: jax.Array,
@@ -29,6 +32,7 @@ def dot_product_attention(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     deterministic: bool = True,
+    implementation: str = "einsum",
 ) -> jax.Array:
     """softmax(q·k·scale + bias, masked) · v, with scores and softmax in float32.
 
@@ -38,11 +42,24 @@ def dot_product_attention(
       bias_BHTS: additive score bias, broadcastable to `[B, H, T, S]`.
       scale: score scale; default `1/sqrt(K)` (T5 uses 1.0: its init absorbs the scale).
       dropout_rate: attention-probability dropout (BERT `attention_probs_dropout_prob`).
+      implementation: "einsum" (the two products and the softmax written out: any dtype, dropout), or
+        "xla" / "cudnn" / "auto": `jax.nn.dot_product_attention` (a fused kernel on GPU; "auto" lets JAX pick),
+        which has no attention dropout, so it refuses a training call with `dropout_rate > 0`.
 
     Returns:
       `[B, T, H, K]` in the dtype of `v`.
     """
     k_dim = q_BTHK.shape[-1]
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation {implementation!r} is not one of {ATTENTION_IMPLEMENTATIONS}.")
+    if implementation != "einsum":
+        if not deterministic and dropout_rate > 0.0:
+            raise ValueError(f"attention_impl={implementation!r} (jax.nn.dot_product_attention) has no attention "
+                             f"dropout, and this call trains with attention_dropout={dropout_rate}; set "
+                             "attention_dropout=0 or attention_impl='einsum'.")
+        return jax.nn.dot_product_attention(
+            q_BTHK, k_BSHK, v_BSHK, bias=bias_BHTS, mask=mask_BHTS, scale=scale,
+            implementation=None if implementation == "auto" else implementation)
     scale = (1.0 / jnp.sqrt(k_dim)) if scale is None else scale
     # Why f32: logits of large magnitude and the softmax normaliser lose too much in bf16.
     scores_BHTS = jnp.einsum("BTHK,BSHK->BHTS", q_BTHK, k_BSHK, preferred_element_type=jnp.float32) * scale
@@ -67,6 +84,7 @@ class MultiHeadAttention(nn.Module):
       dropout_rate: attention-probability dropout.
       scale: see `dot_product_attention`.
       decode: keep a KV cache (`cache` collection, initialised by a call on a full-length dummy input).
+      implementation: see `dot_product_attention`.
     """
 
     num_heads: int
@@ -75,6 +93,7 @@ class MultiHeadAttention(nn.Module):
     dropout_rate: float = 0.0
     scale: float | None = None
     decode: bool = False
+    implementation: str = "einsum"
     kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
     dtype: jnp.dtype = jnp.float32
 
@@ -107,7 +126,8 @@ class MultiHeadAttention(nn.Module):
             dropout_rng = self.make_rng("dropout")
         out_BTHK = dot_product_attention(
             q_BTHK, k_BSHK, v_BSHK, mask_BHTS=mask_BHTS, bias_BHTS=bias_BHTS, scale=self.scale,
-            dropout_rate=self.dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic)
+            dropout_rate=self.dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic,
+            implementation=self.implementation)
         out_BTHK = shard(out_BTHK, BATCH, SEQ, HEADS, KV)
         y_BTD = Einsum("BTHK,HKD->BTD", (self.num_heads, self.head_dim, d), (P_HEADS, P_KV, P_EMBED),
                        use_bias=self.use_bias, kernel_init=self.kernel_init, dtype=self.dtype, name="out")(out_BTHK)

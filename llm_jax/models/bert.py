@@ -17,7 +17,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from llm_jax.layers import Einsum, Embed, LayerNorm, Mlp, MultiHeadAttention, Stack, activation, padding_mask
+from llm_jax.layers import (ATTENTION_IMPLEMENTATIONS, Einsum, Embed, LayerNorm, Mlp, MultiHeadAttention, Stack,
+                            activation, padding_mask)
 from llm_jax.sharding import BATCH, EMBED, SEQ, P_EMBED, P_VOCAB, shard
 
 # --------------------------------------------------------------------------------------------- config
@@ -41,12 +42,14 @@ class Config:
     initializer_range: float = 0.02
     pad_token_id: int = 0
     dtype: str = "float32"
-    # Why no remat and an unrolled layer scan by default (benchmarks/NOTES.md, BERT-base/mini train steps on CPU):
-    # recomputation only costs time where memory is not short (remat="full": 5 % slower, "dots": no gain);
-    # the rolled scan slices every layer's weights out of the stacked params and stacks the saved activations
-    # and gradients back, copies an unrolled loop does not make: unrolled is 5–8 % faster for ~10 s more compile.
+    # Why no remat, an unrolled layer loop and einsum attention by default: benchmarks/NOTES.md (train steps of
+    # BERT-mini/base on CPU). Recomputation only costs time where memory is not short; the rolled scan moves every
+    # layer's saved activations and gradients through dynamic slices of stacked buffers, which the unrolled loop
+    # does not; `jax.nn.dot_product_attention` ("xla"/"cudnn"/"auto") has no attention dropout, which BERT trains
+    # with, and on CPU lowers to the same products.
     remat: str = "none"
     scan_unroll: bool = True
+    attention_impl: str = "einsum"
 
     @property
     def head_dim(self) -> int:
@@ -69,6 +72,9 @@ class Config:
             raise ValueError(f"model.pad_token_id={self.pad_token_id} is outside the vocabulary [0, {self.vocab_size}).")
         activation(self.hidden_act)
         jnp.dtype(self.dtype)
+        if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"model.attention_impl={self.attention_impl!r} is not one of "
+                             f"{ATTENTION_IMPLEMENTATIONS}.")
         return self
 
 
@@ -137,7 +143,8 @@ class Layer(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         det = self.deterministic
         h_BTD = MultiHeadAttention(cfg.num_heads, cfg.head_dim, dropout_rate=cfg.attention_dropout,
-                                   kernel_init=_init(cfg), dtype=dtype, name="attention")(
+                                   implementation=cfg.attention_impl, kernel_init=_init(cfg), dtype=dtype,
+                                   name="attention")(
             x_BTD, mask_BHTS=mask_BHTS, deterministic=det)
         h_BTD = nn.Dropout(cfg.hidden_dropout)(h_BTD, deterministic=det)
         x_BTD = LayerNorm(cfg.layer_norm_eps, dtype=dtype, name="attention_norm")(x_BTD + h_BTD)

@@ -79,7 +79,7 @@ class ModelSource:
         "from scratch" control of a transfer-learning comparison.
       hidden_dropout / attention_dropout: the trunk's dropout during fine-tuning (BERT §4: 0.1).
       classifier_dropout: dropout before the output layer (HF's `classifier_dropout`).
-      dtype / remat / scan_unroll: numerics and memory (see the family Config). Unlike pretraining, the layer
+      dtype / remat / scan_unroll / attention_impl: numerics, memory and speed (see the family Config). Unlike pretraining, the layer
         scan stays rolled by default: fine-tuning runs are short, and the rolled loop compiles about twice as fast.
     """
 
@@ -91,6 +91,7 @@ class ModelSource:
     dtype: str = "float32"
     remat: str = "none"
     scan_unroll: bool = False
+    attention_impl: str = "einsum"
 
     def validate(self) -> "ModelSource":
         for k in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
@@ -252,7 +253,8 @@ def resolve_model(cfg: FinetuneConfig, workdir: pathlib.Path) -> Source:
     """The family, Config, params and tokenizer named by `cfg.model` (see `ModelSource`)."""
     name = cfg.model.name
     runtime = {"hidden_dropout": cfg.model.hidden_dropout, "attention_dropout": cfg.model.attention_dropout,
-               "dtype": cfg.model.dtype, "remat": cfg.model.remat, "scan_unroll": cfg.model.scan_unroll}
+               "dtype": cfg.model.dtype, "remat": cfg.model.remat, "scan_unroll": cfg.model.scan_unroll,
+               "attention_impl": cfg.model.attention_impl}
     if name in models.all_presets():
         family, config = models.get_preset(name)
         tok = _train_tokenizer(cfg, family, workdir)

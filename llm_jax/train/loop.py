@@ -145,8 +145,8 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
                                     "token ids must come from the tokenizer the weights were trained with.")
         # Architecture from the checkpoint; run-time choices (precision, remat, dropout) from this config.
         model_cfg = dataclasses.replace(model_cfg, **{k: getattr(cfg.model, k) for k in
-                                                      ("dtype", "remat", "scan_unroll", "hidden_dropout",
-                                                       "attention_dropout")})
+                                                      ("dtype", "remat", "scan_unroll", "attention_impl",
+                                                       "hidden_dropout", "attention_dropout")})
 
     data = load_data(cfg.data, family.TOKENIZER_KIND, workdir, tokenizer=hf_tokenizer)
     if not cfg.init_from:

@@ -147,3 +147,19 @@ def test_einsum_layer_equals_einsum(eqn, x_shape, k_shape):
     g = jax.grad(lambda p: jnp.sum(proj.apply({"params": p}, x) ** 2))(params)["kernel"].value
     g_ref = jax.grad(lambda k: jnp.sum(jnp.einsum(eqn, x, k) ** 2))(params["kernel"].value)
     np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("implementation", ["xla", "auto"])
+def test_attention_implementations_agree(implementation):
+    ks = jax.random.split(jax.random.key(3), 4)
+    q, k, v = (jax.random.normal(kk, (2, 6, 3, 4)) for kk in ks[:3])
+    bias = jax.random.normal(ks[3], (1, 3, 6, 6))
+    mask = layers.padding_mask(jnp.array([[1] * 6, [1] * 4 + [0] * 2], bool))
+    expected = layers.dot_product_attention(q, k, v, mask_BHTS=mask, bias_BHTS=bias)
+    got = layers.dot_product_attention(q, k, v, mask_BHTS=mask, bias_BHTS=bias, implementation=implementation)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="no attention dropout"):
+        layers.dot_product_attention(q, k, v, dropout_rate=0.1, dropout_rng=ks[0], deterministic=False,
+                                     implementation=implementation)
+    with pytest.raises(ValueError, match="not one of"):
+        layers.dot_product_attention(q, k, v, implementation="flash")

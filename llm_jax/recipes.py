@@ -1,4 +1,7 @@
-"""Shared pieces of the pretraining recipes (imported by configs/bert.py and configs/roberta.py)."""
+"""Building blocks of the recipe files in `configs/`: the argument after `:`, default sections, CPU scale.
+
+They live in the package (not next to the recipes) so that a recipe copied anywhere still imports them.
+"""
 
 import dataclasses
 

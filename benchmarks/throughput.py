@@ -30,6 +30,7 @@ Writes `benchmarks/results/throughput.{json,md}`, merging rows by (config, overr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -326,10 +327,8 @@ class Worker:
 
     def close(self) -> None:
         if self.process.is_alive():
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):  # the worker already exited
                 self.conn.send("stop")
-            except (BrokenPipeError, OSError):
-                pass
             self.process.join(timeout=30)
 
 

@@ -6,6 +6,7 @@ library versions and the commit, so that every number can be traced to what prod
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -23,19 +24,13 @@ def machine_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
     import jax
 
     cpu = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {"python": platform.python_version()}
-    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    with contextlib.suppress(OSError):  # no /proc (not Linux): keep platform's name
+        cpu = next((line.split(":", 1)[1].strip() for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    installed = {(d.metadata["Name"] or "").lower(): d.version for d in importlib.metadata.distributions()}
+    versions = {"python": platform.python_version(),
+                **{p: installed[p] for p in ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers")
+                   if p in installed}}
     commit = ""
     if repo is not None:
         def git(*args):

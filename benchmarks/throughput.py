@@ -52,9 +52,6 @@ DEFAULT_WORKER_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 sys.path.insert(0, str(ROOT))
 from llm_jax.eval.report import machine_info  # noqa: E402
 
-# Special-token ids of our tokenizers (llm_jax.data.tokenizer): BERT's WordPiece, RoBERTa's byte-level BPE.
-SPECIALS = {"bert": (0, 1, 2, 3, 4), "roberta": (1, 3, 0, 2, 4)}  # (pad, unk, cls, sep, mask)
-REFERENCE_CLASS = {"bert": "BertForPreTraining", "roberta": "RobertaForMaskedLM"}
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -82,17 +79,17 @@ def load_run_config(spec: str, overrides: list[str]):
         except json.JSONDecodeError:
             value = raw
         d[section][field] = value
-    run = from_dict(d)
-    if run.family not in SPECIALS:
-        raise SystemExit(f"--config {spec!r}: no benchmark set-up for family {run.family!r} (known: {sorted(SPECIALS)}).")
-    return run
+    return from_dict(d)
 
 
 def make_objective_for(run):
-    from llm_jax.data.tokenizer import SpecialIds
-    from llm_jax.objectives import make_objective
+    """The run's objective with placeholder special-token ids (the first ids of the vocabulary; no tokenizer)."""
+    import dataclasses
 
-    return make_objective(run.objective, SpecialIds(*SPECIALS[run.family]), run.model.vocab_size)
+    from llm_jax.objectives import shape_only_objective
+
+    fields = {k: v for k, v in dataclasses.asdict(run.objective).items() if k != "name"}
+    return shape_only_objective(run.objective.name, run.model.vocab_size, **fields)
 
 
 def synthetic_batch(run, batch: int, seq: int, seed: int = 0):
@@ -101,9 +98,10 @@ def synthetic_batch(run, batch: int, seq: int, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     vocab = run.model.vocab_size
-    out = make_objective_for(run).dummy_batch(batch, seq)
-    first_plain = max(SPECIALS[run.family]) + 1
-    cls = SPECIALS[run.family][2]
+    objective = make_objective_for(run)
+    out = objective.dummy_batch(batch, seq)
+    first_plain = len(objective.required_roles)  # the placeholder special ids come first
+    cls = objective.special.cls
     out["inputs"] = rng.integers(first_plain, vocab, size=(batch, seq), dtype=np.int32)
     out["inputs"][:, 0] = cls
     out["mask"][:] = True
@@ -140,10 +138,11 @@ def setup_ours(run, batch_np, seed: int = 0, compiler_options: dict | None = Non
     tx, schedule = make_optimizer(run.optim, run.train.steps)
     mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
     rules = rules_for("dp")
-    state, shardings = step_lib.create_state(model, tx, batch_np, mesh, rules, seed)
+    state, shardings = step_lib.create_state(model, objective, tx, batch_np, mesh, rules, seed)
     train_step = step_lib.jit_train_step(
         step_lib.make_train_step(objective.make_loss(model), tx, schedule, seed=seed,
-                                 grad_accum_steps=run.optim.grad_accum_steps), shardings, mesh, batch_np)
+                                 grad_accum_steps=run.optim.grad_accum_steps,
+                                 denominators_fn=objective.loss_denominators), shardings, mesh, batch_np)
     with step_lib.mesh_context(mesh, rules):
         batch = global_batch_from_local(batch_np, mesh)
         t0 = time.perf_counter()
@@ -155,7 +154,7 @@ def setup_ours(run, batch_np, seed: int = 0, compiler_options: dict | None = Non
         holder["state"], metrics = compiled(holder["state"], batch)
         return float(metrics["loss"])  # a device-to-host transfer: the step has finished when this returns
 
-    meta = {"compile_s": compile_s, "parameters": step_lib.count_params(step_lib.abstract_params(model, batch_np)),
+    meta = {"compile_s": compile_s, "parameters": step_lib.count_params(step_lib.abstract_params(model, objective, batch_np)),
             "xla_dot_flops_per_step": flops.hlo_dot_flops(compiled), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if keep_hlo:
         meta["hlo_text"] = compiled.as_text()
@@ -189,19 +188,19 @@ def setup_reference(run, batch_np, seed: int = 0):
 
     torch.set_num_threads(CORES)
     torch.manual_seed(seed)
-    cfg = run.model
-    common = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-                  num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-                  max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
-                  hidden_act=cfg.hidden_act, layer_norm_eps=cfg.layer_norm_eps,
-                  hidden_dropout_prob=cfg.hidden_dropout, attention_probs_dropout_prob=cfg.attention_dropout,
-                  initializer_range=cfg.initializer_range, pad_token_id=cfg.pad_token_id)
-    if run.family == "bert":
-        model = transformers.BertForPreTraining(transformers.BertConfig(**common))
-        trunk, heads = model.bert, model.cls
-    else:
-        model = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**common))
-        trunk, heads = model.roberta, model.lm_head
+    from llm_jax import models
+
+    fam = models.family_module(run.family)
+    objective = make_objective_for(run)
+    if set(objective.heads) - {"mlm", "nsp"}:
+        raise SystemExit(f"No PyTorch reference step for objective {run.objective.name!r} (heads {objective.heads}) "
+                         "yet: the reference replays masked-LM (+ NSP) training only.")
+    # The family's own HF architecture from the config our exporter writes: no per-family code here.
+    hf_cfg = fam.config_to_hf(run.model)
+    config = transformers.AutoConfig.for_model(hf_cfg.pop("model_type"), **hf_cfg)
+    model = getattr(transformers, fam.HF_ARCHITECTURE)(config)
+    trunk = getattr(model, model.base_model_prefix)
+    (heads,) = [m for name, m in model.named_children() if name != model.base_model_prefix]
     model.train()  # dropout on, as in our train step
 
     # AdamW as llm_jax.train.optim: no decay on biases and norm scales; global-norm clipping first.
@@ -216,7 +215,7 @@ def setup_reference(run, batch_np, seed: int = 0):
     t = {k: torch.from_numpy(np.asarray(v)) for k, v in batch_np.items()}
     inputs, mask = t["inputs"].long(), t["mask"].long()
     positions, ids, weights = t["mlm_positions"].long(), t["mlm_ids"].long(), t["mlm_weights"].float()
-    uses_nsp = "nsp_label" in t
+    uses_nsp = "nsp" in objective.heads
 
     def loss_fn():
         kwargs = {"token_type_ids": t["segment_ids"].long()} if uses_nsp else {}
@@ -243,7 +242,7 @@ def setup_reference(run, batch_np, seed: int = 0):
         optimizer.step()
         return loss.item()
 
-    meta = {"reference": f"transformers {REFERENCE_CLASS[run.family]} (PyTorch eager, "
+    meta = {"reference": f"transformers {models.family_module(run.family).HF_ARCHITECTURE} (PyTorch eager, "
                          f"attn_implementation={model.config._attn_implementation})",
             "parameters": sum(p.numel() for p in model.parameters()), "torch_threads": torch.get_num_threads()}
     return step_fn, meta

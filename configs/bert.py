@@ -10,9 +10,7 @@ from llm_jax.recipes import base_config, cpu_scale, parse_arg
 
 def get_config(arg: str = "size=tiny"):
     size = parse_arg(arg).get("size", "tiny")
-    cfg = base_config("bert", f"bert-{size}")
-    cfg.objective.name = "mlm_nsp"
-    cfg.objective.masking = "static"
+    cfg = base_config("bert", f"bert-{size}", objective="mlm_nsp")  # static masking, P = 20 at length 128
     if size in ("tiny", "mini", "small", "medium"):
         cpu_scale(cfg)
     return cfg

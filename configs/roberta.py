@@ -10,9 +10,7 @@ from llm_jax.recipes import base_config, cpu_scale, parse_arg
 
 def get_config(arg: str = "size=tiny"):
     size = parse_arg(arg).get("size", "tiny")
-    cfg = base_config("roberta", f"roberta-{size}")
-    cfg.objective.name = "mlm"
-    cfg.objective.masking = "dynamic"
+    cfg = base_config("roberta", f"roberta-{size}", objective="mlm")  # dynamic masking, P from data.seq_len
     cfg.data.lowercase = False
     cfg.optim.b2 = 0.98
     if size == "base":
@@ -28,7 +26,6 @@ def get_config(arg: str = "size=tiny"):
     if size in ("base", "large"):
         cfg.data.seq_len = 512
         cfg.data.vocab_size = 50265
-        cfg.objective.max_predictions = 80
     else:
         cpu_scale(cfg)
     return cfg

@@ -164,15 +164,13 @@ def _describe(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="llm-jax describe", description=VERBS["describe"])
     parser.add_argument("preset", help="e.g. bert-base, bert-tiny, roberta-large")
     args = parser.parse_args(argv)
-    import numpy as np
-
-    from llm_jax import models
+    from llm_jax import models, objectives
     from llm_jax.train.step import abstract_params, count_params
 
     family, cfg = models.get_preset(args.preset)
     model = models.build(family, cfg)
-    dummy = {"inputs": np.zeros((1, 8), np.int32), "mask": np.ones((1, 8), bool)}
-    n = count_params(abstract_params(model, dummy))
+    objective = objectives.shape_only_objective(models.family_module(family).DEFAULT_OBJECTIVE, cfg.vocab_size)
+    n = count_params(abstract_params(model, objective, objective.dummy_batch(1, 8)))
     print(f"{args.preset} ({family}, {type(model).__name__})")
     for f in dataclasses.fields(cfg):
         print(f"  {f.name:<26} {getattr(cfg, f.name)}")

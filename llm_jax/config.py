@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from llm_jax import models
-from llm_jax.objectives import ObjectiveConfig
+from llm_jax import models, objectives
 from llm_jax.sharding import MeshConfig
 from llm_jax.train.loop import TrainConfig
 from llm_jax.train.optim import OptimConfig
 from llm_jax.train.pipeline import DataConfig
 
-SECTIONS = {"objective": ObjectiveConfig, "data": DataConfig, "optim": OptimConfig, "mesh": MeshConfig,
+# The objective section's class depends on `objective.name` (each objective has its own config).
+SECTIONS = {"objective": None, "data": DataConfig, "optim": OptimConfig, "mesh": MeshConfig,
             "train": TrainConfig}
 
 
@@ -28,7 +28,7 @@ class RunConfig:
     family: str
     model: Any  # the family's Config
     init_from: str
-    objective: ObjectiveConfig
+    objective: Any  # the objective's own Config
     data: DataConfig
     optim: OptimConfig
     mesh: MeshConfig
@@ -65,8 +65,12 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
         raise ValueError("config.model.family is missing (e.g. 'bert' or 'roberta').")
     init_from = model.pop("init_from", "") or ""
     model_cfg = models.make_config(family, **model)
+    objective = dict(d["objective"])
+    if "name" not in objective:
+        raise ValueError(f"config.objective.name is missing; choose one of {sorted(objectives.OBJECTIVES)}.")
     return RunConfig(family=family, model=model_cfg, init_from=init_from,
-                     **{name: section(cls, dict(d[name]), name) for name, cls in SECTIONS.items()})
+                     objective=objectives.config_for(objective.pop("name"), **objective),
+                     **{name: section(cls, dict(d[name]), name) for name, cls in SECTIONS.items() if cls})
 
 
 def load_config_file(spec: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -27,7 +27,7 @@ Two counts answer two questions:
   non-embedding N of `C ≈ 6N`. Embedding lookups are gathers; the tied vocabulary projection is outside
   6N, which for MLM (20 of 128 positions predicted) leaves out ~1 % of BERT-base's FLOPs.
 
-A family adds itself with one function in `TOWER_BUILDERS` that turns its Config and the objective into
+A family describes itself with `towers(cfg, seq_len, *, predicted_positions, heads)` in its own file, returning
 `Tower`s (ELECTRA: generator + discriminator; T5: encoder + decoder with cross-attention).
 """
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -317,36 +317,21 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) ->
     return tokens_per_s * flops_per_token / peak_flops_per_s
 
 
-# ------------------------------------------------------------------------------------ family builders
-
-
-def _bert_towers(model_cfg: Any, objective_cfg: Any, seq_len: int) -> tuple[Tower, ...]:
-    """BERT and RoBERTa: one encoder; MLM over the P gathered positions; NSP on the pooler if the objective has it.
-
-    The model always builds the NSP head, but a loss that does not read it lets XLA drop the pooler, so
-    the objective decides.
-    """
-    if seq_len > model_cfg.max_position_embeddings:
-        raise ValueError(f"seq_len={seq_len} exceeds model.max_position_embeddings={model_cfg.max_position_embeddings}.")
-    return (Tower(
-        num_layers=model_cfg.num_layers, d_model=model_cfg.hidden_size, num_heads=model_cfg.num_heads,
-        head_dim=model_cfg.head_dim, d_ff=model_cfg.intermediate_size, vocab_size=model_cfg.vocab_size,
-        seq_len=seq_len, embedding_tables=3, lm_positions=min(objective_cfg.max_predictions, seq_len),
-        lm_transform=True, pooler_classes=2 if objective_cfg.name == "mlm_nsp" else 0),)
-
-
-TOWER_BUILDERS: dict[str, Callable[[Any, Any, int], tuple[Tower, ...]]] = {
-    "bert": _bert_towers,
-    "roberta": _bert_towers,
-}
+# ------------------------------------------------------------------------------------------- families
 
 
 def towers_for(family: str, model_cfg: Any, objective_cfg: Any, seq_len: int) -> tuple[Tower, ...]:
-    """The towers of a family's pretraining model under an objective, at sequence length `seq_len`."""
-    if family not in TOWER_BUILDERS:
-        raise ValueError(f"No FLOPs spec for family {family!r}; known: {sorted(TOWER_BUILDERS)}. A family adds "
-                         "one builder to llm_jax.flops.TOWER_BUILDERS.")
-    return TOWER_BUILDERS[family](model_cfg, objective_cfg, seq_len)
+    """The towers of a family's pretraining model under an objective config, at sequence length `seq_len`.
+
+    The family's `towers(...)` describes its stacks; the objective says which heads it reads and how many
+    positions per sequence reach the vocabulary projection.
+    """
+    from llm_jax import models, objectives  # why lazy: the families import `Tower` from this module
+
+    cls = objectives.objective_class(objective_cfg.name)
+    return models.family_module(family).towers(
+        model_cfg, seq_len, predicted_positions=cls.predicted_positions_for(objective_cfg, seq_len),
+        heads=cls.heads)
 
 
 def step_flops(family: str, model_cfg: Any, objective_cfg: Any, batch: int, seq_len: int, *, train: bool = True,

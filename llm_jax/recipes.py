@@ -7,7 +7,11 @@ import dataclasses
 
 import ml_collections
 
-from llm_jax import models
+from llm_jax import models, objectives
+from llm_jax.sharding import MeshConfig
+from llm_jax.train.loop import TrainConfig
+from llm_jax.train.optim import OptimConfig
+from llm_jax.train.pipeline import DataConfig
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
@@ -20,23 +24,30 @@ def parse_arg(arg: str | None) -> dict[str, str]:
     return out
 
 
-def base_config(family: str, preset: str) -> ml_collections.ConfigDict:
-    """Model fields of the preset plus default sections; recipes override what differs."""
+def base_config(family: str, preset: str, objective: str | None = None) -> ml_collections.ConfigDict:
+    """Model fields of the preset plus every section at its dataclass's defaults; recipes override what differs.
+
+    Args:
+      family: the family the preset belongs to.
+      preset: a preset name of that family.
+      objective: a registered objective; default the family's `DEFAULT_OBJECTIVE`. Its own config class gives
+        the section's keys and defaults (they live there only).
+
+    Raises:
+      ValueError: a preset of another family, or an unknown objective.
+    """
     fam, model_cfg = models.get_preset(preset)
-    assert fam == family, (fam, family)
+    if fam != family:
+        raise ValueError(f"Preset {preset!r} belongs to family {fam!r}, not {family!r}.")
     cfg = ml_collections.ConfigDict()
     cfg.model = {"family": family, "init_from": "", **dataclasses.asdict(model_cfg)}
-    cfg.objective = {"name": "mlm_nsp", "mask_prob": 0.15, "max_predictions": 20, "masking": "static",
-                     "duplicate_factor": 10, "short_seq_prob": 0.1}
-    cfg.data = {"corpus": "bundled", "text_field": "text", "train_split": "train", "eval_split": "validation",
-                "max_documents": 0, "max_eval_documents": 0, "seq_len": 128, "vocab_size": 8000,
-                "tokenizer": "", "lowercase": True}
-    cfg.optim = {"learning_rate": 1e-4, "warmup_steps": 10_000, "end_learning_rate": 0.0, "weight_decay": 0.01,
-                 "b1": 0.9, "b2": 0.999, "eps": 1e-6, "clip_norm": 1.0, "grad_accum_steps": 1}
-    cfg.mesh = {"data": -1, "fsdp": 1, "tensor": 1, "rules": "dp"}
-    cfg.train = {"steps": 1_000_000, "batch_size": 256, "seed": 0, "log_every": 100, "eval_every": 10_000,
-                 "eval_batches": 8, "checkpoint_every": 10_000, "max_to_keep": 3, "max_consecutive_skips": 5,
-                 "progress": True, "stop_after": 0}
+    cfg.objective = objectives.default_config(objective or models.family_module(family).DEFAULT_OBJECTIVE)
+    # The paper-scale defaults of the loop (BERT Appendix A.2: batch 256, 1M steps, warmup 10k, lr 1e-4).
+    cfg.data = dataclasses.asdict(DataConfig())
+    cfg.optim = dataclasses.asdict(OptimConfig(learning_rate=1e-4, warmup_steps=10_000))
+    cfg.mesh = dataclasses.asdict(MeshConfig())
+    cfg.train = dataclasses.asdict(TrainConfig(steps=1_000_000, batch_size=256, log_every=100, eval_every=10_000,
+                                               eval_batches=8, checkpoint_every=10_000))
     return cfg
 
 

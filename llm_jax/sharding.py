@@ -41,8 +41,7 @@ P_HEADS = "heads"
 P_KV = "kv"
 P_MLP = "mlp"
 P_VOCAB = "vocab"
-P_LAYERS = "layers"
-P_NONE = None
+P_LAYERS = "layers"  # the stacked layer axis of a scanned `Stack` (layer-wise LR decay reads depth from it)
 
 _BATCH_AXES = ("data", "fsdp")
 

@@ -15,7 +15,7 @@ import pytest
 
 from llm_jax import flops, models
 from llm_jax.data.tokenizer import SpecialIds
-from llm_jax.objectives import ObjectiveConfig, make_objective
+from llm_jax.objectives import config_for, make_objective
 from llm_jax.sharding import MeshConfig, make_mesh, rules_for
 from llm_jax.train import step as step_lib
 from llm_jax.train.optim import OptimConfig, make_optimizer
@@ -33,7 +33,7 @@ def _setup(family: str, objective: str, **overrides):
     cfg = models.make_config(family, **{**TINY, **overrides})
     if family == "roberta":
         cfg = dataclasses.replace(cfg, max_position_embeddings=T + cfg.pad_token_id + 1)
-    ocfg = ObjectiveConfig(name=objective, max_predictions=P)
+    ocfg = config_for(objective, max_predictions=P)
     model = models.build(family, cfg)
     objective_obj = make_objective(ocfg, SPECIAL, cfg.vocab_size)
     return cfg, ocfg, model, objective_obj, objective_obj.dummy_batch(B, T)
@@ -41,11 +41,7 @@ def _setup(family: str, objective: str, **overrides):
 
 def _compiled_forward(model, objective_obj, batch):
     loss_fn = objective_obj.make_loss(model)
-    tokens = batch["inputs"]
-    kwargs = {"mask_BT": batch["mask"], "mlm_positions_BP": batch["mlm_positions"]}
-    if "segment_ids" in batch:
-        kwargs["segment_ids_BT"] = batch["segment_ids"]
-    params = nn.meta.unbox(jax.eval_shape(lambda k: model.init(k, tokens, **kwargs)["params"], jax.random.key(0)))
+    params = nn.meta.unbox(abstract_params(model, objective_obj, batch))
     fwd = jax.jit(lambda p, b: loss_fn(p, b, jax.random.key(0), deterministic=True)[0])
     return fwd.lower(params, batch).compile()
 
@@ -57,12 +53,13 @@ def bert_mlm_nsp():
     tx, schedule = make_optimizer(OptimConfig(), total_steps=10)
     mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
     rules = rules_for("dp")
-    state, shardings = step_lib.create_state(model, tx, batch, mesh, rules, seed=0)
+    state, shardings = step_lib.create_state(model, objective_obj, tx, batch, mesh, rules, seed=0)
     train_step = step_lib.jit_train_step(
-        step_lib.make_train_step(objective_obj.make_loss(model), tx, schedule, seed=0), shardings, mesh, batch)
+        step_lib.make_train_step(objective_obj.make_loss(model), tx, schedule, seed=0,
+                                 denominators_fn=objective_obj.loss_denominators), shardings, mesh, batch)
     with step_lib.mesh_context(mesh, rules):
         train = train_step.lower(state, batch).compile()
-    n_params = count_params(abstract_params(model, batch))
+    n_params = count_params(abstract_params(model, objective_obj, batch))
     return cfg, ocfg, forward, train, n_params
 
 
@@ -130,9 +127,9 @@ def test_xla_counts_a_scanned_layer_once():
 @pytest.mark.parametrize("preset", ["bert-base", "bert-mini", "roberta-base"])
 def test_palm_n_is_the_non_embedding_parameter_count(preset):
     family, cfg = models.get_preset(preset)
-    ocfg = ObjectiveConfig(name=models.family_module(family).DEFAULT_OBJECTIVE)
-    dummy = make_objective(ocfg, SPECIAL, cfg.vocab_size).dummy_batch(1, 8)
-    boxed = abstract_params(models.build(family, cfg), dummy)
+    ocfg = config_for(models.family_module(family).DEFAULT_OBJECTIVE)
+    objective = make_objective(ocfg, SPECIAL, cfg.vocab_size)
+    boxed = abstract_params(models.build(family, cfg), objective, objective.dummy_batch(1, 8))
     leaves = jax.tree_util.tree_leaves_with_path(nn.meta.unbox(boxed))
     tables = sum(int(np.prod(x.shape)) for path, x in leaves if path[-1].key == "embedding")
     (tower,) = flops.towers_for(family, cfg, ocfg, 128)
@@ -141,7 +138,7 @@ def test_palm_n_is_the_non_embedding_parameter_count(preset):
 
 def test_palm_model_flops_for_bert_base():
     _, cfg = models.get_preset("bert-base")
-    ocfg = ObjectiveConfig()
+    ocfg = config_for("mlm_nsp")
     towers = flops.towers_for("bert", cfg, ocfg, 128)
     n = 110_106_428 - (30522 + 512 + 2) * 768  # BertForPreTraining minus its three embedding tables
     assert flops.model_flops_per_token(towers) == 6 * n + 12 * 12 * 12 * 64 * 128
@@ -152,13 +149,15 @@ def test_palm_model_flops_for_bert_base():
 
 
 def test_dense_lookup_and_mfu():
-    (tower,) = flops.towers_for("bert", models.get_preset("bert-tiny")[1], ObjectiveConfig(), 16)
+    (tower,) = flops.towers_for("bert", models.get_preset("bert-tiny")[1], config_for("mlm_nsp"), 16)
     sparse = flops.forward_flops([tower], 1)
     dense = flops.forward_flops([tower], 1, dense_embedding_lookup=True)
     assert dense.matmul - sparse.matmul == 2 * 16 * tower.vocab_size * tower.d_model
     assert flops.mfu(tokens_per_s=1000.0, flops_per_token=1e6, peak_flops_per_s=1e10) == pytest.approx(0.1)
 
 
-def test_unknown_family_says_how_to_add_one():
-    with pytest.raises(ValueError, match="TOWER_BUILDERS"):
-        flops.towers_for("gpt", None, ObjectiveConfig(), 16)
+def test_unknown_family_and_objective_are_named():
+    with pytest.raises(ValueError, match="Unknown model family 'gpt'"):
+        flops.towers_for("gpt", None, config_for("mlm"), 16)
+    with pytest.raises(ValueError, match="objective.name='clm'"):
+        config_for("clm")

@@ -17,22 +17,25 @@ Sources:
 
 ``datasets`` caches what it parses (under ``HF_DATASETS_CACHE``, by default ``~/.cache/huggingface``), so a
 second load of the same file costs a memory map, not a parse.
+
+Bad input is refused in one line that names the file (``llm_jax.data.files``): a missing path, a folder, an empty
+or unreadable file, a cut-off ``.xz``, an invalid JSON line (with its number). Lines that are not UTF-8 are the
+exception: a corpus scraped from the web often has a few, so they are skipped and counted in a warning.
 """
 
 from __future__ import annotations
 
-import bz2
 import glob
-import gzip
 import hashlib
 import logging
-import lzma
 import os
 import pathlib
 import tempfile
 
 import datasets
 import numpy as np
+
+from llm_jax.data import files as files_lib
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,8 @@ SPLITS = ("train", "validation")
 # decompressed by ``datasets`` itself.
 _JSON_SUFFIXES = (".jsonl", ".json")
 _TEXT_SUFFIXES = (".txt",)
-_COMPRESSION_SUFFIXES = (".xz", ".gz", ".bz2", ".zst")
 _GLOB_CHARS = "*?["
+_MISSING_HINT = "fix the path, or use source='bundled' for the corpus shipped with llm_jax"
 
 
 def bundled_dir() -> pathlib.Path:
@@ -53,11 +56,7 @@ def bundled_dir() -> pathlib.Path:
 
 def _builder_for(path: str) -> str | None:
     """``"json"`` / ``"text"`` from a file name (compression suffix ignored), or ``None`` if neither."""
-    name = path.lower()
-    for suffix in _COMPRESSION_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    name = files_lib.strip_compression(path)
     if name.endswith(_JSON_SUFFIXES):
         return "json"
     if name.endswith(_TEXT_SUFFIXES):
@@ -78,10 +77,6 @@ def _looks_local(source: str) -> bool:
 def _local_files(source: str) -> tuple[str, list[str]]:
     """Expands a local path or glob into ``(builder, files)``; raises people-readable errors."""
     pattern = os.path.expanduser(source)
-    if os.path.isdir(pattern):
-        raise ValueError(
-            f"{source} is a folder. Pass a file or a glob inside it, e.g. {os.path.join(source, '*.jsonl')}."
-        )
     if any(c in pattern for c in _GLOB_CHARS):
         files = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
         if not files:
@@ -89,12 +84,9 @@ def _local_files(source: str) -> tuple[str, list[str]]:
                 f"No files match {source!r}. Check the pattern and the working directory ({os.getcwd()})."
             )
     else:
-        if not os.path.isfile(pattern):
-            raise FileNotFoundError(
-                f"Corpus file {source} does not exist (working directory {os.getcwd()}). Fix the path, or use "
-                "source='bundled' for the corpus shipped with llm_jax."
-            )
         files = [pattern]
+    for f in files:  # each: there, a file, readable, not empty
+        files_lib.check_file(f, "Corpus file", example="*.jsonl", missing_hint=_MISSING_HINT)
     builders = {_builder_for(f) for f in files}
     if None in builders:
         unknown = next(f for f in files if _builder_for(f) is None)
@@ -104,13 +96,7 @@ def _local_files(source: str) -> tuple[str, list[str]]:
         )
     if len(builders) > 1:
         raise ValueError(f"{source!r} matches both JSON and text files; give one format per source.")
-    empty = [f for f in files if os.path.getsize(f) == 0]
-    if empty:
-        raise ValueError(f"Corpus file {empty[0]} is empty (0 bytes). Remove it or fill it with documents.")
     return builders.pop(), files
-
-
-_OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
 
 
 def _without_undecodable_lines(files: list[str]) -> list[str]:
@@ -121,26 +107,29 @@ def _without_undecodable_lines(files: list[str]) -> list[str]:
     """
     out = []
     for f in files:
-        opener = _OPENERS.get(pathlib.Path(f).suffix, open)
         if pathlib.Path(f).suffix == ".zst" or pathlib.Path(f).resolve().is_relative_to(bundled_dir().resolve()):
             out.append(f)  # .zst: no stdlib reader (datasets reports a bad record itself); bundled: known clean
             continue
-        bad = 0
+        bad = n = 0
         kept = []
-        with opener(f, "rb") as fh:
-            for line in fh:
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError:
-                    bad += 1
-                    continue
-                kept.append(line)
+        try:
+            with files_lib.open_binary(f) as fh:
+                for n, line in enumerate(fh, 1):
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        bad += 1
+                        continue
+                    kept.append(line)
+        except files_lib.DECOMPRESSION_ERRORS as err:
+            raise ValueError(f"Corpus file {f} is truncated or damaged after line {n} ({files_lib.one_line(err)}); "
+                             "download or compress it again.") from err
         if not bad:
             out.append(f)
             continue
         log.warning("%s: skipped %d line(s) that are not valid UTF-8.", f, bad)
         digest = hashlib.sha1(f"{os.path.abspath(f)}:{os.path.getmtime(f)}".encode()).hexdigest()[:16]
-        suffixes = "".join(s for s in pathlib.Path(f).suffixes if s not in _OPENERS)
+        suffixes = "".join(s for s in pathlib.Path(f).suffixes if s not in files_lib.COMPRESSION_SUFFIXES)
         clean = pathlib.Path(tempfile.gettempdir()) / "llm_jax_clean" / f"{digest}{suffixes or '.txt'}"
         clean.parent.mkdir(parents=True, exist_ok=True)
         clean.write_bytes(b"".join(kept))
@@ -150,16 +139,22 @@ def _without_undecodable_lines(files: list[str]) -> list[str]:
 
 def _load_local(source: str, split: str) -> datasets.Dataset:
     builder, files = _local_files(source.replace("{split}", split))
-    files = _without_undecodable_lines(files)
+    readable = _without_undecodable_lines(files)
     # Text files hold one document per blank-line-separated paragraph, one sentence per line: the input
     # format of google-research/bert's create_pretraining_data.py (its sample_text.txt).
     kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
     try:
-        return datasets.load_dataset(builder, data_files={"train": files}, split="train", **kwargs)
+        return datasets.load_dataset(builder, data_files={"train": readable}, split="train", **kwargs)
     except Exception as err:  # datasets wraps parse errors in several types; all mean "bad file".
+        # `datasets` does not say which file failed: the first one with a problem found is named.
+        for f in files:
+            found = files_lib.diagnose(f, builder, undecodable_ok=True)
+            if found:
+                raise ValueError(f"Could not read corpus file {f} as {builder.upper()}: {found}.") from err
         raise ValueError(
-            f"Could not read {source} as {builder.upper()} with Hugging Face datasets: {err!r}. Each JSON Lines "
-            "record must be one JSON object per line (e.g. {\"text\": \"First sentence.\\nSecond.\"})."
+            f"Could not read {source} as {builder.upper()} with Hugging Face datasets ({files_lib.one_line(err)}). "
+            "Each JSON Lines record must be one JSON object per line (e.g. {\"text\": \"First sentence.\\nSecond."
+            "\"})."
         ) from err
 
 
@@ -174,14 +169,17 @@ def _load_hub(name: str, split: str) -> datasets.Dataset:
         ) from err
 
 
-def _clean(text: object, where: str, field: str) -> str:
-    """Strips every sentence and drops empty lines, so ``"\\n"`` always separates two real sentences."""
+def _clean(text: object, where: str, field: str, row: int) -> str:
+    """Strips every sentence and drops empty lines, so ``"\\n"`` always separates two real sentences.
+
+    A null text is an empty document (left out, and counted by the caller), never the word "None".
+    """
     if text is None:
         return ""
     if not isinstance(text, str):
         raise ValueError(
-            f"Field {field!r} of {where} holds {type(text).__name__} values, not text. Pass text_field= with the "
-            "field that holds the document string."
+            f"Field {field!r} of {where} (record {row + 1}) holds {type(text).__name__} values, not text. Pass "
+            "text_field= with the field that holds the document string."
         )
     return "\n".join(line.strip() for line in text.split("\n") if line.strip())
 
@@ -242,7 +240,11 @@ def load_documents(
         )
     if max_documents is not None and max_documents < len(ds):
         ds = ds.select(range(int(max_documents)))
-    docs = [doc for doc in (_clean(text, where, text_field) for text in ds[text_field]) if doc]
+    texts = ds[text_field]
+    nulls = sum(text is None for text in texts)
+    if nulls:
+        log.warning("%s: left out %d record(s) whose %r is null.", where, nulls, text_field)
+    docs = [doc for doc in (_clean(text, where, text_field, i) for i, text in enumerate(texts)) if doc]
     if not docs:
         raise ValueError(
             f"{where} has no non-empty documents in field {text_field!r} ({len(ds)} records read). "

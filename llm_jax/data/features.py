@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tokenizers
 
-from llm_jax.data.tokenizer import special_ids
+from llm_jax.data.tokenizers import for_split_words, special_ids
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +35,19 @@ def task_tokenizer(tok: tokenizers.Tokenizer, seq_len: int, *, stride: int = 0,
     sentence would change what the model reads.
     """
     out = tokenizers.Tokenizer.from_str(tok.to_str())
-    pad = special_ids(out).pad
+    pad = special_ids(out).require("pad", purpose="Padding task examples to one length").pad
     out.enable_truncation(max_length=seq_len, stride=stride, strategy=strategy)
     out.enable_padding(length=seq_len, pad_id=pad, pad_token=out.id_to_token(pad))
     out.encode_special_tokens = True
     return out
 
 
-def _check_template(tok: tokenizers.Tokenizer, enc: tokenizers.Encoding) -> None:
-    cls = special_ids(tok).cls
-    if not enc.ids or enc.ids[0] != cls:
-        raise ValueError(f"The tokenizer does not start sequences with its [CLS]/<s> token (id {cls}): it has no "
-                         "post-processor template, so the classifier would read an ordinary token. Use the tokenizer "
-                         "the model was trained with (ours and Hugging Face's add the template).")
+def _check_template(tok: tokenizers.Tokenizer) -> None:
+    """Raises unless the tokenizer wraps inputs in its family's special tokens (BERT's [CLS] … [SEP], …)."""
+    if tok.post_processor is None:
+        raise ValueError("The tokenizer has no post-processor template, so no [CLS]/<s>/<cls> token marks the "
+                         "input and the classifier would read an ordinary token. Use the tokenizer the model was "
+                         "trained with (ours and Hugging Face's add the template).")
 
 
 def _arrays(encodings: list[tokenizers.Encoding]) -> dict[str, np.ndarray]:
@@ -61,8 +61,8 @@ def encode_texts(tok: tokenizers.Tokenizer, records: list[dict[str, Any]], seq_l
     t = task_tokenizer(tok, seq_len)
     pair = "text_b" in records[0]
     batch = [(r["text_a"], r["text_b"]) if pair else r["text_a"] for r in records]
+    _check_template(t)
     encodings = t.encode_batch(batch, add_special_tokens=True)
-    _check_template(t, encodings[0])
     cut = sum(1 for e in encodings if e.overflowing)
     if cut:
         log.info("%d of %d examples were truncated to %d tokens.", cut, len(encodings), seq_len)
@@ -72,15 +72,22 @@ def encode_texts(tok: tokenizers.Tokenizer, records: list[dict[str, Any]], seq_l
 def encode_classification(tok, records, seq_len: int, regression: bool = False) -> dict[str, np.ndarray]:
     """Sequence classification / regression arrays (see the module docstring)."""
     out = encode_texts(tok, records, seq_len)
-    out["labels"] = np.asarray([r["label"] for r in records], np.float32 if regression else np.int32)
+    # A hidden label (None: GLUE's test split) gets a placeholder; `eval.predict.has_labels` keeps it out of metrics.
+    out["labels"] = np.asarray([0 if r["label"] is None else r["label"] for r in records],
+                               np.float32 if regression else np.int32)
     return out
 
 
 def encode_token_classification(tok, records, seq_len: int) -> dict[str, np.ndarray]:
-    """Words with one tag each → pieces; the tag sits on each word's first piece (BERT §5.3, CoNLL NER)."""
-    t = task_tokenizer(tok, seq_len)
+    """Words with one tag each → pieces; the tag sits on each word's first piece (BERT §5.3, CoNLL NER).
+
+    Byte-level BPE encodes every word with its leading space (`for_split_words`), as Hugging Face's
+    token-classification scripts do with `add_prefix_space=True`: otherwise each word after the first would be
+    read as a word-internal piece (`model` instead of `Ġmodel`).
+    """
+    t = for_split_words(task_tokenizer(tok, seq_len))
+    _check_template(t)
     encodings = t.encode_batch([r["tokens"] for r in records], is_pretokenized=True, add_special_tokens=True)
-    _check_template(t, encodings[0])
     out = _arrays(encodings)
     labels = np.zeros(out["inputs"].shape, np.int32)
     weights = np.zeros(out["inputs"].shape, np.float32)
@@ -88,7 +95,7 @@ def encode_token_classification(tok, records, seq_len: int) -> dict[str, np.ndar
         previous = None
         for j, w in enumerate(enc.word_ids):
             if w is not None and w != previous:
-                labels[i, j], weights[i, j] = r["label"][w], 1.0
+                labels[i, j], weights[i, j] = 0 if r["label"] is None else r["label"][w], 1.0  # None: hidden
             previous = w
     out.update(labels=labels, label_weights=weights)
     return out
@@ -107,7 +114,7 @@ def encode_multiple_choice(tok, records, seq_len: int) -> dict[str, np.ndarray]:
         raise ValueError("Some multiple-choice examples have a context and some do not; give all or none one.")
     arrays = encode_texts(tok, flat, seq_len)
     out = {k: v.reshape(len(records), c, seq_len) for k, v in arrays.items()}
-    out["labels"] = np.asarray([r["label"] for r in records], np.int32)
+    out["labels"] = np.asarray([0 if r["label"] is None else r["label"] for r in records], np.int32)  # None: hidden
     return out
 
 
@@ -148,8 +155,8 @@ def encode_spans(tok, records, seq_len: int, doc_stride: int = 128, max_query_le
             q = q[:enc.offsets[max_query_length - 1][1]]
         questions.append(q)
     t = task_tokenizer(tok, seq_len, stride=doc_stride, strategy="only_second")
+    _check_template(t)
     encodings = t.encode_batch(list(zip(questions, [r["context"] for r in records])), add_special_tokens=True)
-    _check_template(t, encodings[0])
     windows, example_index, offsets, starts, ends = [], [], [], [], []
     for i, (r, enc) in enumerate(zip(records, encodings)):
         for w in [enc, *enc.overflowing]:

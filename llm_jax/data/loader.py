@@ -96,11 +96,6 @@ class DeterministicLoader:
         """Number of examples ``N`` in one epoch."""
         return self._n
 
-    @property
-    def steps_per_epoch(self) -> float:
-        """``N / B``: fractional when the batch does not divide the pool (batches then straddle epochs)."""
-        return self._n / self.global_batch_size
-
     def _permutation(self, epoch: int) -> np.ndarray:
         perm = self._permutations.get(epoch)
         if perm is None:
@@ -132,10 +127,6 @@ class DeterministicLoader:
             rows = epochs == epoch
             indices[rows] = self._permutation(int(epoch))[positions[rows] % self._n]
         return indices, epochs
-
-    def epoch_of(self, step: int) -> int:
-        """Epoch of the first row of global batch ``step`` (its last rows may belong to the next epoch)."""
-        return int(self._positions(step)[0] // self._n)
 
     def global_indices(self, step: int) -> np.ndarray:
         """Example indices (int64 ``[B]``) of global batch ``step``, identical on every process."""

@@ -168,6 +168,14 @@ def compute(names: Sequence[str], labels: np.ndarray, predictions: np.ndarray) -
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise ValueError(f"Unknown metric(s) {unknown}; known: {sorted(METRICS)} (and {SPAN_METRICS} for span tasks).")
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"Labels of shape {labels.shape} and predictions of shape {predictions.shape}; give one "
+                         "prediction per label.")
+    # Why refuse: a hidden label (None) or a NaN would make every metric NaN and poison early stopping silently.
+    if labels.dtype.kind not in "biuf" or (labels.dtype.kind == "f" and not np.isfinite(labels).all()):
+        raise ValueError("Some labels are not numbers (None for a hidden label, or NaN); score only splits whose "
+                         "labels are all known.")
     return {n: METRICS[n](labels, predictions) for n in names}
 
 

@@ -70,12 +70,27 @@ class Predictor:
         return {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
 
 
-def _has_labels(spec: TaskSpec, split: str, records: list[dict[str, Any]]) -> bool:
+def has_labels(spec: TaskSpec, split: str, records: list[dict[str, Any]]) -> bool:
+    """Whether `split` can be scored: its labels are known.
+
+    Hidden labels are marked where the task is loaded — `spec.test_labels=False` for a test split whose labels are
+    not public, and `label: None` on each such record — so no label value (e.g. -1, a valid regression score)
+    means "hidden" here.
+
+    Raises:
+      ValueError: a split where some records have labels and some do not.
+    """
     if split == "test" and not spec.test_labels:
         return False
     if spec.kind == "span":
         return True
-    return bool(records) and all(r.get("label") not in (None, -1) for r in records)
+    if not records:
+        return False
+    unlabelled = sum(r.get("label") is None for r in records)
+    if unlabelled and unlabelled < len(records):
+        raise ValueError(f"{unlabelled} of the {len(records)} {split} records of {spec.name} have no label; a split "
+                         "is labelled throughout (metrics) or not at all (predictions only).")
+    return not unlabelled
 
 
 def score(spec: TaskSpec, split: str, records: list[dict[str, Any]], encoded: Encoded,
@@ -86,21 +101,28 @@ def score(spec: TaskSpec, split: str, records: list[dict[str, Any]], encoded: En
       `(metrics, rows)`: metric name → value, and one JSON-able prediction row per example.
     """
     kind = spec.kind
-    labelled = _has_labels(spec, split, records)
+    labelled = has_labels(spec, split, records)
     rows: list[dict[str, Any]] = []
     if kind == "span":
+        unknown = [m for m in spec.metrics if m not in metrics_lib.SPAN_METRICS]
+        if unknown:  # why refuse: dropping them would leave early stopping without its metric (a KeyError later)
+            raise ValueError(f"Span tasks are scored by {list(metrics_lib.SPAN_METRICS)}, not {unknown}; fix "
+                             "task.metrics.")
         contexts = [r["context"] for r in records]
         answers = best_spans(encoded.spans, outputs["start"], outputs["end"], contexts,
                              max_answer_length=max_answer_length, allow_null=spec.unanswerable)
         rows = [{"id": r["id"], "prediction": a, "answers": r["answers"]} for r, a in zip(records, answers)]
         scores = metrics_lib.squad_scores(answers, [r["answers"] for r in records])
-        return {m: scores[m] for m in spec.metrics if m in scores}, rows
+        return {m: scores[m] for m in spec.metrics}, rows
     if kind == "token_classification":
         tags = outputs["tags"]
         w = encoded.arrays["label_weights"] > 0
         for i, r in enumerate(records):
             pred = tags[i][w[i]].tolist()
-            rows.append({"idx": r["idx"], "prediction": pred, "label": r["label"][:len(pred)]})
+            row = {"idx": r["idx"], "prediction": pred}
+            if labelled:
+                row["label"] = r["label"][:len(pred)]
+            rows.append(row)
         if not labelled:
             return {}, rows
         return metrics_lib.compute(spec.metrics, encoded.arrays["labels"][w], tags[w]), rows
@@ -136,7 +158,7 @@ def majority_baseline(spec: TaskSpec, train_records: list[dict[str, Any]], split
     classification: the most frequent training tag on every word. Regression: the training mean (a constant has
     no correlation: 0). Span: always the empty answer. None when the split has no labels.
     """
-    if not _has_labels(spec, split, records):
+    if not has_labels(spec, split, records):
         return None
     main = spec.main_metric
     if spec.kind == "span":
@@ -155,4 +177,4 @@ def majority_baseline(spec: TaskSpec, train_records: list[dict[str, Any]], split
     return metrics_lib.compute([main], gold, np.full_like(gold, top))[main]
 
 
-__all__ = ["MODEL_KEYS", "Predictor", "majority_baseline", "score"]
+__all__ = ["MODEL_KEYS", "Predictor", "has_labels", "majority_baseline", "score"]

@@ -1,6 +1,7 @@
-"""The tokenizer that ships with a Hugging Face checkpoint, as a `tokenizers.Tokenizer`.
+"""Tokenizers in and out of Hugging Face checkpoint folders.
 
-Three layouts exist on the Hub; we read them with the `tokenizers` library only (no `transformers`):
+In: the tokenizer that ships with a checkpoint, as a `tokenizers.Tokenizer` (`load_hf_tokenizer`). Three layouts
+exist on the Hub; we read them with the `tokenizers` library only (no `transformers`):
 
 * `tokenizer.json`: the serialised fast tokenizer, complete.
 * `vocab.txt`: a WordPiece vocabulary (BERT). The pipeline is `transformers`' `BertTokenizer`: BERT normaliser
@@ -11,6 +12,10 @@ Three layouts exist on the Hub; we read them with the `tokenizers` library only 
   `<s> A </s></s> B </s>` templates.
 
 Special-token names and flags come from `tokenizer_config.json` / `special_tokens_map.json` when present.
+
+Out: `save_hf_tokenizer` writes the files `transformers.AutoTokenizer.from_pretrained` needs to rebuild the same
+tokenizer: `tokenizer.json`, `tokenizer_config.json` (class, `model_max_length`, special-token roles, case
+handling), `special_tokens_map.json`, and `spiece.model` for SentencePiece vocabularies.
 """
 
 from __future__ import annotations
@@ -18,10 +23,21 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+from llm_jax.data.tokenizers import (
+    SENTINELS,
+    SPIECE_MODEL,
+    infer_roles,
+    spm_model_proto,
+    tokenizer_kind,
+)
+from llm_jax.data.tokenizers.unigram import sentinel_count, unigram_flags
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -191,4 +207,145 @@ def load_hf_tokenizer(path: str | os.PathLike) -> tokenizers.Tokenizer:
     return tok
 
 
-__all__ = ["TOKENIZER_FILE", "load_hf_tokenizer"]
+# Our roles under transformers' names; `eod` and the sentinels go to `additional_special_tokens`.
+_HF_ROLE_NAMES = {"bos": "bos_token", "eos": "eos_token", "unk": "unk_token", "sep": "sep_token",
+                  "pad": "pad_token", "cls": "cls_token", "mask": "mask_token"}
+
+
+def _kind(tok: tokenizers.Tokenizer) -> str | None:
+    """Our kind of `tok`, or None for a checkpoint's tokenizer of another design (exported generically)."""
+    try:
+        return tokenizer_kind(tok)
+    except ValueError:
+        return None
+
+
+def default_hf_class(tok: tokenizers.Tokenizer, roles: Mapping[str, str]) -> str:
+    """The transformers class of a tokenizer, from its kind and roles (what a family would pass).
+
+    Tokenizers of no kind of ours get `PreTrainedTokenizerFast`, which reads `tokenizer.json` as it is.
+    """
+    kind = _kind(tok)
+    if kind == "unigram":
+        if SENTINELS in roles:
+            return "T5TokenizerFast"
+        if "cls" in roles:
+            # XLNet's classifier token is its own `<cls>` (placed last); ALBERT's is BERT's [CLS] (first).
+            return "XLNetTokenizerFast" if roles["cls"] == "<cls>" else "AlbertTokenizerFast"
+        return "PreTrainedTokenizerFast"
+    if kind == "bytelevel_bpe":
+        return "RobertaTokenizerFast" if "cls" in roles else "GPT2TokenizerFast"
+    return {"wordpiece": "BertTokenizerFast", "gpt1_bpe": "OpenAIGPTTokenizerFast"}.get(kind, "PreTrainedTokenizerFast")
+
+
+def _lowercases(normalizer: dict[str, Any] | None) -> bool:
+    if not normalizer:
+        return False
+    if normalizer["type"] == "BertNormalizer":
+        return bool(normalizer.get("lowercase"))
+    return normalizer["type"] == "Lowercase" or any(_lowercases(n) for n in normalizer.get("normalizers", ()))
+
+
+def _write_atomic(data: bytes, path: pathlib.Path) -> None:
+    """A crash leaves the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def hf_tokenizer_config(tok: tokenizers.Tokenizer, *, model_max_length: int | None = None,
+                        tokenizer_class: str | None = None,
+                        roles: Mapping[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`(tokenizer_config.json, special_tokens_map.json)` contents for `tok` (see `save_hf_tokenizer`)."""
+    roles = infer_roles(tok) if roles is None else dict(roles)
+    hf_class = tokenizer_class or default_hf_class(tok, roles)
+    kind = _kind(tok)
+    data = json.loads(tok.to_str())
+    named = {hf: roles.get(ours) for ours, hf in _HF_ROLE_NAMES.items()}
+    # Every special token that no named role covers (XLNet's <eod>/<eop>, T5's sentinels) is an additional one,
+    # in id order except the sentinels, which transformers lists as <extra_id_0>, <extra_id_1>, ….
+    n_sentinels = sentinel_count(tok) if kind == "unigram" else 0
+    sentinels = [tok.id_to_token(tok.get_vocab_size() - 1 - i) for i in range(n_sentinels)]
+    taken = {t for t in named.values() if t} | set(sentinels)
+    extra = [t["content"] for t in sorted(data["added_tokens"], key=lambda t: t["id"])
+             if t["special"] and t["content"] not in taken] + sentinels
+    special_map: dict[str, Any] = {k: v for k, v in named.items() if v is not None}
+    if extra:
+        special_map["additional_special_tokens"] = extra
+    # Roles the family has no token for are written as null, so that a class default (ALBERT's bos_token="[CLS]",
+    # GPT-2's unk "<|endoftext|>") does not give transformers a role our tokenizer lacks.
+    config: dict[str, Any] = {"tokenizer_class": hf_class, **named}
+    if extra:
+        config["additional_special_tokens"] = extra
+    if model_max_length is not None:
+        if isinstance(model_max_length, bool) or not isinstance(model_max_length, int) or model_max_length <= 0:
+            raise ValueError(f"model_max_length must be a positive integer (the model's longest input in tokens), "
+                             f"got {model_max_length!r}.")
+        config["model_max_length"] = model_max_length
+    if kind in ("wordpiece", "gpt1_bpe"):
+        config["do_lower_case"] = _lowercases(data.get("normalizer"))
+    elif kind == "bytelevel_bpe":
+        config["add_prefix_space"] = False
+    elif kind == "unigram":
+        flags = unigram_flags(tok)
+        config.update(do_lower_case=flags["lowercase"], keep_accents=flags["keep_accents"])
+        if n_sentinels:
+            config["extra_ids"] = n_sentinels
+    return config, special_map
+
+
+def save_hf_tokenizer(tok: tokenizers.Tokenizer, path: str | os.PathLike, *, model_max_length: int | None = None,
+                      tokenizer_class: str | None = None,
+                      roles: Mapping[str, str] | None = None) -> list[pathlib.Path]:
+    """Writes `tok` so that `transformers.AutoTokenizer.from_pretrained(path)` rebuilds the same tokenizer.
+
+    Files: `tokenizer.json`; `tokenizer_config.json` with `tokenizer_class`, `model_max_length`, the special
+    tokens by transformers' role names (`cls_token`, `pad_token`, …; null where the family has none),
+    `do_lower_case` / `keep_accents` / `add_prefix_space` / `extra_ids` where the class reads them;
+    `special_tokens_map.json`; and `spiece.model` for a Unigram (SentencePiece) vocabulary, which transformers'
+    ALBERT/XLNet/T5 classes read when `tokenizer.json` is absent. Existing files of those names are replaced.
+    `tokenizer.json` is written without padding or truncation: `model_max_length` bounds truncation instead.
+
+    Args:
+      tok: The tokenizer: one of our kinds (`llm_jax.data.tokenizers.KINDS`), or a checkpoint's of another
+        design, written for `PreTrainedTokenizerFast` unless `tokenizer_class` says otherwise.
+      path: Target directory, created if absent.
+      model_max_length: The model's longest input in tokens (`max_position_embeddings`, less RoBERTa's offset
+        of 2). Without it transformers assumes no limit and `truncation=True` does not truncate.
+      tokenizer_class: transformers class name (`"BertTokenizerFast"`, `"T5TokenizerFast"`, …), as the family
+        declares it; default from the kind and roles (`default_hf_class`).
+      roles: The family's role map (e.g. `XLNET_ROLES`); default inferred from the vocabulary.
+
+    Returns:
+      The written files.
+
+    Raises:
+      ValueError: A bad `model_max_length`; nothing is written then.
+      NotADirectoryError: `path` is a file.
+    """
+    config, special_map = hf_tokenizer_config(tok, model_max_length=model_max_length,
+                                              tokenizer_class=tokenizer_class, roles=roles)
+    directory = pathlib.Path(path).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"{directory} is a file; the tokenizer files go into a directory. Pick another path.")
+    directory.mkdir(parents=True, exist_ok=True)
+    # Padding and truncation are left to each call, as transformers does (and as `load_hf_tokenizer` reads them).
+    plain = tokenizers.Tokenizer.from_str(tok.to_str())
+    plain.no_padding()
+    plain.no_truncation()
+    files = {TOKENIZER_FILE: plain.to_str(pretty=True).encode("utf-8"),
+             TOKENIZER_CONFIG_FILE: (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+             SPECIAL_TOKENS_MAP_FILE: (json.dumps(special_map, indent=2, ensure_ascii=False) + "\n").encode("utf-8")}
+    if _kind(tok) == "unigram":
+        files[SPIECE_MODEL] = spm_model_proto(tok)
+    for name, data in files.items():
+        _write_atomic(data, directory / name)
+    return [directory / name for name in files]
+
+
+__all__ = ["TOKENIZER_FILE", "default_hf_class", "hf_tokenizer_config", "load_hf_tokenizer", "save_hf_tokenizer"]

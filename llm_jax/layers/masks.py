@@ -23,24 +23,10 @@ def causal_mask(t: int, s: int | None = None) -> jax.Array:
 
 
 def banded_causal_mask(t: int, window: int, s: int | None = None) -> jax.Array:
-    """Causal and local: query i sees keys in (i − window, i] (GPT-3's locally banded sparse layers)."""
+    """Causal and local: query i sees the `window` keys (i − window, i] (GPT-3's locally banded sparse layers,
+    Brown et al. 2020 §2.1; HF GPT-Neo's `window_size`), offset by S − T as in `causal_mask`: `[1, 1, T, S]`."""
     s = t if s is None else s
     q_T = jnp.arange(t)[:, None] + (s - t)
     k_S = jnp.arange(s)[None, :]
     return ((k_S <= q_T) & (k_S > q_T - window))[None, None]
 
-
-def segment_mask(segments_BT: jax.Array, segments_BS: jax.Array | None = None) -> jax.Array:
-    """Tokens attend only within their own packed segment: `[B, 1, T, S]`."""
-    segments_BS = segments_BT if segments_BS is None else segments_BS
-    return (segments_BT[:, :, None] == segments_BS[:, None, :])[:, None]
-
-
-def combine(*masks: jax.Array | None) -> jax.Array | None:
-    """Logical AND of the masks given (None entries ignored); None if none given."""
-    out = None
-    for m in masks:
-        if m is None:
-            continue
-        out = m if out is None else jnp.logical_and(out, m)
-    return out

@@ -1,4 +1,7 @@
-"""Model families: one file each (Config + presets, modules, heads, HF name map), registered here."""
+"""Model families: one file each (Config + presets, modules, heads, HF name map), registered here.
+
+The contract every family module satisfies is `llm_jax.models.family` (checked over this registry by a test).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import types
 import flax.linen as nn
 
 from llm_jax.models import bert, roberta
+from llm_jax.models.family import RUNTIME_FIELDS, CommonConfig, InputFormat, check_family
 
 FAMILIES: dict[str, types.ModuleType] = {
     "bert": bert,
@@ -16,7 +20,7 @@ FAMILIES: dict[str, types.ModuleType] = {
 
 
 def family_module(family: str) -> types.ModuleType:
-    """The family's module (`Config`, `PRESETS`, `PRETRAINING_MODEL`, `HF_NAME_MAP`, ...)."""
+    """The family's module (`Config`, `PRESETS`, `PRETRAINING_MODEL`, `HF_NAME_MAP`, ...; see `family.py`)."""
     if family not in FAMILIES:
         raise ValueError(f"Unknown model family {family!r}; known families: {sorted(FAMILIES)}.")
     return FAMILIES[family]
@@ -45,9 +49,16 @@ def make_config(family: str, **fields):
     return cls(**fields).validate()
 
 
+def with_runtime(config, runtime_from) -> object:
+    """`config` (e.g. loaded from a checkpoint) with the runtime fields (`RUNTIME_FIELDS`) of `runtime_from`: the
+    architecture from one, precision / remat / dropout from the other."""
+    return dataclasses.replace(config, **{k: getattr(runtime_from, k) for k in RUNTIME_FIELDS}).validate()
+
+
 def build(family: str, config, **kwargs) -> nn.Module:
     """The Flax module of the family's pretraining model (e.g. `BertForPreTraining`)."""
     return family_module(family).PRETRAINING_MODEL(config.validate(), **kwargs)
 
 
-__all__ = ["FAMILIES", "all_presets", "build", "family_module", "get_preset", "make_config"]
+__all__ = ["FAMILIES", "RUNTIME_FIELDS", "CommonConfig", "InputFormat", "all_presets", "build", "check_family",
+           "family_module", "get_preset", "make_config", "with_runtime"]

@@ -17,16 +17,19 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from llm_jax.data.tokenizer import BERT_TOKENIZER
+from llm_jax.flops import Tower
 from llm_jax.layers import (ATTENTION_IMPLEMENTATIONS, Einsum, Embed, LayerNorm, Mlp, MultiHeadAttention, Stack,
                             activation, padding_mask)
-from llm_jax.sharding import BATCH, EMBED, SEQ, P_EMBED, P_VOCAB, shard
+from llm_jax.models.family import CommonConfig, InputFormat
+from llm_jax.sharding import BATCH, EMBED, SEQ, VOCAB, P_EMBED, P_VOCAB, shard
 
 # --------------------------------------------------------------------------------------------- config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """BERT hyperparameters (names as in Hugging Face `BertConfig`)."""
+class Config(CommonConfig):
+    """BERT hyperparameters (names as in Hugging Face `BertConfig`); runtime fields from `CommonConfig`."""
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -37,23 +40,26 @@ class Config:
     type_vocab_size: int = 2
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-12
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
     initializer_range: float = 0.02
     pad_token_id: int = 0
-    dtype: str = "float32"
-    # Why no remat, an unrolled layer loop and einsum attention by default: benchmarks/NOTES.md (train steps of
-    # BERT-mini/base on CPU). Recomputation only costs time where memory is not short; the rolled scan moves every
-    # layer's saved activations and gradients through dynamic slices of stacked buffers, which the unrolled loop
-    # does not; `jax.nn.dot_product_attention` ("xla"/"cudnn"/"auto") has no attention dropout, which BERT trains
-    # with, and on CPU lowers to the same products.
-    remat: str = "none"
-    scan_unroll: bool = True
-    attention_impl: str = "einsum"
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def width(self) -> int:
+        """D, the width the fine-tuning heads read."""
+        return self.hidden_size
+
+    @property
+    def num_token_types(self) -> int:
+        """Segment (token-type) ids the embeddings accept: pair inputs use 0/1 when ≥ 2."""
+        return self.type_vocab_size
+
+    def with_vocabulary(self, vocab_size: int, special) -> "Config":
+        """This Config sized for a tokenizer: its vocabulary and padding id (`special`: `SpecialIds`)."""
+        return dataclasses.replace(self, vocab_size=vocab_size, pad_token_id=special.pad).validate()
 
     @property
     def max_seq_len(self) -> int:
@@ -162,9 +168,10 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x_BTD, mask_BHTS, deterministic: bool):
-        return Stack(Layer, (("cfg", self.cfg), ("deterministic", deterministic)), self.cfg.num_layers,
-                     remat=self.cfg.remat, unroll=self.cfg.scan_unroll, collect_hidden=self.collect_hidden,
-                     name="stack")(x_BTD, mask_BHTS)
+        out = Stack(Layer, (("cfg", self.cfg), ("deterministic", deterministic)), self.cfg.num_layers,
+                    remat=self.cfg.remat, unroll=self.cfg.scan_unroll, collect_hidden=self.collect_hidden,
+                    name="stack")(x_BTD, mask_BHTS)
+        return out.x, out.hidden_LBTD
 
 
 class Pooler(nn.Module):
@@ -244,8 +251,9 @@ class MlmHead(nn.Module):
         h_BTD = LayerNorm(cfg.layer_norm_eps, dtype=dtype, name="layer_norm")(act(h_BTD))
         bias_V = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (P_VOCAB,)),
                             (cfg.vocab_size,), jnp.float32)
-        # Why f32: the loss's log-softmax over V needs full-precision logits.
-        return attend(h_BTD).astype(jnp.float32) + bias_V
+        # Why f32: the loss's log-softmax over V needs full-precision logits. The constraint splits the vocabulary
+        # over `tensor` under fsdp_tp, as the tied table is.
+        return shard(attend(h_BTD).astype(jnp.float32) + bias_V, BATCH, SEQ, VOCAB)
 
 
 def gather_positions(x_BTD: jax.Array, positions_BP: jax.Array) -> jax.Array:
@@ -274,16 +282,58 @@ class BertForPreTraining(nn.Module):
                            nsp_logits_B2=self.nsp_head(out.pooled_BD).astype(jnp.float32))
 
 
+# ------------------------------------------------------------------------------------- family contract
+# (llm_jax/models/family.py)
+
+NAME = "bert"
 PRETRAINING_MODEL = BertForPreTraining
 DEFAULT_OBJECTIVE = "mlm_nsp"
-TOKENIZER_KIND = "wordpiece"
-
-# What the fine-tuning heads (`llm_jax.models.heads`) need: the trunk class, the param subtree of the pretraining
-# model that holds it (so pretrained weights transplant), and the sentence representation a sequence classifier
-# reads. BERT §4.1: the final hidden state of [CLS] through the pooler (HF `BertForSequenceClassification`).
-TRUNK = BertModel
+LM_KIND = "masked"
+# Uncased WordPiece with [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 and `[CLS] A [SEP] B [SEP]` inputs (§3).
+TOKENIZER = BERT_TOKENIZER
+INPUT_FORMAT = InputFormat(cls_position="first", pad_side="right")
 TRUNK_NAME = "bert"
-SEQUENCE_HEAD = "pooler"
+# Task kinds whose sequence head reads the pooled [CLS] vector (BERT §4.1, §4.4).
+POOLED_KINDS = ("classification", "regression", "multiple_choice")
+
+
+def build_trunk(cfg: Config, kind: str, **kwargs) -> BertModel:
+    """The encoder a fine-tuning head of `kind` sits on; with the pooler where the head reads it."""
+    return BertModel(cfg, add_pooler=kind in POOLED_KINDS, **kwargs)
+
+
+def dense(cfg: Config, eqn: str, d_in: int, d_out: int, name: str) -> Einsum:
+    """A classifier layer initialised as HF's `_init_weights` does: normal(initializer_range), zero bias."""
+    return Einsum(eqn, (d_in, d_out), (P_EMBED, None), kernel_init=_init(cfg), dtype=jnp.dtype(cfg.dtype), name=name)
+
+
+def sequence_head(cfg: Config, trunk_out: Output, *, kind: str, num_outputs: int, dropout: float,
+                  deterministic: bool) -> jax.Array:
+    """BERT §4.1: dropout on the pooled [CLS] vector, then one dense layer (HF `BertForSequenceClassification`,
+    and `BertForMultipleChoice` with one output per choice). Called inside the parent's compact method.
+
+    Returns:
+      `[B, num_outputs]` logits.
+    """
+    del kind  # every sequence kind reads the pooler
+    x_BD = nn.Dropout(dropout)(trunk_out.pooled_BD, deterministic=deterministic)
+    return dense(cfg, "BD,DC->BC", cfg.hidden_size, num_outputs, "classifier")(x_BD)
+
+
+def towers(cfg: Config, seq_len: int, *, predicted_positions: int, heads: tuple[str, ...]) -> tuple[Tower, ...]:
+    """One encoder; MLM over the P gathered positions; NSP on the pooler when the objective reads it.
+
+    The model always builds the NSP head, but a loss that does not read it lets XLA drop the pooler, so the
+    objective's `heads` decide.
+    """
+    if seq_len > cfg.max_position_embeddings:
+        raise ValueError(f"seq_len={seq_len} exceeds model.max_position_embeddings={cfg.max_position_embeddings}.")
+    return (Tower(
+        num_layers=cfg.num_layers, d_model=cfg.hidden_size, num_heads=cfg.num_heads, head_dim=cfg.head_dim,
+        d_ff=cfg.intermediate_size, vocab_size=cfg.vocab_size, seq_len=seq_len, embedding_tables=3,
+        lm_positions=min(predicted_positions, seq_len), lm_transform=True,
+        pooler_classes=2 if "nsp" in heads else 0),)
+
 
 # ---------------------------------------------------------------------------------------- HF name map
 # Our param path → Hugging Face name ("{L}": the layer index; our param stacks the layers on a leading axis) and

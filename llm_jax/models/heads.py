@@ -12,16 +12,11 @@ be mapped later and the numerics match:
 | `span` | `[B, T]` | dense 2 on every token, no dropout (`*ForQuestionAnswering`, BERT §4.2) | `start_logits_BT`, `end_logits_BT` |
 | `multiple_choice` | `[B, N, T]` | pooler → dropout → dense 1 per choice (`*ForMultipleChoice`, BERT §4.4) | `logits_BN` |
 
-The *sentence representation* is the family's choice, declared in its file as `SEQUENCE_HEAD`:
-
-* `"pooler"` (BERT): the trunk's pooler, `tanh(W · h_[CLS] + b)`, pretrained by NSP;
-* `"dense_tanh"` (RoBERTa, which has no NSP and so no pretrained pooler): HF's `RobertaClassificationHead`,
-  dropout → dense D → tanh → dropout → out_proj on `<s>`, all trained during fine-tuning.
-
-A family plugs in by exposing `TRUNK` (a module class taking `(cfg, add_pooler=...)` and returning an output
-with `hidden_BTD` and `pooled_BD`), `TRUNK_NAME` (the param subtree of its pretraining model that holds the
-trunk) and `SEQUENCE_HEAD`. The trunk is built under the name `TRUNK_NAME`, so `transplant_trunk` copies
-pretrained weights into a fine-tuning model by path.
+The *sentence representation* is the family's choice (`sequence_head` in its file, see `models/family.py`):
+BERT reads its pooler, `tanh(W · h_[CLS] + b)`, pretrained by NSP; RoBERTa, which has no NSP and so no
+pretrained pooler, uses HF's `RobertaClassificationHead` (dropout → dense D → tanh → dropout → out_proj on `<s>`).
+The trunk comes from the family's `build_trunk(cfg, kind)` under the name `TRUNK_NAME` (the param subtree of its
+pretraining model), so `transplant_trunk` copies pretrained weights into a fine-tuning model by path.
 """
 
 from __future__ import annotations
@@ -63,22 +58,6 @@ def _dense(cfg, eqn: str, d_in: int, d_out: int, name: str) -> Einsum:
                   dtype=jnp.dtype(cfg.dtype), name=name)
 
 
-class DenseTanhClassifier(nn.Module):
-    """RoBERTa: dropout → dense → tanh → dropout → out_proj on the first token (HF `RobertaClassificationHead`)."""
-
-    cfg: Any
-    num_labels: int
-    dropout: float
-
-    @nn.compact
-    def __call__(self, hidden_BTD, deterministic: bool):
-        d = self.cfg.hidden_size
-        x_BD = nn.Dropout(self.dropout)(hidden_BTD[:, 0], deterministic=deterministic)
-        x_BD = jnp.tanh(_dense(self.cfg, "BD,DE->BE", d, d, "dense")(x_BD))
-        x_BD = nn.Dropout(self.dropout)(x_BD, deterministic=deterministic)
-        return _dense(self.cfg, "BD,DC->BC", d, self.num_labels, "out_proj")(x_BD)
-
-
 class ForTask(nn.Module):
     """A family's trunk under one task head (see the module docstring for the kinds).
 
@@ -100,10 +79,6 @@ class ForTask(nn.Module):
     num_labels: int = 2
     classifier_dropout: float | None = None
 
-    def _trunk(self, add_pooler: bool):
-        fam = models.family_module(self.family)
-        return fam.TRUNK(self.cfg, add_pooler=add_pooler, name=fam.TRUNK_NAME)
-
     @nn.compact
     def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None,
                  deterministic: bool = True) -> TaskOutput:
@@ -112,42 +87,33 @@ class ForTask(nn.Module):
         cfg = self.cfg
         fam = models.family_module(self.family)
         dropout = cfg.hidden_dropout if self.classifier_dropout is None else self.classifier_dropout
-        kw = dict(segment_ids_BT=segment_ids_BT, positions_BT=positions_BT, mask_BT=mask_BT,
-                  deterministic=deterministic)
+        kw = dict(segment_ids_BT=segment_ids_BT, positions_BT=positions_BT, mask_BT=mask_BT)
+        trunk = fam.build_trunk(cfg, self.kind, name=fam.TRUNK_NAME)
 
         if self.kind == "multiple_choice":
-            # BERT §4.4 (SWAG): each (context, choice) pair is a sequence; one score per choice from the pooled
-            # [CLS]; softmax over the N choices. Both BERT and RoBERTa use the trunk's pooler here (HF).
+            # BERT §4.4 (SWAG): each (context, choice) pair is a sequence; one score per choice; softmax over the
+            # N choices.
             b, n, t = tokens_BT.shape
-            flat = {k: (None if v is None else v.reshape(b * n, t)) for k, v in kw.items() if k != "deterministic"}
-            out = self._trunk(add_pooler=True)(tokens_BT.reshape(b * n, t), deterministic=deterministic, **flat)
-            x_BD = nn.Dropout(dropout)(out.pooled_BD, deterministic=deterministic)
-            scores = _dense(cfg, "BD,DC->BC", cfg.hidden_size, 1, "classifier")(x_BD)
+            flat = {k: (None if v is None else v.reshape(b * n, t)) for k, v in kw.items()}
+            out = trunk(tokens_BT.reshape(b * n, t), deterministic=deterministic, **flat)
+            scores = fam.sequence_head(cfg, out, kind=self.kind, num_outputs=1, dropout=dropout,
+                                       deterministic=deterministic)
             return TaskOutput(hidden_BTD=out.hidden_BTD, logits_BN=scores.reshape(b, n).astype(jnp.float32))
 
+        out = trunk(tokens_BT, deterministic=deterministic, **kw)
         if self.kind in ("classification", "regression"):
             c = 1 if self.kind == "regression" else self.num_labels
-            if fam.SEQUENCE_HEAD == "pooler":
-                # BERT: dropout on the pooled [CLS] vector, then one dense layer (HF `BertForSequenceClassification`).
-                out = self._trunk(add_pooler=True)(tokens_BT, **kw)
-                x_BD = nn.Dropout(dropout)(out.pooled_BD, deterministic=deterministic)
-                logits_BC = _dense(cfg, "BD,DC->BC", cfg.hidden_size, c, "classifier")(x_BD)
-            elif fam.SEQUENCE_HEAD == "dense_tanh":
-                out = self._trunk(add_pooler=False)(tokens_BT, **kw)
-                logits_BC = DenseTanhClassifier(cfg, c, dropout, name="classifier")(out.hidden_BTD, deterministic)
-            else:
-                raise ValueError(f"Family {self.family!r} declares SEQUENCE_HEAD={fam.SEQUENCE_HEAD!r}; heads know "
-                                 "'pooler' and 'dense_tanh'.")
-            # Why f32: the loss's softmax / squared error is computed in full precision (DESIGN.md §5.8).
+            logits_BC = fam.sequence_head(cfg, out, kind=self.kind, num_outputs=c, dropout=dropout,
+                                          deterministic=deterministic)
+            # Why f32: the loss's softmax / squared error is computed in full precision (DESIGN.md §5.9).
             return TaskOutput(hidden_BTD=out.hidden_BTD, logits_BC=logits_BC.astype(jnp.float32))
-
-        out = self._trunk(add_pooler=False)(tokens_BT, **kw)
+        d = cfg.width
         if self.kind == "token_classification":
             x_BTD = nn.Dropout(dropout)(out.hidden_BTD, deterministic=deterministic)
-            logits_BTC = _dense(cfg, "BTD,DC->BTC", cfg.hidden_size, self.num_labels, "classifier")(x_BTD)
+            logits_BTC = _dense(cfg, "BTD,DC->BTC", d, self.num_labels, "classifier")(x_BTD)
             return TaskOutput(hidden_BTD=out.hidden_BTD, logits_BTC=logits_BTC.astype(jnp.float32))
         # span: BERT §4.2, a start vector S and an end vector E scored against every token (HF `qa_outputs`).
-        logits_BT2 = _dense(cfg, "BTD,DC->BTC", cfg.hidden_size, 2, "qa_outputs")(out.hidden_BTD).astype(jnp.float32)
+        logits_BT2 = _dense(cfg, "BTD,DC->BTC", d, 2, "qa_outputs")(out.hidden_BTD).astype(jnp.float32)
         return TaskOutput(hidden_BTD=out.hidden_BTD, start_logits_BT=logits_BT2[..., 0],
                           end_logits_BT=logits_BT2[..., 1])
 
@@ -159,11 +125,7 @@ def build(family: str, config, kind: str, num_labels: int = 2, classifier_dropou
     if kind in ("classification", "token_classification") and num_labels < 2:
         raise ValueError(f"A {kind} task needs num_labels ≥ 2 (got {num_labels}); use kind='regression' for one "
                          "real-valued output.")
-    fam = models.family_module(family)
-    for name in ("TRUNK", "TRUNK_NAME", "SEQUENCE_HEAD"):
-        if not hasattr(fam, name):
-            raise ValueError(f"Family {family!r} does not expose {name}, which the fine-tuning heads need (see "
-                             "llm_jax.models.heads).")
+    models.family_module(family)  # an unknown family is an error here, not inside init
     return ForTask(family, config.validate(), kind, num_labels, classifier_dropout)
 
 
@@ -210,4 +172,4 @@ def transplant_trunk(family: str, init_params: dict, pretrained_params: dict) ->
     return out, fresh
 
 
-__all__ = ["KINDS", "DenseTanhClassifier", "ForTask", "TaskOutput", "build", "transplant_trunk"]
+__all__ = ["KINDS", "ForTask", "TaskOutput", "build", "transplant_trunk"]

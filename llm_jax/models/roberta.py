@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from llm_jax.data.tokenizer import ROBERTA_TOKENIZER
 from llm_jax.models import bert
 
 Output = bert.Output
@@ -93,15 +94,48 @@ class RobertaForMaskedLM(nn.Module):
         return out.replace(mlm_logits_BTV=self.mlm_head(h_BTD, self.roberta.attend))
 
 
+# ------------------------------------------------------------------------------------- family contract
+
+NAME = "roberta"
 PRETRAINING_MODEL = RobertaForMaskedLM
 DEFAULT_OBJECTIVE = "mlm"
-TOKENIZER_KIND = "bytelevel_bpe"
-
-# For the fine-tuning heads (`llm_jax.models.heads`): no pooler in the trunk; a sequence classifier is HF's
-# `RobertaClassificationHead` (dropout → dense → tanh → dropout → out_proj on `<s>`), trained from scratch.
-TRUNK = RobertaModel
+LM_KIND = "masked"
+# Cased byte-level BPE with <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4 and `<s> A </s></s> B </s>` inputs (§4.4).
+TOKENIZER = ROBERTA_TOKENIZER
+INPUT_FORMAT = bert.INPUT_FORMAT
 TRUNK_NAME = "roberta"
-SEQUENCE_HEAD = "dense_tanh"
+towers = bert.towers
+
+
+def build_trunk(cfg: Config, kind: str, **kwargs) -> RobertaModel:
+    """No pretrained pooler (no NSP, §4.2): only the multiple-choice head reads one (HF `RobertaForMultipleChoice`)."""
+    return RobertaModel(cfg, add_pooler=kind == "multiple_choice", **kwargs)
+
+
+class ClassificationHead(nn.Module):
+    """dropout → dense D → tanh → dropout → out_proj on `<s>` (HF `RobertaClassificationHead`), all new."""
+
+    cfg: Config
+    num_labels: int
+    dropout: float
+
+    @nn.compact
+    def __call__(self, hidden_BTD, deterministic: bool):
+        d = self.cfg.hidden_size
+        x_BD = nn.Dropout(self.dropout)(hidden_BTD[:, 0], deterministic=deterministic)
+        x_BD = jnp.tanh(bert.dense(self.cfg, "BD,DE->BE", d, d, "dense")(x_BD))
+        x_BD = nn.Dropout(self.dropout)(x_BD, deterministic=deterministic)
+        return bert.dense(self.cfg, "BD,DC->BC", d, self.num_labels, "out_proj")(x_BD)
+
+
+def sequence_head(cfg: Config, trunk_out: Output, *, kind: str, num_outputs: int, dropout: float,
+                  deterministic: bool) -> jax.Array:
+    """Classification/regression: `ClassificationHead`; multiple choice: BERT's pooled head (as HF does)."""
+    if kind == "multiple_choice":
+        return bert.sequence_head(cfg, trunk_out, kind=kind, num_outputs=num_outputs, dropout=dropout,
+                                  deterministic=deterministic)
+    return ClassificationHead(cfg, num_outputs, dropout, name="classifier")(trunk_out.hidden_BTD, deterministic)
+
 
 # ---------------------------------------------------------------------------------------- HF name map
 

@@ -1,5 +1,15 @@
-"""Pretraining objectives: host-side batch preparation + pure `loss(params, batch, rng)`."""
+"""Pretraining objectives: a registry, one file per objective (host-side `prepare`, pure `loss`, own config).
 
-from llm_jax.objectives.mlm import OBJECTIVES, Mlm, MlmNsp, ObjectiveConfig, make_objective, weighted_cross_entropy
+Importing this package registers every objective; `objective.name` in a run config picks one.
+"""
 
-__all__ = ["OBJECTIVES", "Mlm", "MlmNsp", "ObjectiveConfig", "make_objective", "weighted_cross_entropy"]
+from llm_jax.objectives import mlm, mlm_nsp  # noqa: F401  (registration)
+from llm_jax.objectives.base import (OBJECTIVES, Objective, ObjectiveConfigBase, check_token_ids, config_for,
+                                     default_config, make_objective, objective_class, register, shape_only_objective,
+                                     weighted_cross_entropy)
+from llm_jax.objectives.mlm import Mlm, MlmConfig
+from llm_jax.objectives.mlm_nsp import MlmNsp, MlmNspConfig
+
+__all__ = ["OBJECTIVES", "Mlm", "MlmConfig", "MlmNsp", "MlmNspConfig", "Objective", "ObjectiveConfigBase",
+           "check_token_ids", "config_for", "default_config", "make_objective", "objective_class", "register",
+           "shape_only_objective", "weighted_cross_entropy"]

@@ -1,7 +1,9 @@
-"""Fine-tuning losses: pure `loss(params, batch, rng) -> (loss, metrics)` for each head kind.
+"""Fine-tuning losses: the task objective of each head kind, with exact gradient accumulation.
 
 Every batch row carries a `weight` (1 for a real example, 0 for the padding rows that fill the last evaluation
-batch), so means are over real rows only. Losses are computed in float32 (DESIGN.md §5.8).
+batch), so means are over real rows only. Losses are computed in float32 (DESIGN.md §5.9), normalised by the
+global batch's `loss_denominators` (see `llm_jax.objectives.base`), so gradient accumulation gives the full
+batch's loss and update.
 
 | kind | loss (as Hugging Face's task models) |
 |---|---|
@@ -14,39 +16,14 @@ batch), so means are over real rows only. Losses are computed in float32 (DESIGN
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
-
-
-def _weighted_mean(x: jax.Array, w: jax.Array) -> jax.Array:
-    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1e-6)
-
-
-def cross_entropy(logits_BC: jax.Array, labels_B: jax.Array, weights_B: jax.Array,
-                  class_weights_C: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy and accuracy over rows with weight > 0.
-
-    With `class_weights_C`, each row's loss is scaled by its class's weight and the mean is taken over the summed
-    weights (PyTorch's `CrossEntropyLoss(weight=...)` convention), so the loss stays on the same scale.
-    """
-    logits_BC = logits_BC.astype(jnp.float32)
-    labels_B = labels_B.astype(jnp.int32)
-    nll_B = -jnp.take_along_axis(jax.nn.log_softmax(logits_BC, -1), labels_B[..., None], -1)[..., 0]
-    row_w = weights_B.astype(jnp.float32)
-    loss_w = row_w if class_weights_C is None else row_w * class_weights_C[labels_B]
-    accuracy = _weighted_mean((jnp.argmax(logits_BC, -1) == labels_B).astype(jnp.float32), row_w)
-    return _weighted_mean(nll_B, loss_w), accuracy
-
-
-def squared_error(pred_B: jax.Array, targets_B: jax.Array, weights_B: jax.Array) -> jax.Array:
-    diff = pred_B.astype(jnp.float32) - targets_B.astype(jnp.float32)
-    return _weighted_mean(diff * diff, weights_B.astype(jnp.float32))
+from llm_jax.models.heads import KINDS
+from llm_jax.objectives.base import weighted_cross_entropy
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -59,46 +36,98 @@ def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return (counts.sum() / (num_classes * counts)).astype(np.float32)
 
 
-def make_loss(model, kind: str, class_weights_C: np.ndarray | None = None) -> LossFn:
-    """`loss_fn(params, batch, rng, deterministic=False) -> (loss, metrics)` for a `heads.ForTask` model.
+class TaskObjective:
+    """The loss of a `heads.ForTask` model for one task kind (the fine-tuning counterpart of an `Objective`).
 
-    The batch holds `inputs`, `mask`, `segment_ids`, `weight` and the labels of the kind (`labels`,
-    `label_weights`, or `start_positions` / `end_positions`).
+    Args:
+      kind: one of `KINDS`.
+      class_weights_C: per-class loss weights (`class_weights`), or None.
+
+    Raises:
+      ValueError: an unknown kind.
     """
-    cw = None if class_weights_C is None else jnp.asarray(class_weights_C, jnp.float32)
 
-    def loss_fn(params, batch: dict[str, Any], rng, deterministic: bool = False):
-        out = model.apply({"params": params}, batch["inputs"], segment_ids_BT=batch.get("segment_ids"),
-                          mask_BT=batch["mask"], deterministic=deterministic, rngs={"dropout": rng})
-        w_B = batch["weight"]
-        if kind == "classification":
-            loss, acc = cross_entropy(out.logits_BC, batch["labels"], w_B, cw)
-            metrics = {"accuracy": acc}
-        elif kind == "regression":
-            loss = squared_error(out.logits_BC[:, 0], batch["labels"], w_B)
-            metrics = {}
-        elif kind == "token_classification":
-            b, t, c = out.logits_BTC.shape
-            w_BT = batch["label_weights"] * w_B[:, None]
-            loss, acc = cross_entropy(out.logits_BTC.reshape(b * t, c), batch["labels"].reshape(b * t),
-                                      w_BT.reshape(b * t), cw)
-            metrics = {"accuracy": acc}
-        elif kind == "span":
-            # Padding positions cannot be a start or an end: mask them out of the softmax.
-            neg = jnp.where(batch["mask"], 0.0, -1e9)
-            start_loss, start_acc = cross_entropy(out.start_logits_BT + neg, batch["start_positions"], w_B)
-            end_loss, end_acc = cross_entropy(out.end_logits_BT + neg, batch["end_positions"], w_B)
-            loss = (start_loss + end_loss) / 2
-            metrics = {"start_accuracy": start_acc, "end_accuracy": end_acc}
-        elif kind == "multiple_choice":
-            loss, acc = cross_entropy(out.logits_BN, batch["labels"], w_B)
-            metrics = {"accuracy": acc}
-        else:
-            raise ValueError(f"Unknown task kind {kind!r}.")
-        metrics["loss"] = loss
-        return loss, metrics
+    def __init__(self, kind: str, class_weights_C: np.ndarray | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"Unknown task kind {kind!r}; choose one of {KINDS}.")
+        self.kind = kind
+        self.cw = None if class_weights_C is None else jnp.asarray(class_weights_C, jnp.float32)
 
-    return loss_fn
+    def init_inputs(self, batch):
+        """`(args, kwargs)` of the model contract from a (dummy) batch."""
+        return (batch["inputs"],), {"mask_BT": batch["mask"], "segment_ids_BT": batch.get("segment_ids")}
+
+    def init_carry(self, batch_size: int, model_cfg):
+        del batch_size, model_cfg
+        return {}
+
+    def _token_weights(self, batch):
+        return batch["label_weights"].astype(jnp.float32) * batch["weight"].astype(jnp.float32)[:, None]
+
+    def loss_denominators(self, batch) -> dict[str, jax.Array]:
+        """`rows` (real rows), and `loss` / `accuracy` where the kind weighs positions or classes."""
+        w_B = batch["weight"].astype(jnp.float32)
+        out = {"rows": jnp.sum(w_B)}
+        if self.kind == "token_classification":
+            w_BT = self._token_weights(batch)
+            out["accuracy"] = jnp.sum(w_BT)
+            out["loss"] = out["accuracy"] if self.cw is None else jnp.sum(w_BT * self.cw[batch["labels"]])
+        elif self.kind == "classification":
+            out["accuracy"] = out["rows"]
+            out["loss"] = out["rows"] if self.cw is None else jnp.sum(w_B * self.cw[batch["labels"]])
+        return out
+
+    def make_loss(self, model):
+        """`loss(params, batch, rng, *, carry, frozen, denominators, deterministic) -> (loss, (metrics, carry))`.
+
+        The batch holds `inputs`, `mask`, `segment_ids`, `weight` and the labels of the kind (`labels`,
+        `label_weights`, or `start_positions` / `end_positions`).
+        """
+        kind, cw = self.kind, self.cw
+
+        def loss_fn(params, batch: dict[str, Any], rng, *, carry=None, frozen=None, denominators=None,
+                    deterministic: bool = False):
+            del frozen
+            den = self.loss_denominators(batch) if denominators is None else denominators
+            args, kwargs = self.init_inputs(batch)
+            out = model.apply({"params": params}, *args, **kwargs, deterministic=deterministic,
+                              rngs={"dropout": rng})
+            w_B = batch["weight"]
+            if kind == "classification":
+                loss, acc = weighted_cross_entropy(out.logits_BC, batch["labels"], w_B, den["loss"], cw,
+                                                   den["accuracy"])
+                metrics = {"accuracy": acc}
+            elif kind == "regression":
+                diff_B = out.logits_BC[:, 0].astype(jnp.float32) - batch["labels"].astype(jnp.float32)
+                loss = jnp.sum(diff_B * diff_B * w_B) / jnp.maximum(den["rows"], 1e-6)
+                metrics = {}
+            elif kind == "token_classification":
+                b, t, c = out.logits_BTC.shape
+                loss, acc = weighted_cross_entropy(out.logits_BTC.reshape(b * t, c), batch["labels"].reshape(b * t),
+                                                   self._token_weights(batch).reshape(b * t), den["loss"], cw,
+                                                   den["accuracy"])
+                metrics = {"accuracy": acc}
+            elif kind == "span":
+                # Padding positions cannot be a start or an end: mask them out of the softmax.
+                neg = jnp.where(batch["mask"], 0.0, -1e9)
+                start_loss, start_acc = weighted_cross_entropy(out.start_logits_BT + neg, batch["start_positions"],
+                                                               w_B, den["rows"])
+                end_loss, end_acc = weighted_cross_entropy(out.end_logits_BT + neg, batch["end_positions"], w_B,
+                                                           den["rows"])
+                loss = (start_loss + end_loss) / 2
+                metrics = {"start_accuracy": start_acc, "end_accuracy": end_acc}
+            else:  # multiple_choice
+                loss, acc = weighted_cross_entropy(out.logits_BN, batch["labels"], w_B, den["rows"])
+                metrics = {"accuracy": acc}
+            metrics["loss"] = loss
+            return loss, (metrics, carry)
+
+        return loss_fn
 
 
-__all__ = ["class_weights", "cross_entropy", "make_loss", "squared_error"]
+def make_loss(model, kind: str, class_weights_C: np.ndarray | None = None):
+    """The loss of `TaskObjective(kind, class_weights_C)` for `model`."""
+    return TaskObjective(kind, class_weights_C).make_loss(model)
+
+
+__all__ = ["KINDS", "TaskObjective", "class_weights", "make_loss"]

@@ -1,10 +1,9 @@
-"""Masked-language-model pretraining: BERT's MLM + NSP and RoBERTa's dynamic-masking MLM.
+"""Masked-language-model pretraining (RoBERTa's setting by default): FULL-SENTENCES rows, dynamic masking.
 
-* `MlmNsp` (Devlin et al. 2019 §3.1, Appendix A.2): `[CLS] A [SEP] B [SEP]` pairs, B the true next segment
-  half of the time; masks drawn once per example copy (*static* masking with a duplication factor, as
-  `create_pretraining_data.py` does); loss = MLM cross-entropy over masked positions + NSP cross-entropy.
-* `Mlm` (Liu et al. 2019 §4.1–4.2): FULL-SENTENCES packing without NSP; masks drawn afresh every time an
-  example is served (*dynamic* masking). Either objective can be switched to the other masking mode.
+Liu et al. 2019 §4.1–4.2: rows packed from whole sentences across document boundaries, no NSP, masks drawn
+afresh every time an example is served (*dynamic* masking); `masking="static"` draws them once per example copy
+(`duplicate_factor` copies, BERT's `create_pretraining_data.py`). The corruption itself is BERT's 80/10/10 rule
+(`llm_jax.objectives.masking`). BERT's MLM + NSP builds on this class (`objectives/mlm_nsp.py`).
 
 Host side (`build_examples`, `prepare`) is numpy; the loss is a pure function of (params, batch, rng).
 """
@@ -12,74 +11,77 @@ Host side (`build_examples`, `prepare`) is numpy; the loss is a pure function of
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+import logging
+import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from llm_jax.data.packing import pack_full_sentences
-from llm_jax.data.tokenizer import SpecialIds
+from llm_jax.objectives.base import (Objective, ObjectiveConfigBase, check_token_ids, register,
+                                     weighted_cross_entropy)
 from llm_jax.objectives.masking import mask_batch, maskable
-from llm_jax.objectives.nsp import make_nsp_examples
 
-LossFn = Callable[[Any, dict[str, jax.Array], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+log = logging.getLogger(__name__)
+
+# BERT's cap, 20 predictions at length 128 (80 at 512), as a ratio of the sequence length: 20 / (0.15 · 128) of the
+# expected number of masked tokens, so that the cap rarely binds at any length.
+BERT_PREDICTION_SLACK = 20 / (0.15 * 128)
 
 
 @dataclasses.dataclass(frozen=True)
-class ObjectiveConfig:
-    """Objective hyperparameters.
+class MlmConfig(ObjectiveConfigBase):
+    """Masked-LM hyperparameters.
 
     Attributes:
-      name: `mlm_nsp` (BERT) or `mlm` (RoBERTa).
+      name: `mlm`.
       mask_prob: fraction of maskable tokens predicted (15 %).
-      max_predictions: P, masked positions kept per sequence (BERT: 20 at length 128, 80 at 512).
-      masking: `static` (fixed per example copy) or `dynamic` (fresh every epoch).
+      max_predictions: P, masked positions kept per sequence; 0 = derived from the sequence length with BERT's
+        ratio (20 at 128, 80 at 512). A set value that caps the masking rate is reported when examples are built.
+      masking: `dynamic` (fresh every epoch, RoBERTa §4.1) or `static` (fixed per example copy, BERT).
       duplicate_factor: static masking's number of differently-masked copies (BERT used 10).
-      short_seq_prob: NSP's probability of a shorter target length (BERT 0.1).
     """
 
-    name: str = "mlm_nsp"
+    name: str = "mlm"
     mask_prob: float = 0.15
-    max_predictions: int = 20
-    masking: str = "static"
+    max_predictions: int = 0
+    masking: str = "dynamic"
     duplicate_factor: int = 10
-    short_seq_prob: float = 0.1
 
-    def validate(self) -> "ObjectiveConfig":
-        if self.name not in ("mlm", "mlm_nsp"):
-            raise ValueError(f"objective.name={self.name!r} is not a known objective; choose 'mlm' or 'mlm_nsp'.")
+    def validate(self):
         if self.masking not in ("static", "dynamic"):
             raise ValueError(f"objective.masking={self.masking!r}: choose 'static' or 'dynamic'.")
         if not 0.0 < self.mask_prob < 1.0:
             raise ValueError(f"objective.mask_prob={self.mask_prob} must be in (0, 1).")
-        if self.max_predictions < 1 or self.duplicate_factor < 1:
-            raise ValueError("objective.max_predictions and objective.duplicate_factor must be ≥ 1.")
+        if self.max_predictions < 0 or self.duplicate_factor < 1:
+            raise ValueError("objective.max_predictions must be ≥ 0 (0 = derived from data.seq_len) and "
+                             "objective.duplicate_factor ≥ 1.")
         return self
 
 
-def weighted_cross_entropy(logits_BPV: jax.Array, ids_BP: jax.Array, weights_BP: jax.Array):
-    """Mean cross-entropy and accuracy over the positions with weight > 0 (in float32)."""
-    logits_BPV = logits_BPV.astype(jnp.float32)
-    logp_BPV = jax.nn.log_softmax(logits_BPV, axis=-1)
-    nll_BP = -jnp.take_along_axis(logp_BPV, ids_BP[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    weights_BP = weights_BP.astype(jnp.float32)
-    denom = jnp.maximum(jnp.sum(weights_BP), 1e-5)
-    loss = jnp.sum(nll_BP * weights_BP) / denom
-    accuracy = jnp.sum((jnp.argmax(logits_BPV, -1) == ids_BP) * weights_BP) / denom
-    return loss, accuracy
+def derived_max_predictions(seq_len: int, mask_prob: float) -> int:
+    """BERT's prediction cap scaled to `seq_len`: 20 at 128 and 80 at 512 for 15 % masking."""
+    return max(1, math.ceil(round(seq_len * mask_prob * BERT_PREDICTION_SLACK, 6)))
 
 
-class Mlm:
-    """Masked-LM over FULL-SENTENCES packed rows (RoBERTa's setting by default)."""
+@register
+class Mlm(Objective):
+    """Masked-LM over FULL-SENTENCES packed rows (RoBERTa)."""
 
-    uses_nsp = False
+    name = "mlm"
+    Config = MlmConfig
+    required_roles = ("pad", "cls", "sep", "mask")
+    progress_keys = ("loss", "mlm_accuracy", "tokens_per_s")
 
-    def __init__(self, cfg: ObjectiveConfig, special: SpecialIds, vocab_size: int):
-        self.cfg = cfg.validate()
-        self.special = special
-        self.vocab_size = vocab_size
+    heads = ("mlm",)
+
+    def num_predictions(self, seq_len: int) -> int:
+        """P: the configured cap, or BERT's ratio of `seq_len` when it is 0."""
+        return self.cfg.max_predictions or derived_max_predictions(seq_len, self.cfg.mask_prob)
+
+    @classmethod
+    def predicted_positions_for(cls, cfg, seq_len: int) -> int:
+        return min(cfg.max_predictions or derived_max_predictions(seq_len, cfg.mask_prob), seq_len)
 
     # ------------------------------------------------------------------ host side
     def _rows(self, docs_ids: list[list[np.ndarray]], seq_len: int, seed: int, copy: int) -> dict[str, np.ndarray]:
@@ -89,6 +91,7 @@ class Mlm:
 
     def build_examples(self, docs_ids: list[list[np.ndarray]], seq_len: int, seed: int) -> dict[str, np.ndarray]:
         """The example pool: rows (masked now when masking is static)."""
+        self._report_cap(seq_len)
         copies = self.cfg.duplicate_factor if self.cfg.masking == "static" else 1
         parts = []
         for copy in range(copies):
@@ -101,25 +104,29 @@ class Mlm:
         self.check_ids(examples["tokens"])
         return examples
 
+    def _report_cap(self, seq_len: int) -> None:
+        derived = derived_max_predictions(seq_len, self.cfg.mask_prob)
+        if self.cfg.max_predictions and self.cfg.max_predictions < derived:
+            log.warning("objective.max_predictions=%d caps masking at %.1f %% of %d positions (mask_prob=%.2f asks "
+                        "for about %d); set objective.max_predictions=0 to derive the cap from data.seq_len.",
+                        self.cfg.max_predictions, 100 * self.cfg.max_predictions / seq_len, seq_len,
+                        self.cfg.mask_prob, derived)
+
     def check_ids(self, tokens: np.ndarray) -> None:
         """Token ids outside the vocabulary are a data/tokenizer mismatch: say so before anything compiles."""
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
-            raise ValueError(f"Token ids span [{tokens.min()}, {tokens.max()}] but the model's vocabulary has "
-                             f"{self.vocab_size} entries; use the tokenizer the model was built for or set "
-                             "model.vocab_size to the tokenizer's size.")
+        check_token_ids(tokens, self.vocab_size)
 
     def _mask(self, tokens_BT: np.ndarray, seeds) -> dict[str, np.ndarray]:
         return mask_batch(tokens_BT, maskable(tokens_BT, self.special), seeds, mask_prob=self.cfg.mask_prob,
-                          max_predictions=self.cfg.max_predictions, mask_id=self.special.mask,
+                          max_predictions=self.num_predictions(tokens_BT.shape[1]), mask_id=self.special.mask,
                           vocab_size=self.vocab_size)
 
     def prepare(self, examples: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
         """The model-ready batch from loader rows; draws dynamic masks from (seed, epoch, example index)."""
         batch = {"mask": examples["mask"]}
-        if "segment_ids" in examples:
-            batch["segment_ids"] = examples["segment_ids"]
-        if "nsp_label" in examples:
-            batch["nsp_label"] = examples["nsp_label"]
+        for key in ("segment_ids", "nsp_label"):
+            if key in examples:
+                batch[key] = examples[key]
         if self.cfg.masking == "dynamic":
             seeds = [(seed, 2_000_003, int(e), int(i)) for e, i in zip(examples["epoch"], examples["example_index"])]
             masked = self._mask(examples["tokens"], seeds)
@@ -128,57 +135,42 @@ class Mlm:
         batch.update(masked)
         return batch
 
-    # ------------------------------------------------------------------ device side
-    def make_loss(self, model) -> LossFn:
-        """`loss(params, batch, rng) -> (loss, metrics)` for `model` (a pretraining model of any MLM family)."""
-
-        def loss_fn(params, batch, rng, deterministic: bool = False):
-            out = model.apply({"params": params}, batch["inputs"], segment_ids_BT=batch.get("segment_ids"),
-                              mask_BT=batch["mask"], mlm_positions_BP=batch["mlm_positions"],
-                              deterministic=deterministic, rngs={"dropout": rng})
-            mlm_loss, mlm_acc = weighted_cross_entropy(out.mlm_logits_BTV, batch["mlm_ids"], batch["mlm_weights"])
-            metrics = {"mlm_loss": mlm_loss, "mlm_accuracy": mlm_acc}
-            loss = mlm_loss
-            if self.uses_nsp:
-                nsp_loss, nsp_acc = weighted_cross_entropy(out.nsp_logits_B2[:, None], batch["nsp_label"][:, None],
-                                                           jnp.ones_like(batch["nsp_label"][:, None], jnp.float32))
-                metrics.update(nsp_loss=nsp_loss, nsp_accuracy=nsp_acc)
-                loss = loss + nsp_loss
-            metrics["loss"] = loss
-            return loss, metrics
-
-        return loss_fn
-
     def dummy_batch(self, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
-        """A batch of the right shapes and dtypes (for abstract init and compilation)."""
-        p = self.cfg.max_predictions
-        batch = {
+        p = self.num_predictions(seq_len)
+        return {
             "inputs": np.zeros((batch_size, seq_len), np.int32),
             "mask": np.ones((batch_size, seq_len), bool),
             "mlm_positions": np.zeros((batch_size, p), np.int32),
             "mlm_ids": np.zeros((batch_size, p), np.int32),
             "mlm_weights": np.zeros((batch_size, p), np.float32),
         }
-        if self.uses_nsp:
-            batch["segment_ids"] = np.zeros((batch_size, seq_len), np.int32)
-            batch["nsp_label"] = np.zeros((batch_size,), np.int32)
-        return batch
 
+    def init_inputs(self, batch):
+        args, kwargs = super().init_inputs(batch)
+        return args, {**kwargs, "mlm_positions_BP": batch["mlm_positions"]}
 
-class MlmNsp(Mlm):
-    """BERT's MLM + next-sentence prediction over sentence-pair rows."""
+    # ------------------------------------------------------------------ device side
+    def loss_denominators(self, batch):
+        return {"mlm": jnp.sum(batch["mlm_weights"].astype(jnp.float32))}
 
-    uses_nsp = True
+    def _apply(self, model, params, batch, rng, deterministic):
+        args, kwargs = self.init_inputs(batch)
+        return model.apply({"params": params}, *args, **kwargs, deterministic=deterministic, rngs={"dropout": rng})
 
-    def _rows(self, docs_ids, seq_len, seed, copy):
-        rng = np.random.default_rng((seed, 3_000_017, copy))
-        return make_nsp_examples(docs_ids, seq_len, self.special, rng, short_seq_prob=self.cfg.short_seq_prob)
+    def _mlm_terms(self, out, batch, denominators):
+        loss, acc = weighted_cross_entropy(out.mlm_logits_BTV, batch["mlm_ids"], batch["mlm_weights"],
+                                           denominators["mlm"])
+        return loss, {"mlm_loss": loss, "mlm_accuracy": acc}
 
+    def make_loss(self, model, frozen_models=None):
+        """`loss(params, batch, rng, ...) -> (loss, (metrics, carry))` for a pretraining model of any MLM family."""
 
-OBJECTIVES = {"mlm": Mlm, "mlm_nsp": MlmNsp}
+        def loss_fn(params, batch, rng, *, carry=None, frozen=None, denominators=None, deterministic=False):
+            del frozen
+            denominators = self.loss_denominators(batch) if denominators is None else denominators
+            out = self._apply(model, params, batch, rng, deterministic)
+            loss, metrics = self._mlm_terms(out, batch, denominators)
+            metrics["loss"] = loss
+            return loss, (metrics, carry)
 
-
-def make_objective(cfg: ObjectiveConfig, special: SpecialIds, vocab_size: int) -> Mlm:
-    """The objective named by `cfg.name`."""
-    cfg.validate()
-    return OBJECTIVES[cfg.name](cfg, special, vocab_size)
+        return loss_fn

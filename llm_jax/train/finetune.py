@@ -38,26 +38,29 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from llm_jax import models, sharding
+from llm_jax import sharding
 from llm_jax.config import section
-from llm_jax.data.features import Encoded, encode
+from llm_jax.data.features import encode
 from llm_jax.data.loader import DeterministicLoader
 from llm_jax.data.tasks import Task, TaskConfig, few_shot_subset, labels_of, load_task, with_metrics
-from llm_jax.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, train_tokenizer
-from llm_jax.eval import metrics as metrics_lib
+from llm_jax.data.tokenizer import save_tokenizer
 from llm_jax.eval.predict import Predictor, majority_baseline, score
+from llm_jax.eval.zero_shot import zero_shot
 from llm_jax.models import heads
-from llm_jax.objectives.finetune import class_weights, make_loss
+from llm_jax.objectives import check_token_ids
+from llm_jax.objectives.finetune import TaskObjective, class_weights
 from llm_jax.sharding import MeshConfig
 from llm_jax.train import step as step_lib
-from llm_jax.train.checkpoint import Checkpointer
+from llm_jax.train.best import BestKeeper, write_json
+from llm_jax.train.checkpoint import Checkpointer, abstract_like
+from llm_jax.train.loop import check_workdir
 from llm_jax.train.metrics import MetricWriter
 from llm_jax.train.optim import OptimConfig, make_optimizer
+from llm_jax.train.pipeline import DataConfig
 from llm_jax.train.runner import run_loop
+from llm_jax.train.sources import ModelSource, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -66,38 +69,6 @@ BALANCE = ("none", "class_weights", "oversample")
 
 
 # ------------------------------------------------------------------------------------------------ config
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSource:
-    """Where the model comes from, and the run-time choices that the checkpoint does not fix.
-
-    Attributes:
-      name: a preset (`bert-tiny`, `roberta-base`, ...: random init), or a directory: a run of ours, one of its
-        checkpoint steps, a model directory, or a Hugging Face checkpoint.
-      random_init: take only the architecture (and tokenizer) from `name` and start from random weights — the
-        "from scratch" control of a transfer-learning comparison.
-      hidden_dropout / attention_dropout: the trunk's dropout during fine-tuning (BERT §4: 0.1).
-      classifier_dropout: dropout before the output layer (HF's `classifier_dropout`).
-      dtype / remat / scan_unroll / attention_impl: numerics, memory and speed (see the family Config). Unlike pretraining, the layer
-        scan stays rolled by default: fine-tuning runs are short, and the rolled loop compiles about twice as fast.
-    """
-
-    name: str = "bert-tiny"
-    random_init: bool = False
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
-    classifier_dropout: float = 0.1
-    dtype: str = "float32"
-    remat: str = "none"
-    scan_unroll: bool = False
-    attention_impl: str = "einsum"
-
-    def validate(self) -> "ModelSource":
-        for k in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
-            if not 0.0 <= getattr(self, k) < 1.0:
-                raise ValueError(f"model.{k}={getattr(self, k)} must be in [0, 1).")
-        return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,66 +188,6 @@ def config_from_dict(d: dict[str, Any]) -> FinetuneConfig:
     return FinetuneConfig(**{name: section(cls, dict(d[name]), name) for name, cls in FT_SECTIONS.items()})
 
 
-# ------------------------------------------------------------------------------------------ model source
-
-
-@dataclasses.dataclass
-class Source:
-    """A resolved model source: family, Config, pretrained params (None = random init) and tokenizer."""
-
-    family: str
-    config: Any
-    params: dict | None
-    tokenizer: Any
-    description: str
-
-
-def _train_tokenizer(cfg: FinetuneConfig, family: str, workdir: pathlib.Path):
-    saved = workdir / "tokenizer.json"
-    if saved.exists():
-        return load_tokenizer(saved)
-    if cfg.data.tokenizer:
-        return load_tokenizer(cfg.data.tokenizer)
-    from llm_jax.data.corpus import load_documents  # why lazy: only presets without a tokenizer read the corpus
-
-    t0 = time.time()
-    docs = load_documents(cfg.data.tokenizer_corpus, "train", max_documents=cfg.data.tokenizer_max_documents or None)
-    kind = models.family_module(family).TOKENIZER_KIND
-    tok = train_tokenizer(kind, docs, cfg.data.vocab_size,
-                          **({"lowercase": cfg.data.lowercase} if kind == "wordpiece" else {}))
-    log.info("Trained a %s tokenizer (%d entries) on %s in %.1fs", kind, tok.get_vocab_size(),
-             cfg.data.tokenizer_corpus, time.time() - t0)
-    return tok
-
-
-def resolve_model(cfg: FinetuneConfig, workdir: pathlib.Path) -> Source:
-    """The family, Config, params and tokenizer named by `cfg.model` (see `ModelSource`)."""
-    name = cfg.model.name
-    runtime = {"hidden_dropout": cfg.model.hidden_dropout, "attention_dropout": cfg.model.attention_dropout,
-               "dtype": cfg.model.dtype, "remat": cfg.model.remat, "scan_unroll": cfg.model.scan_unroll,
-               "attention_impl": cfg.model.attention_impl}
-    if name in models.all_presets():
-        family, config = models.get_preset(name)
-        tok = _train_tokenizer(cfg, family, workdir)
-        sp = special_ids(tok)
-        config = dataclasses.replace(config, vocab_size=tok.get_vocab_size(), pad_token_id=sp.pad, **runtime)
-        return Source(family, config.validate(), None, tok, f"{name} (random init)")
-    path = pathlib.Path(name).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"model.name={name!r} is neither a preset ({', '.join(sorted(models.all_presets()))}) "
-                                "nor an existing directory (a run, checkpoint step, model or Hugging Face directory).")
-    from llm_jax.interop.native import load_pretrained  # why lazy: only runs that start from given weights
-
-    family, config, params, tok = load_pretrained(path)
-    if tok is None:
-        raise FileNotFoundError(f"{path} has no tokenizer beside its weights; the token ids must come from the "
-                                "tokenizer the model was trained with.")
-    config = dataclasses.replace(config, **runtime).validate()
-    if cfg.model.random_init:
-        return Source(family, config, None, tok, f"{path} architecture (random init)")
-    return Source(family, config, params, tok, str(path))
-
-
 # -------------------------------------------------------------------------------------------- data prep
 
 
@@ -317,22 +228,10 @@ def _eval_records(records: list[dict], n: int, seed: int) -> list[dict]:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _check_workdir(workdir: pathlib.Path, resolved: dict[str, Any]) -> None:
-    path = workdir / "config.json"
-    if not path.exists():
-        return
-    old = json.loads(path.read_text())
-    differing = [k for k in ("family", "model", "source", "task", "data") if old.get(k) != resolved.get(k)]
-    if differing:
-        raise ValueError(f"{workdir} holds a run with a different {', '.join(differing)}; resume it with its own "
-                         f"config (see {path}) or choose a new --workdir.")
-
-
-def _write_json(path: pathlib.Path, obj: Any) -> None:
-    if jax.process_index() == 0:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        tmp.replace(path)
+def tokenizer_config(data: FinetuneData) -> DataConfig:
+    """The tokenizer settings of a fine-tuning run as the pretraining pipeline's `DataConfig`."""
+    return DataConfig(corpus=data.tokenizer_corpus, max_documents=data.tokenizer_max_documents,
+                      vocab_size=data.vocab_size, tokenizer=data.tokenizer, lowercase=data.lowercase)
 
 
 def _write_predictions(workdir: pathlib.Path, split: str, rows: list[dict]) -> None:
@@ -345,89 +244,7 @@ def _write_predictions(workdir: pathlib.Path, split: str, rows: list[dict]) -> N
             f.write(json.dumps(r) + "\n")
 
 
-def _better(value: float, best: float | None, metric: str) -> bool:
-    if best is None:
-        return True
-    return value < best if metric in metrics_lib.LOWER_IS_BETTER else value > best
-
-
-class BestKeeper:
-    """Keeps the params of the best evaluation so far, on disk (`DIR/best/`) and as a device copy.
-
-    `update(step, metrics, state)` returns whether training should stop (patience exhausted). The record in
-    `best/meta.json` (step, value, evaluations since) lets a resumed run continue the same early stopping.
-    """
-
-    def __init__(self, directory: pathlib.Path, metric: str, patience: int):
-        self.directory, self.metric, self.patience = directory, metric, patience
-        self.meta: dict[str, Any] = {"step": None, "value": None, "evals_since_best": 0, "history": []}
-        self.params = None
-        if (directory / "meta.json").exists():
-            self.meta = json.loads((directory / "meta.json").read_text())
-
-    @property
-    def exhausted(self) -> bool:
-        return bool(self.patience) and self.meta["evals_since_best"] >= self.patience
-
-    def update(self, step: int, metrics: dict[str, float], state) -> bool:
-        value = metrics[f"eval_{self.metric}"]
-        self.meta["history"].append({"step": int(step), self.metric: value})
-        if _better(value, self.meta["value"], self.metric):
-            # A copy on the devices, in the params' own sharding: the next step donates the state's buffers.
-            self.params = jax.tree.map(jnp.copy, state.params)
-            self.meta.update(step=int(step), value=value, evals_since_best=0)
-            with ocp.StandardCheckpointer() as ckptr:  # every process takes part (multi-host saves)
-                ckptr.save(self.directory.absolute() / "params", self.params, force=True)
-        else:
-            self.meta["evals_since_best"] += 1
-        if jax.process_index() == 0:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            _write_json(self.directory / "meta.json", self.meta)
-        return self.exhausted
-
-    def load(self, abstract_params):
-        """The best params (from memory, else from disk onto `abstract_params`), or None if never evaluated."""
-        if self.params is not None:
-            return self.params
-        if self.meta["step"] is None or not (self.directory / "params").exists():
-            return None
-        with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(self.directory.absolute() / "params", abstract_params)
-
-
 # ---------------------------------------------------------------------------------------------- the run
-
-
-def _zero_shot(cfg: FinetuneConfig, task: Task, source: Source, workdir: pathlib.Path) -> dict[str, Any]:
-    from llm_jax.eval.cloze import cloze_scores  # why lazy: only K = 0 scores by cloze
-
-    if task.spec.kind != "classification":
-        raise ValueError(f"Zero-shot (data.train_examples=0) scores classification tasks by cloze; {task.spec.name} "
-                         f"is a {task.spec.kind} task.")
-    params = source.params
-    if params is None:
-        model = models.build(source.family, source.config)
-        dummy = np.zeros((1, 8), np.int32)
-        params = nn.meta.unbox(jax.jit(lambda k: model.init(k, dummy, mlm_positions_BP=np.zeros((1, 1), np.int32)))(
-            jax.random.key(cfg.train.seed))["params"])
-    results: dict[str, dict[str, float]] = {}
-    train = task.splits["train"]
-    for split in ("validation", "test"):
-        records = task.splits.get(split)
-        if not records:
-            continue
-        scores = cloze_scores(source.family, source.config, params, source.tokenizer, task.spec, records,
-                              cfg.data.seq_len, cfg.data.eval_batch_size)
-        outputs = {"logits": scores}
-        enc = Encoded({"inputs": np.zeros((len(records), 1), np.int32)})
-        m, rows = score(task.spec, split, records, enc, outputs)
-        base = majority_baseline(task.spec, train, split, records)
-        results[split] = {**m, **({"majority_baseline": base} if base is not None else {})}
-        _write_predictions(workdir, split, rows)
-    _write_json(workdir / RESULTS_FILE, results)
-    _write_json(workdir / "summary.json", {"task": task.spec.name, "model": source.description,
-                                           "train_examples": 0, "mode": "zero-shot cloze", "results": results})
-    return results
 
 
 def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]:
@@ -445,7 +262,7 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
     task = load_task(cfg.task)
     task = Task(with_metrics(task.spec, cfg.task.metrics), task.splits)
     spec = task.spec
-    source = resolve_model(cfg, workdir)
+    source = resolve_model(cfg.model, tokenizer_config(cfg.data), workdir)
     if jax.process_index() == 0 and not (workdir / "tokenizer.json").exists():
         save_tokenizer(source.tokenizer, workdir)  # the run directory is self-contained
     if cfg.data.seq_len > source.config.max_seq_len:
@@ -455,20 +272,26 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
     resolved = {"family": source.family, "model": dataclasses.asdict(source.config), "source": source.description,
                 **{k: v for k, v in cfg.to_dict().items() if k != "model"},
                 "model_source": dataclasses.asdict(cfg.model)}
-    _check_workdir(workdir, resolved)
-    _write_json(workdir / "config.json", resolved)
+    check_workdir(workdir, resolved, keys=("family", "model", "source", "task", "data"))
+    write_json(workdir / "config.json", resolved)
     if cfg.data.train_examples == 0:
-        return _zero_shot(cfg, task, source, workdir)
+        scored = zero_shot(source.family, source.config, source.params, source.tokenizer, task,
+                           seq_len=cfg.data.seq_len, batch_size=cfg.data.eval_batch_size, seed=tcfg.seed)
+        results = {split: m for split, (m, _) in scored.items()}
+        for split, (_, rows) in scored.items():
+            _write_predictions(workdir, split, rows)
+        write_json(workdir / RESULTS_FILE, results)
+        write_json(workdir / "summary.json", {"task": spec.name, "model": source.description, "train_examples": 0,
+                                              "mode": "zero-shot cloze", "results": results})
+        return results
 
     # ---- data
     t0 = time.time()
     enc_kw = dict(doc_stride=cfg.data.doc_stride, max_query_length=cfg.data.max_query_length,
-                  type_vocab_size=source.config.type_vocab_size)
+                  type_vocab_size=source.config.num_token_types)
     train_records = _train_rows(task, cfg)
     train = encode(spec.kind, source.tokenizer, train_records, cfg.data.seq_len, **enc_kw)
-    if train.arrays["inputs"].max() >= source.config.vocab_size:
-        raise ValueError(f"Token ids reach {train.arrays['inputs'].max()} but the model has {source.config.vocab_size} "
-                         "embeddings; use the tokenizer the model was trained with.")
+    check_token_ids(train.arrays["inputs"], source.config.vocab_size)
     train_arrays = dict(train.arrays, weight=np.ones(len(train), np.float32))
     cw = None
     if cfg.data.balance != "none":
@@ -504,27 +327,28 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
     model = heads.build(source.family, source.config, spec.kind, spec.num_labels, cfg.model.classifier_dropout)
     tx, schedule = make_optimizer(optim_cfg, total)
     dummy = {k: np.zeros((tcfg.batch_size,) + v.shape[1:], v.dtype) for k, v in train_arrays.items()}
+    objective = TaskObjective(spec.kind, cw)
     init_params = None
     if source.params is not None:
-        one = {k: dummy[k][:1] for k in ("inputs", "mask", "segment_ids")}
-        fresh = nn.meta.unbox(jax.jit(lambda k: model.init({"params": k}, one["inputs"], mask_BT=one["mask"],
-                                                           segment_ids_BT=one["segment_ids"])["params"])(
-            jax.random.key(tcfg.seed)))
+        one = {k: v[:1] for k, v in dummy.items()}
+        fresh = nn.meta.unbox(jax.jit(lambda k: step_lib.init_variables(model, objective, one, {"params": k})[
+            "params"])(jax.random.key(tcfg.seed)))
         init_params, _ = heads.transplant_trunk(source.family, fresh, source.params)
-    state, shardings = step_lib.create_state(model, tx, dummy, mesh, rules, tcfg.seed, params=init_params)
+    state, shardings = step_lib.create_state(model, objective, tx, dummy, mesh, rules, tcfg.seed,
+                                             params=init_params)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_to_keep)
     start_step = 0
-    restored = ckpt.restore_latest(jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+    restored = ckpt.restore_latest(abstract_like(state))
     if restored is not None:
         start_step, state, _ = restored
         log.info("Resumed from checkpoint step %d in %s", start_step, ckpt.directory)
 
-    loss_fn = make_loss(model, spec.kind, cw)
+    loss_fn = objective.make_loss(model)
     train_step = step_lib.jit_train_step(
-        step_lib.make_train_step(loss_fn, tx, schedule, seed=tcfg.seed, grad_accum_steps=optim_cfg.grad_accum_steps),
+        step_lib.make_train_step(loss_fn, tx, schedule, seed=tcfg.seed, grad_accum_steps=optim_cfg.grad_accum_steps,
+                                 denominators_fn=objective.loss_denominators),
         shardings, mesh, dummy)
     loader = DeterministicLoader(train_arrays, tcfg.batch_size, seed=tcfg.seed, process_index=jax.process_index(),
                                  process_count=jax.process_count())
@@ -554,7 +378,7 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
                 {k: v for k, v in loader.local_batch(s).items() if k in keys}, mesh),
             start_step=start_step, end_step=end, total_steps=total, log_every=tcfg.log_every,
             checkpointer=ckpt, checkpoint_every=tcfg.checkpoint_every,
-            meta_fn=lambda s: {"step": int(s), "loader_step": int(s), "config": resolved},
+            meta_fn=lambda s: {"step": int(s), "config": resolved},
             writer=writer, tokens_per_step=tcfg.batch_size * cfg.data.seq_len,
             eval_every=eval_every, evaluate=evaluate, on_eval=best.update,
             max_consecutive_skips=tcfg.max_consecutive_skips, progress=tcfg.progress, desc=f"finetune {spec.name}",
@@ -570,13 +394,11 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
                    "best_validation": best.meta["value"], "eval_history": best.meta["history"]}
         if result.preempted:
             summary["results"] = None
-            _write_json(workdir / "summary.json", summary)
+            write_json(workdir / "summary.json", summary)
             return {"preempted": True, "end_step": result.end_step, "summary": summary}
 
         # ---- final scores with the best params
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                                result.state.params)
-        best_params = best.load(abstract)
+        best_params = best.load(abstract_like(result.state.params))
         params = result.state.params if best_params is None else best_params
         results: dict[str, dict[str, float]] = {}
         for split, records in eval_records.items():
@@ -585,11 +407,11 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
             base = majority_baseline(spec, task.splits["train"], split, records)
             results[split] = {**m, **({"majority_baseline": base} if base is not None else {})}
             _write_predictions(workdir, split, rows)
-    _write_json(workdir / RESULTS_FILE, results)
+    write_json(workdir / RESULTS_FILE, results)
     summary["results"] = results
-    _write_json(workdir / "summary.json", summary)
+    write_json(workdir / "summary.json", summary)
     return results
 
 
-__all__ = ["BestKeeper", "FinetuneConfig", "FinetuneData", "FinetuneTrain", "ModelSource", "RESULTS_FILE",
-           "config_from_dict", "finetune", "oversample_indices", "resolve_model"]
+__all__ = ["FinetuneConfig", "FinetuneData", "FinetuneTrain", "RESULTS_FILE", "config_from_dict", "finetune",
+           "oversample_indices", "tokenizer_config"]

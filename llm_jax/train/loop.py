@@ -80,24 +80,67 @@ def _check_batch(cfg, mesh) -> None:
         raise ValueError(f"train.batch_size={b} is not divisible by the {jax.process_count()} processes.")
 
 
-def _check_workdir(workdir: pathlib.Path, resolved: dict[str, Any], existing: str) -> None:
-    """Refuses to continue a run in a workdir that holds a run with a different model/data/objective.
+def check_workdir(workdir: pathlib.Path, resolved: dict[str, Any], existing: str = "refuse", *,
+                  keys: tuple[str, ...]) -> None:
+    """Refuses to continue a run in a workdir that holds a run whose `keys` sections differ.
 
-    `existing="resume"` continues anyway (e.g. more data documents); `"overwrite"` was handled by the caller.
+    Shared by pretraining and fine-tuning. `existing="resume"` continues anyway (e.g. more data documents);
+    `"overwrite"` was handled by the caller.
+
+    Raises:
+      ValueError: naming the sections and the first fields that differ, and the three ways out.
     """
     path = workdir / "config.json"
     if not path.exists():
         return
     old = json.loads(path.read_text())
-    differing = [k for k in ("family", "model", "objective", "data") if old.get(k) != resolved.get(k)]
+    differing = [k for k in keys if old.get(k) != resolved.get(k)]
     if differing and existing != "resume":
         details = [f"{k}.{f}: {old[k].get(f)!r} → {resolved[k].get(f)!r}" for k in differing
-                   if isinstance(old.get(k), dict) for f in sorted(set(old[k]) | set(resolved[k]))
-                   if old[k].get(f) != resolved[k].get(f)]
+                   if isinstance(old.get(k), dict) and isinstance(resolved.get(k), dict)
+                   for f in sorted(set(old[k]) | set(resolved[k])) if old[k].get(f) != resolved[k].get(f)]
         raise ValueError(f"{workdir} holds a run with a different {', '.join(differing)} config "
-                         f"({'; '.join(details[:6]) or 'family differs'}). Resume it with its own config (see {path}), "
-                         "pass --resume to continue it with this config, --overwrite to set it aside and start "
-                         "afresh, or choose a new --workdir.")
+                         f"({'; '.join(details[:6]) or ', '.join(differing) + ' differs'}). Resume it with its own "
+                         f"config (see {path}), pass --resume to continue it with this config, --overwrite to set it "
+                         "aside and start afresh, or choose a new --workdir.")
+
+
+@dataclasses.dataclass
+class Frozen:
+    """Frozen models an objective reads (a teacher): their modules and their sharded params."""
+
+    modules: dict[str, Any]
+    params: dict[str, Any]
+
+
+def load_frozen_models(objective, objective_cfg, dummy: dict[str, np.ndarray], mesh, rules):
+    """Loads the models the objective declares in `required_models` from the paths in its config.
+
+    Each is any model `load_pretrained` reads (a run, checkpoint, model or Hugging Face directory). Its params are
+    placed in the shardings their logical names give, to be passed to the step as a non-donated argument.
+
+    Returns:
+      `(Frozen | None, shardings | None)`.
+
+    Raises:
+      ValueError: a required model whose path is not set in the objective config.
+    """
+    if not objective.required_models:
+        return None, None
+    from llm_jax.interop.native import load_pretrained  # why lazy: only objectives with frozen models
+
+    modules, params, shardings = {}, {}, {}
+    for name, what in objective.required_models.items():
+        path = getattr(objective_cfg, name, "")
+        if not path:
+            raise ValueError(f"objective.{name} is empty: the {objective_cfg.name} objective needs {what}; set "
+                             f"--config.objective.{name}=DIR (a run, checkpoint, model or Hugging Face directory).")
+        family, cfg, p, _ = load_pretrained(path)
+        modules[name] = models.build(family, cfg)
+        boxed = step_lib.abstract_params(modules[name], objective, dummy)
+        shardings[name] = step_lib.frozen_shardings(boxed, mesh, rules)
+        params[name] = step_lib.place(p, shardings[name])
+    return Frozen(modules, params), shardings
 
 
 def _set_aside(workdir: pathlib.Path) -> None:
@@ -144,20 +187,20 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
             raise FileNotFoundError(f"model.init_from={cfg.init_from} has no tokenizer.json beside its weights; the "
                                     "token ids must come from the tokenizer the weights were trained with.")
         # Architecture from the checkpoint; run-time choices (precision, remat, dropout) from this config.
-        model_cfg = dataclasses.replace(model_cfg, **{k: getattr(cfg.model, k) for k in
-                                                      ("dtype", "remat", "scan_unroll", "attention_impl",
-                                                       "hidden_dropout", "attention_dropout")})
+        model_cfg = models.with_runtime(model_cfg, cfg.model)
 
-    data = load_data(cfg.data, family.TOKENIZER_KIND, workdir, tokenizer=hf_tokenizer)
+    # A different run in the workdir is refused before its tokenizer is read (the model section, whose vocabulary
+    # comes from that tokenizer, is compared below).
+    check_workdir(workdir, cfg.to_dict(), existing, keys=("family", "objective", "data"))
+    data = load_data(cfg.data, family.TOKENIZER, workdir, tokenizer=hf_tokenizer)
     if not cfg.init_from:
-        model_cfg = dataclasses.replace(model_cfg, vocab_size=data.tokenizer.get_vocab_size(),
-                                        pad_token_id=data.special.pad).validate()
+        model_cfg = model_cfg.with_vocabulary(data.tokenizer.get_vocab_size(), data.special)
     if cfg.data.seq_len > model_cfg.max_seq_len:
         raise ValueError(f"data.seq_len={cfg.data.seq_len} is longer than the model's positions "
                          f"({model_cfg.max_seq_len}); shorten data.seq_len.")
     resolved = cfg.to_dict()
     resolved["model"] = dataclasses.asdict(model_cfg)
-    _check_workdir(workdir, resolved, existing)
+    check_workdir(workdir, resolved, existing, keys=("family", "model", "objective", "data"))
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(json.dumps(resolved, indent=2))
 
@@ -166,14 +209,17 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
     train_examples = objective.build_examples(data.train_docs_ids, cfg.data.seq_len, tcfg.seed)
     eval_examples = (objective.build_examples(data.eval_docs_ids, cfg.data.seq_len, tcfg.seed + 1)
                      if data.eval_docs_ids and tcfg.eval_every else None)
-    log.info("Built %d training examples in %.1fs", len(train_examples["tokens"]), time.time() - t0)
+    n_examples = len(next(iter(train_examples.values())))
+    log.info("Built %d training examples in %.1fs", n_examples, time.time() - t0)
     loader = DeterministicLoader(train_examples, tcfg.batch_size, seed=tcfg.seed,
-                                 process_index=jax.process_index(), process_count=jax.process_count())
+                                 process_index=jax.process_index(), process_count=jax.process_count(),
+                                 shuffle=objective.data_order == "shuffled")
 
     model = models.build(cfg.family, model_cfg)
     tx, schedule = make_optimizer(cfg.optim, tcfg.steps)
     dummy = objective.dummy_batch(tcfg.batch_size, cfg.data.seq_len)
-    state, shardings = step_lib.create_state(model, tx, dummy, mesh, rules, tcfg.seed, params=init_params)
+    frozen, frozen_sharding = load_frozen_models(objective, cfg.objective, dummy, mesh, rules)
+    state, shardings = step_lib.create_state(model, objective, tx, dummy, mesh, rules, tcfg.seed, params=init_params)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=tcfg.max_to_keep)
@@ -183,11 +229,13 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
         start_step, state, _ = restored
         log.info("Resumed from checkpoint step %d in %s", start_step, ckpt.directory)
 
-    loss_fn = objective.make_loss(model)
+    loss_fn = objective.make_loss(model, frozen_models=frozen.modules if frozen else None)
     train_step = step_lib.jit_train_step(
-        step_lib.make_train_step(loss_fn, tx, schedule, seed=tcfg.seed, grad_accum_steps=cfg.optim.grad_accum_steps),
-        shardings, mesh, dummy)
-    eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(loss_fn), shardings, mesh, dummy)
+        step_lib.make_train_step(loss_fn, tx, schedule, seed=tcfg.seed, grad_accum_steps=cfg.optim.grad_accum_steps,
+                                 denominators_fn=objective.loss_denominators),
+        shardings, mesh, dummy, frozen_sharding)
+    eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(loss_fn), shardings, mesh, dummy, frozen_sharding)
+    frozen_args = (frozen.params,) if frozen else ()
     eval_batches = []
     if eval_examples is not None:
         p, n_proc = jax.process_index(), jax.process_count()
@@ -199,28 +247,35 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
     writer = MetricWriter(workdir)
 
     def evaluate(state) -> dict[str, float]:
-        ms = jax.device_get([eval_step(state.params, sharding.global_batch_from_local(b, mesh)) for b in eval_batches])
+        # The eval stream is read in order with its own carry (fresh at every evaluation), as a segment model's
+        # evaluation with memory needs.
+        carry = step_lib.place(objective.init_carry(tcfg.batch_size, model_cfg), shardings.carry)
+        ms = []
+        for b in eval_batches:
+            m, carry = eval_step(state.params, sharding.global_batch_from_local(b, mesh), carry, *frozen_args)
+            ms.append(m)
+        ms = jax.device_get(ms)
         return {f"eval_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
 
     summary: dict[str, Any] = {"workdir": str(workdir), "parameters": n_params, "start_step": start_step,
                                "steps": tcfg.steps, "family": cfg.family}
     if jax.process_index() == 0:
         print(f"[llm-jax] {cfg.family}: {n_params:,} parameters | mesh {dict(mesh.shape)} rules={cfg.mesh.rules} | "
-              f"{len(train_examples['tokens']):,} examples of {cfg.data.seq_len} tokens | batch {tcfg.batch_size} | "
+              f"{n_examples:,} examples of {cfg.data.seq_len} tokens | batch {tcfg.batch_size} | "
               f"steps {start_step}→{tcfg.steps}", flush=True)
     t_start = time.time()
     end = min(tcfg.steps, tcfg.stop_after) if tcfg.stop_after else tcfg.steps
     with step_lib.mesh_context(mesh, rules):
         result = run_loop(
-            state=state, train_step=train_step,
+            state=state, train_step=lambda st, b: train_step(st, b, *frozen_args),
             batch_fn=lambda s: sharding.global_batch_from_local(objective.prepare(loader.local_batch(s), tcfg.seed), mesh),
             start_step=start_step, end_step=end, total_steps=tcfg.steps, log_every=tcfg.log_every,
             checkpointer=ckpt, checkpoint_every=tcfg.checkpoint_every,
-            meta_fn=lambda s: {"step": int(s), "loader_step": int(s), "config": resolved},
+            meta_fn=lambda s: {"step": int(s), "config": resolved},
             writer=writer, tokens_per_step=tcfg.batch_size * cfg.data.seq_len,
             eval_every=tcfg.eval_every if eval_batches else 0, evaluate=evaluate,
             max_consecutive_skips=tcfg.max_consecutive_skips, progress=tcfg.progress, desc="pretrain",
-            postfix_keys=("loss", "mlm_accuracy", "tokens_per_s"))
+            postfix_keys=objective.progress_keys)
     ckpt.close()
     writer.close()
     s = result.end_step

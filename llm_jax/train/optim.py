@@ -1,18 +1,27 @@
-"""The optimizer: AdamW with linear warmup + linear decay, no decay on biases/norms, global-norm clipping.
+"""The optimizer: AdamW or Adafactor, a warmup + decay schedule, no decay on biases/norms, global-norm clipping.
 
-As BERT's `optimization.py` (Devlin et al. 2019 Appendix A.2): Adam β=(0.9, 0.999), ε=1e-6, weight decay 0.01
-excluded from LayerNorm and bias parameters, warmup then linear decay to 0, gradient clipping at norm 1.0.
-Optionally layer-wise learning-rate decay for fine-tuning (ELECTRA, Clark et al. 2020, Appendix A).
+Default as BERT's `optimization.py` (Devlin et al. 2019 Appendix A.2): Adam β=(0.9, 0.999), ε=1e-6, weight decay
+0.01 excluded from LayerNorm and bias parameters, warmup then linear decay to 0, gradient clipping at norm 1.0.
+GPT-2/3 and Transformer-XL decay with a cosine; T5 trains with Adafactor and an inverse-square-root schedule
+(Raffel et al. 2020 §3.1.2). Optionally layer-wise learning-rate decay for fine-tuning (ELECTRA, Clark et al.
+2020, Appendix A), and extra optax transforms at the end of the chain (pruning masks).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from llm_jax.layers.stack import SCOPE as STACK_SCOPE
+
+OPTIMIZERS = ("adamw", "adafactor")
+SCHEDULES = ("linear", "cosine", "rsqrt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,13 +30,19 @@ class OptimConfig:
 
     Attributes:
       learning_rate: peak learning rate.
-      warmup_steps: linear warmup from 0 to the peak.
-      end_learning_rate: value reached at the last step (linear decay).
-      weight_decay: decoupled weight decay (AdamW), not applied to biases and norm scales.
-      b1, b2, eps: Adam moments.
+      warmup_steps: linear warmup from 0 to the peak ("rsqrt": the constant stretch before the decay).
+      end_learning_rate: value reached at the last step ("linear" and "cosine"; "rsqrt" ignores it).
+      weight_decay: decoupled weight decay (`lr × weight_decay × param` per step, as AdamW), not applied to biases
+        and norm scales; the same meaning for Adafactor (T5 used none: set 0).
+      b1, b2, eps: Adam moments (AdamW only).
       clip_norm: global-norm gradient clipping (≤ 0 disables).
       grad_accum_steps: micro-batches per update (the batch is split inside the jitted step).
-      layer_decay: layer-wise learning-rate decay (1.0 = off); see `layerwise_lr_decay`.
+      layer_decay: layer-wise learning-rate decay (1.0 = off); see `layer_depth_factors`.
+      name: "adamw" or "adafactor" (optax's Adafactor with its defaults, which are T5's: factored second
+        moments, decay rate 0.8, update clipping at RMS 1.0, step scaled by the parameter RMS, no momentum).
+      schedule: "linear" (warmup, then linear decay to `end_learning_rate`), "cosine" (warmup, then cosine decay
+        to `end_learning_rate`) or "rsqrt" (`learning_rate × sqrt(warmup / max(step, warmup))`: constant, then
+        ∝ 1/sqrt(step); T5's `1/sqrt(max(step, 10⁴))` is `learning_rate=0.01, warmup_steps=10_000`).
     """
 
     learning_rate: float = 1e-4
@@ -40,6 +55,8 @@ class OptimConfig:
     clip_norm: float = 1.0
     grad_accum_steps: int = 1
     layer_decay: float = 1.0
+    name: str = "adamw"
+    schedule: str = "linear"
 
     def validate(self) -> "OptimConfig":
         if self.learning_rate <= 0:
@@ -49,13 +66,25 @@ class OptimConfig:
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"optim.layer_decay={self.layer_decay} must be in (0, 1] (1.0 disables it; ELECTRA "
                              "used 0.8 for Base and 0.9 for Large).")
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optim.name={self.name!r} is not an optimizer here; choose one of {OPTIMIZERS}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule={self.schedule!r} is not a schedule here; choose one of {SCHEDULES}.")
         return self
 
 
 def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
-    """Linear warmup to the peak, then linear decay to `end_learning_rate` at `total_steps`."""
+    """The learning rate at each optimizer step (see `OptimConfig.schedule`); `total_steps` ends the decay."""
+    if cfg.schedule == "rsqrt":
+        k = float(max(cfg.warmup_steps, 1))
+        peak = cfg.learning_rate
+        return lambda step: peak * jnp.sqrt(k / jnp.maximum(jnp.asarray(step, jnp.float32), k))
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
-    decay = optax.linear_schedule(cfg.learning_rate, cfg.end_learning_rate, max(total_steps - warmup, 1))
+    decay_steps = max(total_steps - warmup, 1)
+    if cfg.schedule == "cosine":
+        decay = optax.cosine_decay_schedule(cfg.learning_rate, decay_steps, alpha=cfg.end_learning_rate / cfg.learning_rate)
+    else:
+        decay = optax.linear_schedule(cfg.learning_rate, cfg.end_learning_rate, decay_steps)
     if warmup == 0:
         return decay
     return optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, warmup), decay], [warmup])
@@ -76,6 +105,10 @@ def _path_names(path) -> list[str]:
     return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
 
 
+def _is_box(x) -> bool:
+    return isinstance(x, nn.meta.AxisMetadata)
+
+
 def layer_depth_factors(params, decay: float):
     """Per-parameter learning-rate factors `decay^(L + 1 − depth)`, shaped to multiply the updates.
 
@@ -85,34 +118,68 @@ def layer_depth_factors(params, decay: float):
     times as fast as the one above it. (ELECTRA's released code puts the head two steps above the top layer,
     `n_layers + 2`, which multiplies everything below the head by one more `decay`.)
 
-    Our layers are stacked on a leading `[L, ...]` axis in one scanned param (`llm_jax.layers.Stack`, whose
-    module is named `layers`), so a stacked param's factor is an `[L, 1, ..., 1]` array, one value per slice.
+    The layer index comes from the params' logical `layers` axis, which `llm_jax.layers.Stack` puts on every
+    scanned param: such a param's factor is an array with the `[L]` values on that axis and 1s elsewhere
+    (`[L, 1, ..., 1]`). A shared stack (`Stack(shared=True)`, ALBERT) has no `layers` axis — one set of weights
+    serves every depth — so its params get one factor, that of the top layer group (`decay`): they are the
+    layer the head reads, and a smaller rate would slow the layer that fine-tuning changes most. L, for the
+    embeddings, is the deepest scanned stack (1 when the only stack is shared).
+
+    Args:
+      params: the *boxed* params (leaves `nn.LogicallyPartitioned`, as `model.init` or
+        `jax.eval_shape(model.init, ...)` return them before `nn.meta.unbox`); abstract leaves are fine.
+      decay: the per-depth factor, in (0, 1].
+
+    Returns:
+      A tree shaped like the unboxed params, of float32 numpy factors broadcastable to each param.
+
+    Raises:
+      ValueError: when the params carry no logical axis names, or a param inside a stack has none.
     """
-    def factor(path, x):
+    leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_box)[0]
+    if not any(_is_box(x) for _, x in leaves):
+        raise ValueError("layer_depth_factors needs the boxed params (nn.LogicallyPartitioned leaves, e.g. "
+                         "step.abstract_params(model, batch)) to find the `layers` axis; pass them before nn.meta.unbox.")
+
+    def kind(path, x) -> tuple[str, int]:
         names = _path_names(path)
-        shape = getattr(x, "shape", ())
-        if "layers" in names and len(shape) >= 1:
-            n = shape[0]
+        if _is_box(x) and "layers" in x.names:
+            return "stacked", x.names.index("layers")
+        if STACK_SCOPE in names:
+            if not _is_box(x):
+                raise ValueError(f"param {'/'.join(names)} sits in a Stack but has no logical axis names; create it "
+                                 "with nn.with_logical_partitioning so layer_depth_factors can read its depth.")
+            return "shared", -1
+        return ("embeddings" if "embeddings" in names else "top"), -1
+
+    kinds = [kind(p, x) for p, x in leaves]
+    shape = lambda x: tuple(np.shape(x.value if _is_box(x) else x))
+    depth = max([shape(x)[axis] for (k, axis), (_, x) in zip(kinds, leaves) if k == "stacked"]
+                + [1 for k, _ in kinds if k == "shared"] + [0])
+
+    def factor(path, x):
+        k, axis = kind(path, x)
+        if k == "stacked":
+            s = shape(x)
+            n = s[axis]
             f = decay ** (n - np.arange(n, dtype=np.float64))
-            return jnp.asarray(f.reshape((n,) + (1,) * (len(shape) - 1)), jnp.float32)
-        if "embeddings" in names:
-            return jnp.asarray(decay ** (_num_layers(params) + 1), jnp.float32)
-        return jnp.asarray(1.0, jnp.float32)
+            return f.reshape([n if a == axis else 1 for a in range(len(s))]).astype(np.float32)
+        exponent = {"shared": 1, "embeddings": depth + 1, "top": 0}[k]
+        return np.asarray(decay ** exponent, np.float32)
 
-    return jax.tree_util.tree_map_with_path(factor, params)
-
-
-def _num_layers(params) -> int:
-    """L: the leading size of the stacked layer params (the deepest stack when there are several)."""
-    sizes = [np.shape(x)[0] for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
-             if "layers" in _path_names(path) and np.ndim(x) >= 1]
-    return max(sizes) if sizes else 0
+    return jax.tree_util.tree_map_with_path(factor, params, is_leaf=_is_box)
 
 
-def layerwise_lr_decay(decay: float) -> optax.GradientTransformation:
-    """Scales each update by `layer_depth_factors` — layer-wise learning-rate decay (ELECTRA App. A; Howard &
-    Ruder 2018's discriminative fine-tuning). Placed after AdamW, it scales the whole step, weight decay included,
-    exactly as a per-layer learning rate would."""
+def layerwise_lr_decay(decay: float, params) -> optax.GradientTransformation:
+    """Scales each update by `layer_depth_factors(params, decay)` — layer-wise learning-rate decay (ELECTRA
+    App. A; Howard & Ruder 2018's discriminative fine-tuning). Placed after the optimizer, it scales the whole
+    step, weight decay included, exactly as a per-layer learning rate would.
+
+    Args:
+      decay: the per-depth factor.
+      params: the boxed (abstract) params; see `layer_depth_factors`.
+    """
+    factors = layer_depth_factors(params, decay)
 
     def init_fn(params):
         del params
@@ -120,21 +187,47 @@ def layerwise_lr_decay(decay: float) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
-        factors = layer_depth_factors(updates, decay)
         return jax.tree.map(lambda u, f: (u * f).astype(u.dtype), updates, factors), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optax chain and its schedule (the schedule is logged as `learning_rate`)."""
+def _optimizer(cfg: OptimConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    if cfg.name == "adafactor":
+        # optax.adafactor adds `weight_decay_rate × param` after its learning-rate scaling, i.e. not scaled by the
+        # rate; a schedule `lr(step) × weight_decay` gives it AdamW's decoupled meaning of `weight_decay`.
+        decay = None if cfg.weight_decay == 0 else (lambda step: cfg.weight_decay * schedule(step))
+        return optax.adafactor(schedule, weight_decay_rate=decay, weight_decay_mask=_decay_mask)
+    return optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=_decay_mask)
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int, *, params=None,
+                   extra_transforms: Sequence[optax.GradientTransformation] = ()
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optax chain and its schedule (the schedule is logged as `learning_rate`).
+
+    Chain: global-norm clipping → AdamW / Adafactor → layer-wise LR decay → `extra_transforms`.
+
+    Args:
+      cfg: hyperparameters.
+      total_steps: optimizer steps of the run (end of the decay).
+      params: the model's boxed abstract params (`step.abstract_params(model, batch)`); needed only for
+        `cfg.layer_decay < 1`.
+      extra_transforms: optax transforms appended at the end (e.g. pruning masks that zero pruned updates).
+
+    Raises:
+      ValueError: invalid config, or `layer_decay` without `params`.
+    """
     cfg.validate()
     schedule = learning_rate_schedule(cfg, total_steps)
     parts = []
     if cfg.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(cfg.clip_norm))
-    parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                             mask=_decay_mask))
+    parts.append(_optimizer(cfg, schedule))
     if cfg.layer_decay != 1.0:
-        parts.append(layerwise_lr_decay(cfg.layer_decay))
+        if params is None:
+            raise ValueError(f"optim.layer_decay={cfg.layer_decay} reads layer depths from the params: call "
+                             "make_optimizer(cfg, steps, params=step.abstract_params(model, batch)).")
+        parts.append(layerwise_lr_decay(cfg.layer_decay, params))
+    parts.extend(extra_transforms)
     return optax.chain(*parts), schedule

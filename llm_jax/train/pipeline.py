@@ -10,12 +10,14 @@ import dataclasses
 import logging
 import pathlib
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
 from llm_jax.data.corpus import load_documents
-from llm_jax.data.tokenizer import load_tokenizer, save_tokenizer, special_ids, tokenize_documents, train_tokenizer
+from llm_jax.data.tokenizer import (TokenizerSpec, load_tokenizer, save_tokenizer, special_ids,
+                                    tokenize_documents)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,16 @@ class DataConfig:
         return self
 
 
-def get_tokenizer(cfg: DataConfig, kind: str, workdir: pathlib.Path, train_docs: list[str]):
-    """The run's tokenizer: the workdir's (resume), the configured one, or a newly trained one (saved)."""
+def get_tokenizer(cfg: DataConfig, spec: TokenizerSpec, workdir: pathlib.Path,
+                  train_docs: list[str] | Callable[[], list[str]]):
+    """The run's tokenizer: the workdir's (resume), the configured one, or a newly trained one (saved).
+
+    The one tokenizer path of pretraining and fine-tuning.
+
+    Args:
+      spec: the family's `TOKENIZER` (kind, special tokens in id order, roles, input template).
+      train_docs: the documents to train on, or a function returning them (read only when training).
+    """
     saved = workdir / "tokenizer.json"
     if saved.exists():
         return load_tokenizer(saved)
@@ -65,10 +75,13 @@ def get_tokenizer(cfg: DataConfig, kind: str, workdir: pathlib.Path, train_docs:
         tok = load_tokenizer(cfg.tokenizer)
     else:
         t0 = time.time()
-        tok = train_tokenizer(kind, train_docs, cfg.vocab_size,
-                              **({"lowercase": cfg.lowercase} if kind == "wordpiece" else {}))
-        log.info("Trained a %s tokenizer with %d entries in %.1fs", kind, tok.get_vocab_size(), time.time() - t0)
+        docs = train_docs() if callable(train_docs) else train_docs
+        # Why only for WordPiece: `data.lowercase` chooses BERT's cased / uncased vocabulary; the other kinds
+        # follow their family's spec (GPT-2 and RoBERTa are cased, ALBERT lower-cases).
+        tok = spec.train(docs, cfg.vocab_size, **({"lowercase": cfg.lowercase} if spec.kind == "wordpiece" else {}))
+        log.info("Trained a %s tokenizer with %d entries in %.1fs", spec.kind, tok.get_vocab_size(), time.time() - t0)
     if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
         save_tokenizer(tok, workdir)
     return tok
 
@@ -83,8 +96,14 @@ class Data:
     eval_docs_ids: list
 
 
-def load_data(cfg: DataConfig, tokenizer_kind: str, workdir: pathlib.Path, tokenizer=None) -> Data:
-    """Reads the corpus splits, gets the tokenizer, and tokenizes every document."""
+def load_data(cfg: DataConfig, spec: TokenizerSpec, workdir: pathlib.Path, tokenizer=None) -> Data:
+    """Reads the corpus splits, gets the tokenizer, and tokenizes every document.
+
+    Args:
+      spec: the family's `TOKENIZER`: how a new tokenizer is trained, its special-token roles, and whether
+        newlines are text (documents are then encoded whole).
+      tokenizer: use this tokenizer (e.g. the one beside `model.init_from`'s weights).
+    """
     cfg.validate()
     train_docs = load_documents(cfg.corpus, cfg.train_split, text_field=cfg.text_field,
                                 max_documents=cfg.max_documents or None)
@@ -97,14 +116,14 @@ def load_data(cfg: DataConfig, tokenizer_kind: str, workdir: pathlib.Path, token
         if jax.process_index() == 0 and not (workdir / "tokenizer.json").exists():
             save_tokenizer(tok, workdir)  # the run directory is self-contained: weights + the tokenizer they need
     else:
-        tok = get_tokenizer(cfg, tokenizer_kind, workdir, train_docs)
+        tok = get_tokenizer(cfg, spec, workdir, train_docs)
     t0 = time.time()
-    train_ids = tokenize_documents(tok, train_docs)
-    eval_ids = tokenize_documents(tok, eval_docs) if eval_docs else []
+    train_ids = tokenize_documents(tok, train_docs, keep_newlines=spec.keep_newlines)
+    eval_ids = tokenize_documents(tok, eval_docs, keep_newlines=spec.keep_newlines) if eval_docs else []
     n_tokens = sum(int(sum(len(s) for s in d)) for d in train_ids)
     log.info("Tokenized %d train documents (%d tokens) and %d eval documents in %.1fs", len(train_ids), n_tokens,
              len(eval_ids), time.time() - t0)
-    return Data(tokenizer=tok, special=special_ids(tok), train_docs_ids=train_ids, eval_docs_ids=eval_ids)
+    return Data(tokenizer=tok, special=special_ids(tok, spec.roles), train_docs_ids=train_ids, eval_docs_ids=eval_ids)
 
 
 def fixed_eval_batches(objective, examples: dict[str, np.ndarray], batch_size: int, num_batches: int, seed: int):

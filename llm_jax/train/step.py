@@ -1,14 +1,22 @@
 """TrainState, its sharded creation, and the jitted pure train / eval steps.
 
-`train_step(state, batch) -> (state, metrics)` is compiled once with explicit in/out shardings and the
+`train_step(state, batch, frozen) -> (state, metrics)` is compiled once with explicit in/out shardings and the
 state donated. Its RNG is `fold_in(key(seed), step)`, so a resumed run draws the same dropout masks.
-A non-finite loss or gradient skips the update (params and optimizer state unchanged) and is counted in
+A non-finite loss or gradient skips the update (params, optimizer state and carry unchanged) and is counted in
 the `skipped` metric; the loop decides when too many skips end the run.
+
+* `state.carry` holds what an objective carries from one step to the next (Transformer-XL memory), batch-major
+  and batch-sharded, checkpointed with the rest so that a resumed run stays bitwise identical.
+* `frozen` holds parameters the loss reads but never trains (a distillation teacher): a jit argument with its
+  own shardings, never donated and never saved in the student's checkpoints.
+* Gradient accumulation splits batch and carry alike and normalises every micro-batch by the *global* batch's
+  denominators (`objective.loss_denominators`), so it gives the full batch's loss and update.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +36,7 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
+    carry: Any = dataclasses.field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -37,61 +46,76 @@ def mesh_context(mesh: Mesh, rules):
         yield
 
 
-def _model_inputs(batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The positional and keyword inputs a model init needs, from a (dummy) batch."""
-    kwargs = {"mask_BT": batch["mask"]}
-    if "segment_ids" in batch:
-        kwargs["segment_ids_BT"] = batch["segment_ids"]
-    if "mlm_positions" in batch:
-        kwargs["mlm_positions_BP"] = batch["mlm_positions"]
-    return batch["inputs"], kwargs
+def init_variables(model: nn.Module, objective, batch: dict[str, Any], rngs) -> Any:
+    """`model.init` on the inputs the objective builds from `batch` (the one init helper every caller uses)."""
+    args, kwargs = objective.init_inputs(batch)
+    return model.init(rngs, *args, **kwargs)
 
 
-def abstract_params(model: nn.Module, dummy_batch: dict[str, np.ndarray]):
+def abstract_params(model: nn.Module, objective, dummy_batch: dict[str, np.ndarray]):
     """Boxed abstract params (shapes + logical names), without allocating anything."""
-    tokens, kwargs = _model_inputs(dummy_batch)
-    return jax.eval_shape(lambda r: model.init({"params": r}, tokens, **kwargs)["params"], jax.random.key(0))
+    return jax.eval_shape(lambda r: init_variables(model, objective, dummy_batch, {"params": r})["params"],
+                          jax.random.key(0))
 
 
 def count_params(abstract_boxed) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(abstract_boxed))))
 
 
-def state_shardings(model, tx, dummy_batch, mesh: Mesh, rules):
+def carry_shardings(carry: Any, mesh: Mesh) -> Any:
+    """Batch-major carry leaves are split like the batch."""
+    return jax.tree.map(lambda x: sharding.batch_sharding(mesh, np.ndim(x)), carry)
+
+
+def state_shardings(model, objective, tx, dummy_batch, mesh: Mesh, rules):
     """NamedShardings for every leaf of the TrainState, derived from the params' logical names."""
-    boxed = abstract_params(model, dummy_batch)
+    boxed = abstract_params(model, objective, dummy_batch)
     abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=boxed,
-                                opt_state=jax.eval_shape(tx.init, boxed))
+                                opt_state=jax.eval_shape(tx.init, boxed), carry={})
     shardings = sharding.logical_to_shardings(abstract_state, mesh, rules)
-    return shardings.replace(step=sharding.replicated(mesh))
+    batch_size = next(iter(dummy_batch.values())).shape[0]
+    carry = jax.eval_shape(lambda: objective.init_carry(batch_size, model.cfg))
+    return shardings.replace(step=sharding.replicated(mesh), carry=carry_shardings(carry, mesh))
 
 
-def create_state(model, tx, dummy_batch, mesh: Mesh, rules, seed: int, params: Any | None = None):
+def place(tree: Any, shardings: Any) -> Any:
+    """Host arrays → global arrays in `shardings`; each process places only its own shards (multi-host too)."""
+    return jax.tree.map(lambda x, sh: jax.make_array_from_callback(np.shape(x), sh, lambda i: np.asarray(x)[i]),
+                        tree, shardings)
+
+
+def create_state(model, objective, tx, dummy_batch, mesh: Mesh, rules, seed: int, params: Any | None = None):
     """A freshly initialised TrainState created directly in its sharded layout (no full copy on one device).
 
     Args:
+      model: a family module (its Config is `model.cfg`, as every family's modules keep it).
+      objective: builds the init inputs from `dummy_batch` and the initial carry.
       params: start from these params (e.g. an imported checkpoint) instead of random init.
     """
-    shardings = state_shardings(model, tx, dummy_batch, mesh, rules)
-    tokens, kwargs = _model_inputs(dummy_batch)
+    shardings = state_shardings(model, objective, tx, dummy_batch, mesh, rules)
+    batch_size = next(iter(dummy_batch.values())).shape[0]
 
     def fresh(p):
-        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
+                          carry=objective.init_carry(batch_size, model.cfg))
 
     with mesh_context(mesh, rules):
         if params is None:
-            init = lambda key: fresh(nn.meta.unbox(model.init({"params": key}, tokens, **kwargs)["params"]))
+            init = lambda key: fresh(nn.meta.unbox(init_variables(model, objective, dummy_batch,
+                                                                  {"params": key})["params"]))
             state = jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
         else:
             # Why an argument, not a closure: closed-over arrays would be baked into the program as constants.
-            # make_array_from_callback: each process places only its own shards (works multi-host too).
-            placed = jax.tree.map(lambda x, sh: jax.make_array_from_callback(np.shape(x), sh, lambda i: np.asarray(x)[i]),
-                                  params, shardings.params)
-            state = jax.jit(fresh, out_shardings=shardings)(placed)
+            state = jax.jit(fresh, out_shardings=shardings)(place(params, shardings.params))
     return state, shardings
 
 
-def _split_microbatches(batch: dict[str, jax.Array], n: int) -> dict[str, jax.Array]:
+def frozen_shardings(boxed_frozen: Any, mesh: Mesh, rules) -> Any:
+    """Shardings of frozen params (a teacher) from their logical names, like the trained params'."""
+    return sharding.logical_to_shardings(boxed_frozen, mesh, rules)
+
+
+def _split_microbatches(tree: Any, n: int) -> Any:
     """`[B, …] → [n, B/n, …]` taking rows i ≡ a (mod n) for micro-batch a, so that each device's local rows
     spread evenly over the micro-batches (a contiguous split would leave devices idle)."""
 
@@ -99,33 +123,60 @@ def _split_microbatches(batch: dict[str, jax.Array], n: int) -> dict[str, jax.Ar
         b = x.shape[0]
         return jnp.moveaxis(x.reshape((b // n, n) + x.shape[1:]), 1, 0)
 
-    return jax.tree.map(split, batch)
+    return jax.tree.map(split, tree)
+
+
+def _merge_microbatches(tree: Any) -> Any:
+    """The inverse of `_split_microbatches`: `[n, B/n, …] → [B, …]` in the original row order."""
+
+    def merge(x):
+        n, m = x.shape[:2]
+        return jnp.moveaxis(x, 0, 1).reshape((n * m,) + x.shape[2:])
+
+    return jax.tree.map(merge, tree)
 
 
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedule: optax.Schedule, *, seed: int,
-                    grad_accum_steps: int = 1) -> Callable:
-    """Builds the pure `train_step(state, batch) -> (state, metrics)`."""
+                    grad_accum_steps: int = 1, denominators_fn: Callable | None = None) -> Callable:
+    """Builds the pure `train_step(state, batch, frozen=None) -> (state, metrics)`.
 
-    def grads_and_metrics(params, batch, key):
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
-        return grads, metrics
+    Args:
+      loss_fn: `loss(params, batch, rng, *, carry, frozen, denominators, deterministic) -> (loss, (metrics,
+        carry))`, every loss and metric normalised by `denominators` (see `llm_jax.objectives.base`).
+      denominators_fn: the objective's `loss_denominators(batch)`; computed once on the global batch.
+      grad_accum_steps: micro-batches per update; the result equals the full batch's (same loss, same update).
+    """
 
-    def train_step(state: TrainState, batch):
+    def grads_and_metrics(params, batch, key, carry, frozen, denominators):
+        def f(p):
+            return loss_fn(p, batch, key, carry=carry, frozen=frozen, denominators=denominators)
+
+        (_, (metrics, new_carry)), grads = jax.value_and_grad(f, has_aux=True)(params)
+        return grads, metrics, new_carry
+
+    def train_step(state: TrainState, batch, frozen=None):
         key = jax.random.fold_in(jax.random.key(seed), state.step)
+        denominators = None if denominators_fn is None else denominators_fn(batch)
         if grad_accum_steps == 1:
-            grads, metrics = grads_and_metrics(state.params, batch, key)
+            grads, metrics, new_carry = grads_and_metrics(state.params, batch, key, state.carry, frozen, denominators)
         else:
             micro = _split_microbatches(batch, grad_accum_steps)
+            micro_carry = _split_microbatches(state.carry, grad_accum_steps)
 
             def body(acc, xs):
-                i, mb = xs
-                g, m = grads_and_metrics(state.params, mb, jax.random.fold_in(key, i))
-                return jax.tree.map(jnp.add, acc, (g, m)), None
+                i, mb, mc = xs
+                g, m, c = grads_and_metrics(state.params, mb, jax.random.fold_in(key, i), mc, frozen, denominators)
+                return jax.tree.map(jnp.add, acc, (g, m)), c
 
-            zeros = jax.eval_shape(grads_and_metrics, state.params, jax.tree.map(lambda x: x[0], micro), key)
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
-            (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum_steps), micro))
-            grads, metrics = jax.tree.map(lambda x: x / grad_accum_steps, (grads, metrics))
+            first = jax.tree.map(lambda x: x[0], (micro, micro_carry))
+            shapes = jax.eval_shape(lambda mb, mc: grads_and_metrics(state.params, mb, key, mc, frozen,
+                                                                     denominators)[:2], *first)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            (grads, metrics), carries = jax.lax.scan(body, zeros, (jnp.arange(grad_accum_steps), micro, micro_carry))
+            new_carry = _merge_microbatches(carries)
+            if denominators_fn is None:
+                # Without global denominators each micro-batch loss is its own mean: average them.
+                grads, metrics = jax.tree.map(lambda x: x / grad_accum_steps, (grads, metrics))
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
 
@@ -144,9 +195,9 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedul
                                                      state.opt_state)
         else:
             new_params, new_opt_state = apply(state.params, state.opt_state)
-            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-            new_params, new_opt_state = keep(new_params, state.params), keep(new_opt_state, state.opt_state)
-        new_state = TrainState(step=state.step + 1, params=new_params, opt_state=new_opt_state)
+            new_params, new_opt_state = _keep_if(finite, (new_params, new_opt_state), (state.params, state.opt_state))
+        new_carry = _keep_if(finite, new_carry, state.carry)
+        new_state = TrainState(step=state.step + 1, params=new_params, opt_state=new_opt_state, carry=new_carry)
         metrics = dict(metrics, grad_norm=grad_norm, learning_rate=schedule(state.step),
                        skipped=1 - finite.astype(jnp.int32))
         return new_state, metrics
@@ -154,23 +205,42 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedul
     return train_step
 
 
-def make_eval_step(loss_fn: Callable) -> Callable:
-    """`eval_step(params, batch) -> metrics` with dropout off."""
+def _keep_if(finite, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
 
-    def eval_step(params, batch):
-        _, metrics = loss_fn(params, batch, jax.random.key(0), deterministic=True)
-        return metrics
+
+def make_eval_step(loss_fn: Callable) -> Callable:
+    """`eval_step(params, batch, carry=None, frozen=None) -> (metrics, carry)` with dropout off."""
+
+    def eval_step(params, batch, carry=None, frozen=None):
+        _, (metrics, carry) = loss_fn(params, batch, jax.random.key(0), carry=carry, frozen=frozen,
+                                      deterministic=True)
+        return metrics, carry
 
     return eval_step
 
 
-def jit_train_step(train_step, shardings: TrainState, mesh: Mesh, dummy_batch: dict[str, np.ndarray]):
-    """`jax.jit` with explicit shardings and the state donated."""
-    batch_shardings = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in dummy_batch.items()}
-    return jax.jit(train_step, in_shardings=(shardings, batch_shardings), out_shardings=(shardings, None),
-                   donate_argnums=0)
+def _batch_shardings(mesh: Mesh, dummy_batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in dummy_batch.items()}
 
 
-def jit_eval_step(eval_step, shardings: TrainState, mesh: Mesh, dummy_batch: dict[str, np.ndarray]):
-    batch_shardings = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in dummy_batch.items()}
-    return jax.jit(eval_step, in_shardings=(shardings.params, batch_shardings))
+def jit_train_step(train_step, shardings: TrainState, mesh: Mesh, dummy_batch: dict[str, np.ndarray],
+                   frozen_sharding: Any = None):
+    """`jax.jit` with explicit shardings, the state donated, frozen params (if any) a non-donated argument.
+
+    Without `frozen_sharding` the jitted step takes `(state, batch)`; with it, `(state, batch, frozen)`.
+    """
+    in_shardings = (shardings, _batch_shardings(mesh, dummy_batch))
+    if frozen_sharding is not None:
+        in_shardings += (frozen_sharding,)
+    return jax.jit(train_step, in_shardings=in_shardings, out_shardings=(shardings, None), donate_argnums=0)
+
+
+def jit_eval_step(eval_step, shardings: TrainState, mesh: Mesh, dummy_batch: dict[str, np.ndarray],
+                  frozen_sharding: Any = None):
+    """`jax.jit` of the eval step `(params, batch, carry[, frozen]) -> (metrics, carry)`; the carry it threads is
+    sharded like the train state's."""
+    in_shardings = (shardings.params, _batch_shardings(mesh, dummy_batch), shardings.carry)
+    if frozen_sharding is not None:
+        in_shardings += (frozen_sharding,)
+    return jax.jit(eval_step, in_shardings=in_shardings, out_shardings=(None, shardings.carry))

@@ -138,3 +138,44 @@ def test_undecodable_lines_are_skipped_and_counted(tmp_path, caplog):
         docs = load_documents(str(path))
     assert docs == ["good one.\nsecond sentence.", "good two."]
     assert "skipped 1 line(s) that are not valid UTF-8" in caplog.text
+
+
+def _cut_xz(path):
+    data = lzma.compress("".join(json.dumps({"text": f"doc {i}."}) + "\n" for i in range(500)).encode())
+    path.write_bytes(data[: len(data) // 2])
+
+
+BROKEN = {  # file name: (how to write it, what the message says)
+    "cut.jsonl.xz": (_cut_xz, r"is truncated or damaged after line \d+ .*download or compress it again"),
+    "notgzip.jsonl.gz": (lambda p: p.write_text('{"text": "x"}\n'), r"is truncated or damaged"),
+    "bad.jsonl": (lambda p: p.write_text('{"text": "a."}\n{"text": "b." oops}\n'), r"line 2 is not valid JSON"),
+    "array.jsonl": (lambda p: p.write_text('{"text": "a."}\n["b."]\n'), r"line 2 holds a JSON list, not an object"),
+    "doc.json": (lambda p: p.write_text('[{"text": "a."},\n {"text": "b."}\n'), r"line 3, column 1 is not valid JSON"),
+    "empty.jsonl": (lambda p: p.write_text(""), r"is empty \(0 bytes\)"),
+    "folder.jsonl": (lambda p: p.mkdir(), r"is a folder, not a file"),
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_an_unreadable_corpus_file_gets_one_line_naming_it(tmp_path, name):
+    write, message = BROKEN[name]
+    write(tmp_path / name)
+    with pytest.raises(ValueError, match=message) as e:
+        load_documents(str(tmp_path / name))
+    assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_bad_file_in_a_glob_is_named(tmp_path):
+    _write_jsonl(tmp_path / "a.jsonl", [{"text": "fine."}])
+    (tmp_path / "b.jsonl").write_text('{"text": "fine."}\n{"text": \n')
+    with pytest.raises(ValueError, match=r"corpus file .*b\.jsonl as JSON: line 2 is not valid JSON"):
+        load_documents(str(tmp_path / "*.jsonl"))
+
+
+def test_null_documents_are_left_out_and_counted(tmp_path, caplog):
+    import logging
+
+    path = _write_jsonl(tmp_path / "c.jsonl", [{"text": "one."}, {"text": None}, {"text": "two."}])
+    with caplog.at_level(logging.WARNING):
+        assert load_documents(str(path)) == ["one.", "two."]
+    assert "left out 1 record(s) whose 'text' is null" in caplog.text

@@ -46,7 +46,6 @@ def test_batches_straddle_epochs():
     loader = DeterministicLoader(_examples(), 4, seed=1)
     batch = loader.local_batch(2)  # stream positions 8..11: two rows of epoch 0, two of epoch 1
     np.testing.assert_array_equal(batch["epoch"], [0, 0, 1, 1])
-    assert loader.epoch_of(2) == 0 and loader.epoch_of(3) == 1 and loader.epoch_of(5) == 2
     # The documented stream: epoch e is default_rng([seed, e]).permutation(N).
     stream = np.concatenate([np.random.default_rng([1, e]).permutation(N) for e in range(2)])
     np.testing.assert_array_equal(batch["example_index"], stream[8:12])

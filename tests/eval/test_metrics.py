@@ -82,3 +82,45 @@ def test_squad_normalisation_and_scores_by_the_official_rules():
 def test_unknown_metric_is_named():
     with pytest.raises(ValueError, match="Unknown metric.*known"):
         metrics.compute(["acc"], np.zeros(2), np.zeros(2))
+
+
+def test_labels_that_are_not_numbers_are_refused():
+    with pytest.raises(ValueError, match="not numbers.*hidden label"):
+        metrics.compute(["accuracy"], np.array([1, None]), np.array([1, 0]))
+    with pytest.raises(ValueError, match="not numbers.*NaN"):
+        metrics.compute(["pearson"], np.array([1.0, np.nan, 2.0]), np.array([1.0, 0.0, 3.0]))
+    with pytest.raises(ValueError, match="one prediction per label"):
+        metrics.compute(["mse"], np.zeros(3), np.zeros(2))
+
+
+@pytest.mark.parametrize("scores", [[-1.0, 0.5, 2.0, 4.0], [-1.0, -1.0, 3.0, 0.0]])
+def test_a_regression_score_of_minus_one_is_scored(tmp_path, scores):
+    """-1 is GLUE's hidden-label marker only in GLUE's test splits; in a validation split it is a score."""
+    import json
+
+    from llm_jax.data.features import Encoded
+    from llm_jax.data.tasks import TaskConfig, load_task
+    from llm_jax.eval import predict
+
+    path = tmp_path / "scores.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", "score": s}) + "\n" for i, s in enumerate(scores)))
+    task = load_task(TaskConfig(name="local", kind="regression", label_field="score", train_file=str(path),
+                                validation_file=str(path)))
+    records = task.splits["validation"]
+    preds = np.array([-0.5, 0.0, 2.5, 3.0])
+    got, rows = predict.score(task.spec, "validation", records, Encoded({"inputs": np.zeros((4, 1), np.int32)}),
+                              {"logits": preds[:, None]})
+    gold = np.asarray(scores)
+    assert got == pytest.approx({"pearson": metrics.pearson(gold, preds), "spearman": metrics.spearman(gold, preds),
+                                 "mse": metrics.mean_squared_error(gold, preds)})
+    assert [r["label"] for r in rows] == scores
+    assert predict.majority_baseline(task.spec, task.splits["train"], "validation", records) == 0.0
+
+
+def test_a_metric_a_span_task_cannot_compute_is_named():
+    from llm_jax.data.tasks import TaskSpec
+    from llm_jax.eval import predict
+
+    spec = TaskSpec("qa", "span", 2, metrics=("accuracy", "f1"))
+    with pytest.raises(ValueError, match=r"Span tasks are scored by \['exact_match', 'f1'\], not \['accuracy'\]"):
+        predict.score(spec, "validation", [{"id": "q", "context": "c", "answers": []}], None, {})

@@ -17,7 +17,8 @@ import safetensors.flax
 import safetensors.numpy
 
 from llm_jax import models
-from llm_jax.interop import load_hf, load_hf_with_report, read_hf_config, save_hf, state_dict, to_hf_state_dict
+from llm_jax.interop import (load_hf, load_hf_with_report, read_hf_config, save_hf, state_dict, to_hf_state_dict,
+                             weights_io)
 from llm_jax.models import bert
 
 CONFIGS = {family: models.make_config(family, vocab_size=50, hidden_size=32, num_layers=2, num_heads=2,
@@ -181,18 +182,24 @@ def test_half_precision_checkpoints_are_widened_to_float32(tmp_path, hf_tensors)
         np.testing.assert_array_equal(loaded["bert"]["embeddings"]["word_embeddings"]["embedding"], want)
 
 
-def test_sharded_safetensors(tmp_path, hf_tensors, params):
-    _write(tmp_path, {})
-    (tmp_path / "model.safetensors").unlink()
+def _sharded(directory, hf_tensors):
+    """`directory` with the tensors in two safetensors shards and their index; returns the shard paths."""
+    _write(directory, {})
+    (directory / "model.safetensors").unlink()
     names = sorted(hf_tensors)
     shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
     for shard, keys in shards.items():
-        safetensors.numpy.save_file({k: hf_tensors[k] for k in keys}, str(tmp_path / shard))
+        safetensors.numpy.save_file({k: hf_tensors[k] for k in keys}, str(directory / shard))
     weight_map = {k: shard for shard, keys in shards.items() for k in keys}
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return [directory / s for s in shards]
+
+
+def test_sharded_safetensors(tmp_path, hf_tensors, params):
+    _, second = _sharded(tmp_path, hf_tensors)
     _assert_tree_equal(load_hf(tmp_path)[2], params)
 
-    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    second.unlink()
     with pytest.raises(FileNotFoundError, match="lists the shard model-00002-of-00002.safetensors"):
         load_hf(tmp_path)
 
@@ -275,3 +282,105 @@ def test_save_rejects_params_that_do_not_fit_before_writing(tmp_path, params):
     with pytest.raises(ValueError, match=r"missing \['nsp_head/bias'\].*wrong shape \['nsp_head/kernel: \(32, 3\)"):
         save_hf("bert", CONFIG, wrong, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ unreadable input files (fault #10.9)
+
+
+def _assert_one_line_naming(error, path):
+    text = str(error.value)
+    assert "\n" not in text and str(path) in text, text
+
+
+@pytest.fixture
+def saved(tmp_path, params):
+    """A checkpoint directory written by our exporter."""
+    return save_hf("bert", CONFIG, params, tmp_path / "saved")
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("damage, detail", [
+    (lambda p: _truncate(p), "incomplete metadata, file not fully covered"),  # an interrupted download
+    (lambda p: _truncate(p, keep=0.999), "incomplete metadata"),  # a few bytes short
+    (lambda p: p.write_bytes(b"<html><body>404 Not Found</body></html>"), "header too large"),  # an error page
+    (lambda p: p.write_bytes(b""), "header too small"),
+])
+def test_unreadable_safetensors_is_a_one_line_error(saved, damage, detail):
+    weights = saved / "model.safetensors"
+    damage(weights)
+    with pytest.raises(weights_io.UnreadableFileError, match=rf"is not a readable safetensors file \(.*{detail}.*\): "
+                                                             rf"it is truncated, damaged .*; re-download it") as error:
+        load_hf(saved)
+    _assert_one_line_naming(error, weights)
+    assert isinstance(error.value, ValueError)  # what callers and the CLI catch
+
+
+@pytest.mark.parametrize("damage", [_truncate, lambda p: p.write_bytes(b""), lambda p: p.write_bytes(b"<html>")])
+def test_unreadable_pytorch_bin_is_a_one_line_error(tmp_path, hf_tensors, torch, damage):
+    _write(tmp_path, {})
+    (tmp_path / "model.safetensors").unlink()
+    weights = tmp_path / "pytorch_model.bin"
+    torch.save({k: torch.from_numpy(v) for k, v in hf_tensors.items()}, weights)
+    damage(weights)
+    with pytest.raises(weights_io.UnreadableFileError, match="is not a readable PyTorch state dict .*re-download it") \
+            as error:
+        load_hf(tmp_path)
+    _assert_one_line_naming(error, weights)
+
+
+def test_pytorch_bin_of_something_else_than_tensors(tmp_path, torch):
+    _write(tmp_path, {})
+    (tmp_path / "model.safetensors").unlink()
+    torch.save({"step": 3}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(weights_io.UnreadableFileError, match="holds a dict with values other than tensors"):
+        load_hf(tmp_path)
+
+
+def test_unreadable_shards_and_indexes_are_one_line_errors(tmp_path, hf_tensors):
+    _, second = _sharded(tmp_path, hf_tensors)
+    index = tmp_path / "model.safetensors.index.json"
+    _truncate(second)
+    with pytest.raises(weights_io.UnreadableFileError, match="not a readable safetensors file") as error:
+        load_hf(tmp_path)
+    _assert_one_line_naming(error, second)
+
+    second.unlink()
+    with pytest.raises(FileNotFoundError, match="lists the shard model-00002-of-00002.safetensors, which is not in") \
+            as error:
+        load_hf(tmp_path)
+    _assert_one_line_naming(error, index)
+
+    _truncate(index)
+    with pytest.raises(weights_io.UnreadableFileError, match=r"is not a shard index \(not valid JSON") as error:
+        load_hf(tmp_path)
+    _assert_one_line_naming(error, index)
+
+    index.write_text(json.dumps({"weight_map": ["not", "a", "map"]}))
+    with pytest.raises(weights_io.UnreadableFileError, match="expected JSON with a 'weight_map' object") as error:
+        load_hf(tmp_path)
+    _assert_one_line_naming(error, index)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: {k: v for k, v in c.items() if k != "hidden_size"},
+     r"lacks the field 'hidden_size', which a bert config needs; re-download it"),
+    (lambda c: {**c, "hidden_size": None}, r"has a field of the wrong type \(unsupported operand"),
+])
+def test_config_json_missing_or_ill_typed_fields_are_named(saved, edit, message):
+    config_path = saved / "config.json"
+    config_path.write_text(json.dumps(edit(json.loads(config_path.read_text()))))
+    with pytest.raises(ValueError, match=message) as error:
+        load_hf(saved)
+    _assert_one_line_naming(error, config_path)
+
+
+def test_truncated_config_json_is_a_one_line_error(saved):
+    config_path = saved / "config.json"
+    _truncate(config_path)
+    with pytest.raises(weights_io.UnreadableFileError, match=r"is not valid JSON \(.*\); re-download it") as error:
+        read_hf_config(saved)
+    _assert_one_line_naming(error, config_path)

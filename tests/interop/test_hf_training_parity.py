@@ -12,11 +12,10 @@ import dataclasses
 
 import jax
 import numpy as np
-import pytest
 
 from llm_jax import models
 from llm_jax.interop import load_hf, save_hf
-from llm_jax.objectives import ObjectiveConfig, make_objective
+from llm_jax.objectives import config_for, make_objective
 from llm_jax.data.tokenizer import SpecialIds
 from llm_jax.sharding import MeshConfig, make_mesh, rules_for
 from llm_jax.train import step as step_lib
@@ -47,11 +46,12 @@ def _batches(objective):
 
 def _ours(config, params, batches):
     model = models.build("bert", config)
-    objective = make_objective(ObjectiveConfig(name="mlm_nsp", max_predictions=P), SpecialIds(0, 1, 2, 3, 4), VOCAB)
+    objective = make_objective(config_for("mlm_nsp", max_predictions=P), SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4), VOCAB)
     tx, schedule = make_optimizer(OPTIM, STEPS)
     mesh, rules = make_mesh(MeshConfig(data=1), jax.devices()[:1]), rules_for("dp")
-    state, shardings = step_lib.create_state(model, tx, batches[0], mesh, rules, seed=0, params=params)
-    train_step = step_lib.jit_train_step(step_lib.make_train_step(objective.make_loss(model), tx, schedule, seed=0),
+    state, shardings = step_lib.create_state(model, objective, tx, batches[0], mesh, rules, seed=0, params=params)
+    train_step = step_lib.jit_train_step(step_lib.make_train_step(objective.make_loss(model), tx, schedule, seed=0,
+                                                                  denominators_fn=objective.loss_denominators),
                                          shardings, mesh, batches[0])
     losses = []
     with step_lib.mesh_context(mesh, rules):
@@ -94,7 +94,7 @@ def test_four_train_steps_match_transformers_and_torch_adamw(tmp_path, torch, tr
                                  max_position_embeddings=T, hidden_dropout=0.0, attention_dropout=0.0).validate()
     params = random_params("bert", config, seed=3)
     save_hf("bert", config, params, tmp_path / "start")
-    batches = _batches(make_objective(ObjectiveConfig(name="mlm_nsp", max_predictions=P), SpecialIds(0, 1, 2, 3, 4),
+    batches = _batches(make_objective(config_for("mlm_nsp", max_predictions=P), SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4),
                                       VOCAB))
 
     our_losses, our_params, schedule = _ours(config, params, batches)

@@ -85,7 +85,7 @@ def test_kv_cache_decoding_matches_full_causal_pass():
     full = _attn()
     params = full.init(jax.random.key(1), x)["params"]
     ref = full.apply({"params": params}, x, mask_BHTS=layers.causal_mask(t))
-    dec = _attn(decode=True)
+    dec = _attn(decode=True, causal=True)
     cache = dec.init(jax.random.key(1), x)["cache"]
     outs = []
     for i in range(t):
@@ -124,11 +124,11 @@ def test_stack_scan_unroll_and_sharing(shared):
     kernel = params["params"]["layers"]["block"]["Dense_0"]["kernel"]
     kernel = getattr(kernel, "value", kernel)
     assert kernel.shape == ((8, 8) if shared else (3, 8, 8))
-    y, hidden = stack.apply(params, x, 0.5)
-    assert hidden.shape == (3, 2, 8)
+    y, hidden, inputs = stack.apply(params, x, 0.5)
+    assert hidden.shape == (3, 2, 8) and inputs is None
     np.testing.assert_allclose(hidden[-1], y)
-    unrolled = layers.Stack(Block, kw, num_layers=3, shared=shared, unroll=True, remat="full")
-    y2, _ = unrolled.apply(params, x, 0.5)
+    unrolled = layers.Stack(Block, dict(kw), num_layers=3, shared=shared, unroll=True, remat="full")
+    y2 = unrolled.apply(params, x, 0.5).x
     np.testing.assert_allclose(y, y2, atol=1e-6)
 
 
@@ -163,3 +163,41 @@ def test_attention_implementations_agree(implementation):
                                      implementation=implementation)
     with pytest.raises(ValueError, match="not one of"):
         layers.dot_product_attention(q, k, v, implementation="flash")
+
+
+@pytest.mark.parametrize("s", [6, 9], ids=["no_offset", "memory_offset"])
+@pytest.mark.parametrize("window", [None, 2])
+def test_causal_and_window_equal_their_dense_masks(s, window):
+    ks = jax.random.split(jax.random.key(5), 3)
+    q = jax.random.normal(ks[0], (2, 6, 3, 4))
+    k, v = (jax.random.normal(kk, (2, s, 3, 4)) for kk in ks[1:])
+    pad = layers.padding_mask(jnp.array([[1] * s, [0] + [1] * (s - 1)], bool))
+    band = layers.causal_mask(6, s) if window is None else layers.banded_causal_mask(6, window, s)
+    expected = layers.dot_product_attention(q, k, v, mask_BHTS=jnp.logical_and(pad, band))
+    for implementation in ("einsum", "xla"):  # "xla" with S = T: is_causal / local_window_size
+        got = layers.dot_product_attention(q, k, v, mask_BHTS=pad, causal=True, window=window,
+                                           implementation=implementation)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_attention_configuration_errors():
+    q = jnp.ones((1, 3, 2, 4))
+    with pytest.raises(ValueError, match="set causal=True"):
+        layers.dot_product_attention(q, q, q, window=2)
+    x = jnp.ones((1, 3, 8))
+    with pytest.raises(ValueError, match="cross-attention"):
+        _attn(causal=True).init(jax.random.key(0), x, x)
+    with pytest.raises(ValueError, match="causal KV cache"):
+        _attn(decode=True).init(jax.random.key(0), x)
+
+
+def test_embed_rejects_out_of_range_ids_when_concrete():
+    embed = layers.Embed(5, 4, field="token ids")
+    params = embed.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 5\).*\[0, 5\]"):
+        embed.apply(params, jnp.array([[0, 5]]))
+    with pytest.raises(ValueError, match=r"position ids must be in \[0, 3\)"):
+        layers.check_ids(np.array([-1, 2]), 3, "position ids")
+    layers.check_ids(np.array([0, 2]), 3, "position ids")
+    # Traced ids are not checked (no host callback in the hot path): the gather fills NaN, hence the host checks.
+    assert bool(jnp.isnan(jax.jit(embed.apply)(params, jnp.array([[0, 5]]))[0, 1]).all())

@@ -7,26 +7,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llm_jax import models
+from llm_jax import models, objectives
 from llm_jax.models import roberta
 from llm_jax.train.step import abstract_params, count_params
 
-DUMMY = {"inputs": np.zeros((1, 8), np.int32), "mask": np.ones((1, 8), bool)}
+
+def _count(family, cfg) -> int:
+    objective = objectives.shape_only_objective(models.family_module(family).DEFAULT_OBJECTIVE, cfg.vocab_size)
+    return count_params(abstract_params(models.build(family, cfg), objective, objective.dummy_batch(1, 8)))
 
 
 def _hf_count(family, cfg, require):
+    """The family's own HF architecture built from the HF config our `config_to_hf` writes."""
     torch = require("torch")
     transformers = require("transformers")
-    kw = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-              num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-              max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
-              pad_token_id=cfg.pad_token_id)
+    fam = models.family_module(family)
+    hf_cfg = fam.config_to_hf(cfg)
+    config = transformers.AutoConfig.for_model(hf_cfg.pop("model_type"), **hf_cfg)
     # Why the meta device: builds bert-large's module tree without allocating 1.3 GB of weights.
     with torch.device("meta"):
-        if family == "bert":
-            hf = transformers.BertForPreTraining(transformers.BertConfig(**kw))
-        else:
-            hf = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**kw))
+        hf = getattr(transformers, fam.HF_ARCHITECTURE)(config)
     return sum(p.numel() for p in hf.parameters())  # parameters() counts tied weights once
 
 
@@ -34,13 +34,13 @@ def _hf_count(family, cfg, require):
                                     "roberta-tiny"])
 def test_parameter_count_equals_hugging_face(preset, require):
     family, cfg = models.get_preset(preset)
-    ours = count_params(abstract_params(models.build(family, cfg), DUMMY))
+    ours = _count(family, cfg)
     assert ours == _hf_count(family, cfg, require)
 
 
 def test_known_published_sizes():
     # BertForPreTraining(bert-base-uncased) = 110,106,428; RobertaForMaskedLM(roberta-base) = 124,697,433.
-    counts = {p: count_params(abstract_params(models.build(*models.get_preset(p)), DUMMY))
+    counts = {p: _count(*models.get_preset(p))
               for p in ("bert-base", "roberta-base")}
     assert counts == {"bert-base": 110_106_428, "roberta-base": 124_697_433}
 

@@ -12,6 +12,7 @@ import pytest
 from llm_jax import models
 from llm_jax.models import heads
 from llm_jax.objectives import finetune as losses
+from llm_jax.objectives import weighted_cross_entropy
 
 VOCAB, WIDTH, LAYERS, N_HEADS, FFN, T, C = 101, 64, 2, 4, 128, 12, 3
 LENGTHS = (12, 8, 5)
@@ -80,7 +81,7 @@ def compiled():
         loss_fn = losses.make_loss(model, kind)
 
         def run(p, b, loss_fn=loss_fn, model=model):
-            loss, metrics = loss_fn(p, b, jax.random.key(0), deterministic=True)
+            loss, (metrics, _) = loss_fn(p, b, jax.random.key(0), deterministic=True)
             outputs = model.apply({"params": p}, b["inputs"], mask_BT=b["mask"], segment_ids_BT=b["segment_ids"])
             return loss, metrics, outputs
 
@@ -139,7 +140,7 @@ def test_class_weights_reweight_the_loss():
     cw = losses.class_weights(np.array([0, 0, 0, 1]), 2)  # inverse frequency: N / (C n_c)
     np.testing.assert_allclose(cw, [4 / 6, 4 / 2])
     nll = _np_ce(logits, np.asarray(labels))
-    loss, acc = losses.cross_entropy(logits, labels, w, jnp.asarray(cw))
+    loss, acc = weighted_cross_entropy(logits, labels, w, class_weights_V=jnp.asarray(cw))
     want = (nll * cw[np.asarray(labels)]).sum() / cw[np.asarray(labels)].sum()
     assert float(loss) == pytest.approx(want, rel=1e-6) and float(acc) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="no training example"):

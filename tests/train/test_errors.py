@@ -8,7 +8,7 @@ import pytest
 
 from llm_jax import cli
 from llm_jax.data.tokenizer import SpecialIds
-from llm_jax.objectives import ObjectiveConfig, make_objective
+from llm_jax.objectives import config_for, make_objective
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMALL = ["--config.data.max_documents=200", "--config.data.max_eval_documents=20", "--config.data.seq_len=32",
@@ -39,7 +39,7 @@ def test_impossible_configs_fail_before_compiling(tmp_path, capsys, override, me
 
 
 def test_token_ids_outside_the_vocabulary_are_refused():
-    objective = make_objective(ObjectiveConfig(name="mlm", masking="dynamic"), SpecialIds(1, 3, 0, 2, 4), 100)
+    objective = make_objective(config_for("mlm", masking="dynamic"), SpecialIds(pad=1, unk=3, cls=0, sep=2, mask=4), 100)
     docs = [[np.array([5, 6, 150], np.int32)], [np.array([7, 8], np.int32)]]
     with pytest.raises(ValueError, match=r"vocabulary has 100 entries"):
         objective.build_examples(docs, 16, seed=0)

@@ -1,6 +1,5 @@
 """Failure modes as tested behaviour: SIGKILL + restart, SIGTERM preemption, damaged checkpoints, NaN losses."""
 
-import json
 import os
 import pathlib
 import signal

@@ -8,7 +8,7 @@ import pytest
 
 from llm_jax import models, sharding
 from llm_jax.data.tokenizer import SpecialIds
-from llm_jax.objectives import ObjectiveConfig, make_objective
+from llm_jax.objectives import config_for, make_objective
 from llm_jax.train import step as step_lib
 from llm_jax.train.optim import OptimConfig, make_optimizer
 
@@ -34,15 +34,16 @@ def _batch(objective, seed):
 def _losses(mesh_cfg, devices, accum=1, steps=2):
     cfg = dataclasses.replace(models.get_preset("bert-tiny")[1], vocab_size=VOCAB)
     model = models.build("bert", cfg)
-    objective = make_objective(ObjectiveConfig(name="mlm_nsp", masking="dynamic", max_predictions=6),
+    objective = make_objective(config_for("mlm_nsp", masking="dynamic", max_predictions=6),
                                SPECIAL, VOCAB)
     tx, schedule = make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=1, grad_accum_steps=accum), 10)
     mesh = sharding.make_mesh(mesh_cfg, devices)
     rules = sharding.rules_for(mesh_cfg.rules)
     dummy = objective.dummy_batch(B, T)
-    state, shardings = step_lib.create_state(model, tx, dummy, mesh, rules, seed=0)
+    state, shardings = step_lib.create_state(model, objective, tx, dummy, mesh, rules, seed=0)
     train_step = step_lib.jit_train_step(
-        step_lib.make_train_step(objective.make_loss(model), tx, schedule, seed=0, grad_accum_steps=accum),
+        step_lib.make_train_step(objective.make_loss(model), tx, schedule, seed=0, grad_accum_steps=accum,
+                                 denominators_fn=objective.loss_denominators),
         shardings, mesh, dummy)
     losses = []
     with step_lib.mesh_context(mesh, rules):
@@ -77,24 +78,28 @@ def test_same_loss_on_one_and_eight_devices(reference, mesh_cfg):
         assert mu.sharding.spec == spec  # optimizer state sharded like its param
 
 
-def test_gradient_accumulation_is_the_mean_over_micro_batches():
+def test_gradient_accumulation_sums_micro_batches_over_global_denominators():
     tp = sharding.MeshConfig(data=2, fsdp=2, tensor=2, rules="fsdp_tp")
     losses_8, _ = _losses(tp, jax.devices(), accum=2)
     losses_1, _ = _losses(sharding.MeshConfig(data=1), jax.devices()[:1], accum=2)
     np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
-    # Step 0's reported loss is the mean of the two micro-batch losses, each with its own dropout key.
+    # Step 0's reported loss is the sum of the two micro-batch losses, each with its own dropout key and each
+    # normalised by the whole batch's number of predicted tokens.
     cfg = dataclasses.replace(models.get_preset("bert-tiny")[1], vocab_size=VOCAB)
     model = models.build("bert", cfg)
-    objective = make_objective(ObjectiveConfig(name="mlm_nsp", masking="dynamic", max_predictions=6),
+    objective = make_objective(config_for("mlm_nsp", masking="dynamic", max_predictions=6),
                                SPECIAL, VOCAB)
     tx, _ = make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=1, grad_accum_steps=2), 10)
     mesh = sharding.make_mesh(sharding.MeshConfig(data=1), jax.devices()[:1])
-    state, _ = step_lib.create_state(model, tx, objective.dummy_batch(B, T), mesh, sharding.rules_for("dp"), seed=0)
-    micro = step_lib._split_microbatches(_batch(objective, 0), 2)
+    state, _ = step_lib.create_state(model, objective, tx, objective.dummy_batch(B, T), mesh,
+                                     sharding.rules_for("dp"), seed=0)
+    batch = _batch(objective, 0)
+    micro = step_lib._split_microbatches(batch, 2)
+    denominators = objective.loss_denominators(batch)
     key = jax.random.fold_in(jax.random.key(0), 0)
     loss_fn = objective.make_loss(model)
-    expected = np.mean([float(loss_fn(state.params, jax.tree.map(lambda x: x[i], micro), jax.random.fold_in(key, i))[0])
-                        for i in range(2)])
+    expected = sum(float(loss_fn(state.params, jax.tree.map(lambda x: x[i], micro), jax.random.fold_in(key, i),
+                                 denominators=denominators)[0]) for i in range(2))
     np.testing.assert_allclose(losses_1[0], expected, rtol=1e-5)
 
 

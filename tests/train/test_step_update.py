@@ -9,10 +9,10 @@ import pytest
 from llm_jax.train import step as step_lib
 
 
-def _loss_fn(params, batch, rng, deterministic=False):
-    del rng, deterministic
+def _loss_fn(params, batch, rng, *, carry=None, frozen=None, denominators=None, deterministic=False):
+    del rng, frozen, denominators, deterministic
     loss = jnp.sum((params["w"] * batch["x"] - 1.0) ** 2) * batch["scale"]
-    return loss, {"loss": loss}
+    return loss, ({"loss": loss}, carry)
 
 
 def _run(backend: str, scale: float, monkeypatch):

@@ -1,0 +1,156 @@
+"""The family contract: what every model family module provides, and the config base the trainer relies on.
+
+A family is one file in `llm_jax/models/` plus one line in the registry (`models/__init__.py`). Code outside
+`models/` reaches a family only through the names below — it never branches on a family's name or reads a field
+that only some families' configs have. `check_family` verifies a module against the contract (a test runs it
+over the registry).
+
+| name | what it is |
+|---|---|
+| `NAME` | the registry key (`"bert"`) |
+| `Config` | a frozen dataclass deriving from `CommonConfig` (HF's hyperparameter names) |
+| `PRESETS` | preset name → Config (citing the paper's table) |
+| `PRETRAINING_MODEL` | the Flax module its pretraining objective trains (`model.apply(...)` per DESIGN §5.5) |
+| `DEFAULT_OBJECTIVE` | the registered objective name of its original recipe |
+| `LM_KIND` | one of `LM_KINDS`: how it scores text (masked, causal, seq2seq, permutation) |
+| `TOKENIZER` | a `TokenizerSpec`: the kind it trains, its special tokens and role → token map, input template, HF class |
+| `INPUT_FORMAT` | where its classifier token goes, which side it pads (`InputFormat`) |
+| `TRUNK_NAME`, `build_trunk(cfg, kind)` | the encoder the fine-tuning heads sit on, under the pretraining model's subtree name |
+| `sequence_head(cfg, trunk_out, *, kind, num_outputs, dropout, deterministic)` | pooling + output layer of its sequence classifiers (HF's `…ForSequenceClassification` / `…ForMultipleChoice`) |
+| `towers(cfg, seq_len, *, predicted_positions, heads)` | its stacks as `llm_jax.flops.Tower`s |
+| `HF_MODEL_TYPE`, `config_from_hf`, `config_to_hf`, and `HF_NAME_MAP`, `HF_ARCHITECTURE`, `HF_BASE_PREFIX`, `HF_TIED_WEIGHTS`, `HF_IGNORED`, `HF_INIT_IF_MISSING` (one checkpoint) or `HF_VIEWS` (several) | the Hugging Face checkpoint mapping (`llm_jax.interop`); absent for a family with no published checkpoint |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Callable
+from typing import Any
+
+from llm_jax.data.tokenizer import TokenizerSpec
+
+LM_KINDS = ("masked", "causal", "seq2seq", "permutation")
+PAD_SIDES = ("right", "left")
+CLS_POSITIONS = ("first", "last", "none")
+
+# Fields of every Config that a run may change without changing the architecture (precision, memory, speed,
+# regularisation): taken from the run's config when weights come from a checkpoint.
+RUNTIME_FIELDS = ("dtype", "remat", "scan_unroll", "attention_impl", "hidden_dropout", "attention_dropout")
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonConfig:
+    """The runtime fields every family's Config has (the trainer sets them; the architecture does not).
+
+    Attributes:
+      dtype: compute dtype (params stay float32; DESIGN §5.9).
+      remat: a key of `llm_jax.layers.REMAT_POLICIES`.
+      scan_unroll: unroll the layer scan (same `[L, …]` param layout).
+      attention_impl: a key of `llm_jax.layers.ATTENTION_IMPLEMENTATIONS`.
+      hidden_dropout / attention_dropout: dropout rates of the residual stream and attention probabilities.
+    """
+
+    dtype: str = "float32"
+    # Why no remat, an unrolled layer loop and einsum attention by default: benchmarks/NOTES.md (train steps of
+    # BERT-mini/base on CPU). Recomputation only costs time where memory is not short; the rolled scan moves every
+    # layer's saved activations and gradients through dynamic slices of stacked buffers, which the unrolled loop
+    # does not; `jax.nn.dot_product_attention` ("xla"/"cudnn"/"auto") has no attention dropout, which BERT trains
+    # with, and on CPU lowers to the same products.
+    remat: str = "none"
+    scan_unroll: bool = True
+    attention_impl: str = "einsum"
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+
+    # Members each family's Config provides (checked by `check_family`).
+    REQUIRED_MEMBERS = ("validate", "max_seq_len", "width", "vocab_size", "num_token_types", "with_vocabulary",
+                        "initializer_range")
+
+    def runtime(self) -> dict[str, Any]:
+        """The runtime fields as a dict (to carry over onto a Config loaded from a checkpoint)."""
+        return {k: getattr(self, k) for k in RUNTIME_FIELDS}
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFormat:
+    """How a family lays out a classifier input.
+
+    Attributes:
+      cls_position: `first` (BERT `[CLS] A [SEP]`), `last` (XLNet `A <sep> <cls>`), or `none` (GPT, T5).
+      pad_side: `right`, or `left` (XLNet, so that `<cls>` stays the last position).
+    """
+
+    cls_position: str = "first"
+    pad_side: str = "right"
+
+    def __post_init__(self):
+        if self.cls_position not in CLS_POSITIONS or self.pad_side not in PAD_SIDES:
+            raise ValueError(f"InputFormat({self.cls_position!r}, {self.pad_side!r}): cls_position must be one of "
+                             f"{CLS_POSITIONS} and pad_side one of {PAD_SIDES}.")
+
+
+# name → the type (or predicate) a family module's attribute must satisfy.
+_CONTRACT: dict[str, Any] = {
+    "NAME": str,
+    "Config": type,
+    "PRESETS": dict,
+    "PRETRAINING_MODEL": type,
+    "DEFAULT_OBJECTIVE": str,
+    "LM_KIND": str,
+    "TOKENIZER": TokenizerSpec,
+    "INPUT_FORMAT": InputFormat,
+    "TRUNK_NAME": str,
+    "build_trunk": Callable,
+    "sequence_head": Callable,
+    "towers": Callable,
+}
+# A family with a Hugging Face format: one checkpoint described by these names, or several by `HF_VIEWS`
+# (`llm_jax.interop.layouts.HfView`, e.g. ELECTRA's generator and discriminator). A family with no published
+# HF checkpoint (GPT-3) has neither.
+_HF_CONTRACT: dict[str, Any] = {
+    "HF_MODEL_TYPE": str,
+    "config_from_hf": Callable,
+    "config_to_hf": Callable,
+}
+_HF_SINGLE_VIEW: dict[str, Any] = {
+    "HF_NAME_MAP": dict,
+    "HF_ARCHITECTURE": str,
+    "HF_BASE_PREFIX": str,
+    "HF_TIED_WEIGHTS": dict,
+    "HF_IGNORED": tuple,
+    "HF_INIT_IF_MISSING": tuple,
+}
+
+
+def check_family(module: types.ModuleType) -> list[str]:
+    """What `module` lacks of the family contract: a list of one-line problems (empty = it satisfies it)."""
+    problems = []
+    contract = dict(_CONTRACT)
+    if hasattr(module, "HF_VIEWS"):
+        contract.update(_HF_CONTRACT)
+    elif hasattr(module, "HF_NAME_MAP"):
+        contract.update(_HF_CONTRACT, **_HF_SINGLE_VIEW)
+    for name, kind in contract.items():
+        if not hasattr(module, name):
+            problems.append(f"{module.__name__} lacks {name}")
+        elif not isinstance(getattr(module, name), kind):
+            problems.append(f"{module.__name__}.{name} is a {type(getattr(module, name)).__name__}, not a "
+                            f"{getattr(kind, '__name__', kind)}")
+    if problems:
+        return problems
+    if not issubclass(module.Config, CommonConfig):
+        problems.append(f"{module.__name__}.Config does not derive from llm_jax.models.family.CommonConfig")
+    for member in CommonConfig.REQUIRED_MEMBERS:
+        if not hasattr(module.Config, member) and member not in {f.name for f in dataclasses.fields(module.Config)}:
+            problems.append(f"{module.__name__}.Config lacks {member}")
+    if module.LM_KIND not in LM_KINDS:
+        problems.append(f"{module.__name__}.LM_KIND={module.LM_KIND!r} is not one of {LM_KINDS}")
+    for name, cfg in module.PRESETS.items():
+        if not isinstance(cfg, module.Config):
+            problems.append(f"preset {name!r} is not a {module.__name__}.Config")
+    return problems
+
+
+__all__ = ["CLS_POSITIONS", "CommonConfig", "InputFormat", "LM_KINDS", "PAD_SIDES", "RUNTIME_FIELDS",
+           "check_family"]

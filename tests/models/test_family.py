@@ -1,0 +1,56 @@
+"""The family contract (`llm_jax.models.family`) over the registry, and no family names outside `models/`."""
+
+import pathlib
+import re
+
+import pytest
+
+from llm_jax import models, objectives
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("family", sorted(models.FAMILIES))
+def test_every_registered_family_satisfies_the_contract(family):
+    module = models.family_module(family)
+    assert models.check_family(module) == []
+    assert module.NAME == family
+    assert module.DEFAULT_OBJECTIVE in objectives.OBJECTIVES
+    # The default objective's special tokens are among the family's declared roles.
+    needed = set(objectives.objective_class(module.DEFAULT_OBJECTIVE).required_roles)
+    assert needed <= set(module.TOKENIZER.roles), needed - set(module.TOKENIZER.roles)
+    for name, cfg in module.PRESETS.items():
+        cfg.validate()
+        assert cfg.max_seq_len > 0 and cfg.width > 0, name
+
+
+def test_check_family_names_what_is_missing():
+    import types
+
+    fake = types.ModuleType("llm_jax.models.fake")
+    fake.NAME = "fake"
+    problems = models.check_family(fake)
+    assert "llm_jax.models.fake lacks Config" in problems and "llm_jax.models.fake lacks towers" in problems
+
+
+def test_no_family_name_branches_outside_models():
+    """The issue's grep: family names live in models/ and configs only."""
+    pattern = re.compile(r"\"(bert|roberta)\"|'(bert|roberta)'")
+    hits = []
+    for sub in ("train", "objectives", "eval", "interop", "data"):
+        for path in (ROOT / "llm_jax" / sub).rglob("*.py"):
+            hits += [f"{path.relative_to(ROOT)}:{i}" for i, line in enumerate(path.read_text().splitlines(), 1)
+                     if pattern.search(line)]
+    hits += [f"llm_jax/flops.py:{i}" for i, line in enumerate((ROOT / "llm_jax/flops.py").read_text().splitlines(), 1)
+             if pattern.search(line)]
+    assert hits == []
+
+
+def test_runtime_fields_carry_over_onto_a_checkpoint_config():
+    _, base = models.get_preset("bert-base")
+    _, tiny = models.get_preset("bert-tiny")
+    import dataclasses
+
+    run = dataclasses.replace(tiny, dtype="bfloat16", remat="full", hidden_dropout=0.0)
+    merged = models.with_runtime(base, run)
+    assert (merged.hidden_size, merged.dtype, merged.remat, merged.hidden_dropout) == (768, "bfloat16", "full", 0.0)

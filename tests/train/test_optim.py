@@ -1,0 +1,82 @@
+"""The optimizer choices: schedules (linear, cosine, T5's rsqrt), Adafactor, the extra-transforms hook, errors."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from llm_jax.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
+
+PEAK, WARMUP, TOTAL, END = 1e-2, 4, 12, 1e-3
+
+
+def _lr(schedule, step, **kw):
+    cfg = OptimConfig(learning_rate=PEAK, warmup_steps=WARMUP, end_learning_rate=END, schedule=schedule, **kw)
+    return float(learning_rate_schedule(cfg, TOTAL)(step))
+
+
+def test_linear_schedule_is_the_bert_default():
+    assert OptimConfig().schedule == "linear" and OptimConfig().name == "adamw"
+    assert [_lr("linear", s) for s in (0, 2, 4)] == pytest.approx([0.0, PEAK / 2, PEAK])
+    assert _lr("linear", 8) == pytest.approx(PEAK + (END - PEAK) * 4 / 8)
+    assert _lr("linear", TOTAL) == pytest.approx(END)
+
+
+def test_cosine_schedule():
+    assert [_lr("cosine", s) for s in (0, 2, 4)] == pytest.approx([0.0, PEAK / 2, PEAK])
+    # Halfway through the decay the cosine is at the midpoint between peak and end.
+    assert _lr("cosine", 8) == pytest.approx((PEAK + END) / 2, rel=1e-5)
+    assert _lr("cosine", 6) == pytest.approx(END + (PEAK - END) * (1 + math.cos(math.pi / 4)) / 2, rel=1e-5)
+    assert _lr("cosine", TOTAL) == pytest.approx(END, rel=1e-5)
+
+
+def test_rsqrt_schedule_is_t5s():
+    # T5 (Raffel et al. §3.1.2): 1 / sqrt(max(step, k)) — constant for k steps, then ∝ 1/sqrt(step).
+    for step in (0, 1, WARMUP, 9, 100):
+        assert _lr("rsqrt", step) == pytest.approx(PEAK * math.sqrt(WARMUP / max(step, WARMUP)), rel=1e-6)
+    t5 = OptimConfig(learning_rate=0.01, warmup_steps=10_000, schedule="rsqrt")
+    assert float(learning_rate_schedule(t5, 10**6)(40_000)) == pytest.approx(1 / math.sqrt(40_000), rel=1e-6)
+
+
+def _params():
+    return {"dense": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones((3,))}, "norm": {"scale": jnp.ones((3,))}}
+
+
+def test_adafactor_builds_updates_and_decays_only_weights():
+    params = _params()
+    grads = jax.tree.map(lambda p: 0.1 * jnp.ones_like(p), params)
+    cfg = OptimConfig(name="adafactor", learning_rate=1e-2, warmup_steps=0, clip_norm=0.0, weight_decay=0.0)
+    tx, _ = make_optimizer(cfg, 10)
+    state = tx.init(params)
+    updates, state = jax.jit(tx.update)(grads, state, params)
+    assert all(bool(jnp.all(u < 0)) for u in jax.tree.leaves(updates))  # descent on a positive gradient
+    # Weight decay is decoupled (lr × weight_decay × param), on kernels only, as with AdamW.
+    decayed, _ = make_optimizer(dataclasses.replace(cfg, weight_decay=0.5), 10)
+    up_decayed, _ = decayed.update(grads, decayed.init(params), params)
+    diff = jax.tree.map(lambda a, b: np.asarray(a - b), up_decayed, updates)
+    np.testing.assert_allclose(diff["dense"]["kernel"], -1e-2 * 0.5, rtol=1e-5)
+    np.testing.assert_allclose(diff["dense"]["bias"], 0.0)
+    np.testing.assert_allclose(diff["norm"]["scale"], 0.0)
+
+
+def test_extra_transforms_run_last():
+    params = _params()
+    keep = {"dense": {"kernel": jnp.zeros((4, 3)).at[0].set(1.0), "bias": jnp.ones((3,))},
+            "norm": {"scale": jnp.ones((3,))}}
+    prune = optax.GradientTransformation(lambda p: optax.EmptyState(),
+                                         lambda u, s, p=None: (jax.tree.map(jnp.multiply, u, keep), s))
+    cfg = OptimConfig(learning_rate=1e-2, warmup_steps=0)
+    tx, _ = make_optimizer(cfg, 10, extra_transforms=[prune])
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert bool(jnp.all(updates["dense"]["kernel"][1:] == 0)) and bool(jnp.all(updates["dense"]["kernel"][0] != 0))
+
+
+@pytest.mark.parametrize("field,value", [("name", "lamb"), ("schedule", "exponential")])
+def test_unknown_optimizer_or_schedule_is_one_line_error(field, value):
+    with pytest.raises(ValueError, match=rf"optim.{field}='{value}' is not .* choose one of"):
+        make_optimizer(dataclasses.replace(OptimConfig(), **{field: value}), 10)

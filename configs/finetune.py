@@ -14,6 +14,7 @@ small-BERT release of Turc et al. (2019) found {3e-4, 1e-4} best for its tiny/mi
 {2e-5 … 5e-5}. Early stopping keeps the best validation params (patience 3 evaluations).
 """
 
+import dataclasses
 import json
 import os
 
@@ -21,6 +22,8 @@ import ml_collections
 
 from llm_jax import models
 from llm_jax.recipes import parse_arg
+from llm_jax.sharding import MeshConfig
+from llm_jax.train.optim import OptimConfig
 
 # Per-task data settings: sequence length that covers ~99 % of examples, and epochs.
 TASKS = {
@@ -66,9 +69,9 @@ def get_config(arg: str = "model=bert-tiny,task=wordnet-supersense"):
                 "tokenizer_corpus": "bundled", "tokenizer_max_documents": 0, "vocab_size": 8000, "lowercase": True,
                 "doc_stride": 128, "max_query_length": 64, "max_answer_length": 30, "eval_batch_size": 128}
     lr = 3e-4 if width <= 256 else (1e-4 if width <= 512 else 3e-5)
-    cfg.optim = {"learning_rate": lr, "warmup_steps": 0, "end_learning_rate": 0.0, "weight_decay": 0.01,
-                 "b1": 0.9, "b2": 0.999, "eps": 1e-6, "clip_norm": 1.0, "grad_accum_steps": 1, "layer_decay": 1.0}
-    cfg.mesh = {"data": -1, "fsdp": 1, "tensor": 1, "rules": "dp"}
+    # Warmup comes from train.warmup_ratio (BERT's 10 %); everything else at OptimConfig's defaults (AdamW, linear).
+    cfg.optim = dataclasses.asdict(OptimConfig(learning_rate=lr, warmup_steps=0))
+    cfg.mesh = dataclasses.asdict(MeshConfig())
     cfg.train = {"steps": 0, "epochs": per_task.get("epochs", 3.0), "batch_size": 32, "seed": 0,
                  "warmup_ratio": 0.1, "log_every": 50, "eval_every": 0, "eval_examples": 0, "patience": 3,
                  "checkpoint_every": 0, "max_to_keep": 2, "max_consecutive_skips": 5, "progress": True,

@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return handlers[verb](rest)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError, ImportError) as e:
+        # ImportError: an optional dependency a path needs (torch for a .bin checkpoint) names itself.
         print(f"llm-jax {verb}: error: {e}", file=sys.stderr)
         return 1
 

@@ -19,6 +19,7 @@ from llm_jax import sharding
 from llm_jax.data.features import Encoded, best_spans
 from llm_jax.data.tasks import TaskSpec
 from llm_jax.eval import metrics as metrics_lib
+from llm_jax.layers import check_ids
 
 # The arrays a model call reads (labels stay on the host).
 MODEL_KEYS = ("inputs", "mask", "segment_ids")
@@ -39,7 +40,7 @@ class Predictor:
         if batch_size % ways or batch_size % jax.process_count():
             raise ValueError(f"data.eval_batch_size={batch_size} must be divisible by the {ways} data-parallel "
                              f"shards and the {jax.process_count()} processes.")
-        self.mesh, self.kind, self.batch_size = mesh, kind, batch_size
+        self.mesh, self.kind, self.batch_size, self.cfg = mesh, kind, batch_size, model.cfg
 
         def forward(params, batch):
             out = model.apply({"params": params}, batch["inputs"], segment_ids_BT=batch["segment_ids"],
@@ -55,6 +56,14 @@ class Predictor:
         self._forward = jax.jit(forward, out_shardings=sharding.replicated(mesh))
 
     def __call__(self, params, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs for every row of `arrays` (`inputs`, `mask`, `segment_ids`, `[N, T]` or `[N, C, T]`).
+
+        Raises:
+          ValueError: token or segment ids outside the model's tables (checked here, on the host: inside the
+            jitted forward an out-of-range id would silently give NaN).
+        """
+        check_ids(arrays["inputs"], self.cfg.vocab_size, "token ids (model.vocab_size)")
+        check_ids(arrays["segment_ids"], self.cfg.num_token_types, "token type (segment) ids")
         n = len(arrays["inputs"])
         b = self.batch_size
         p, n_proc = jax.process_index(), jax.process_count()

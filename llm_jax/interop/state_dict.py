@@ -190,15 +190,22 @@ def _entries(view: HfView) -> dict[str, Entry]:
 # ------------------------------------------------------------------------------------- our params' shapes
 
 
-def _init_inputs():
-    # The smallest input every family accepts; params do not depend on the sequence length.
-    return jnp.zeros((1, 1), jnp.int32)
+def _init_args(mod, config) -> tuple[tuple, dict]:
+    """Model-init inputs from the family's own pretraining objective (an encoder-decoder needs decoder inputs);
+    params do not depend on the sequence length."""
+    from llm_jax import objectives  # why lazy: objectives sit above models; only init needs them
+
+    if not hasattr(mod, "DEFAULT_OBJECTIVE"):  # a bare module of name maps (tests): token ids are enough
+        return (jnp.zeros((1, 1), jnp.int32),), {}
+    objective = objectives.shape_only_objective(mod.DEFAULT_OBJECTIVE, config.vocab_size)
+    return objective.init_inputs(objective.dummy_batch(1, 8))
 
 
 def _model_shapes(family, config) -> dict[str, tuple[int, ...]]:
     _, mod = _family(family)
     model = mod.PRETRAINING_MODEL(config.validate()) if not isinstance(family, str) else build(family, config)
-    abstract = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), _init_inputs()))["params"]
+    args, kwargs = _init_args(mod, config)
+    abstract = nn.meta.unbox(jax.eval_shape(lambda k: model.init(k, *args, **kwargs), jax.random.key(0)))["params"]
     return {path: tuple(s.shape) for path, s in traverse_util.flatten_dict(abstract, sep="/").items()}
 
 
@@ -289,9 +296,10 @@ def fresh_params(family, config, paths: list[str], seed: int) -> dict[str, np.nd
     """
     _, mod = _family(family)
     model = mod.PRETRAINING_MODEL(config.validate()) if not isinstance(family, str) else build(family, config)
+    args, kwargs = _init_args(mod, config)
 
     def init(key):
-        params = nn.meta.unbox(model.init(key, _init_inputs()))["params"]
+        params = nn.meta.unbox(model.init(key, *args, **kwargs))["params"]
         flat = traverse_util.flatten_dict(params, sep="/")
         return {p: flat[p] for p in paths}
 

@@ -192,7 +192,12 @@ def load_hf_tokenizer(path: str | os.PathLike) -> tokenizers.Tokenizer:
                                 f"folder that holds tokenizer.json or vocab files.")
     settings = _settings(directory)
     if (directory / TOKENIZER_FILE).is_file():
-        tok = tokenizers.Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        try:
+            tok = tokenizers.Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        except Exception as e:  # the tokenizers library raises a bare Exception for unparsable files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{directory / TOKENIZER_FILE} is not a readable tokenizer ({first}); download or "
+                             "export the tokenizer files again.") from e
     elif (directory / WORDPIECE_VOCAB_FILE).is_file():
         tok = _wordpiece(directory, settings)
     elif (directory / BPE_VOCAB_FILE).is_file() and (directory / BPE_MERGES_FILE).is_file():

@@ -124,9 +124,12 @@ class Embeddings(nn.Module):
     def setup(self):
         cfg = self.cfg
         dtype = jnp.dtype(cfg.dtype)
-        self.word_embeddings = Embed(cfg.vocab_size, cfg.hidden_size, (P_VOCAB, P_EMBED), _init(cfg), dtype)
-        self.position_embeddings = Embed(cfg.max_position_embeddings, cfg.hidden_size, (None, P_EMBED), _init(cfg), dtype)
-        self.token_type_embeddings = Embed(cfg.type_vocab_size, cfg.hidden_size, (None, P_EMBED), _init(cfg), dtype)
+        self.word_embeddings = Embed(cfg.vocab_size, cfg.hidden_size, (P_VOCAB, P_EMBED), _init(cfg), dtype,
+                                     field="token ids (model.vocab_size)")
+        self.position_embeddings = Embed(cfg.max_position_embeddings, cfg.hidden_size, (None, P_EMBED), _init(cfg),
+                                         dtype, field="position ids (model.max_position_embeddings)")
+        self.token_type_embeddings = Embed(cfg.type_vocab_size, cfg.hidden_size, (None, P_EMBED), _init(cfg), dtype,
+                                           field="token type (segment) ids (model.type_vocab_size)")
         self.layer_norm = LayerNorm(cfg.layer_norm_eps, dtype=dtype)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llm_jax.data.tokenizer import SpecialIds
+from llm_jax.layers.embeddings import check_ids
 
 LossFn = Callable[..., tuple[jax.Array, tuple[dict[str, jax.Array], Any]]]
 
@@ -120,17 +121,14 @@ def shape_only_objective(name: str, vocab_size: int, **fields) -> "Objective":
     return cls(config_for(name, **fields), special, vocab_size)
 
 
-def check_token_ids(tokens: np.ndarray, vocab_size: int, field: str = "token ids") -> None:
-    """Ids outside `[0, vocab_size)` are a data/tokenizer mismatch: say so on the host, before anything compiles.
+def check_token_ids(tokens: np.ndarray, vocab_size: int, field: str = "token ids (model.vocab_size)") -> None:
+    """Ids outside `[0, vocab_size)` are a data/tokenizer mismatch: say so on the host, before anything compiles
+    (`llm_jax.layers.check_ids`).
 
     Raises:
       ValueError: naming the field, the range found and the vocabulary size.
     """
-    tokens = np.asarray(tokens)
-    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise ValueError(f"{field} span [{tokens.min()}, {tokens.max()}] but the model's vocabulary has {vocab_size} "
-                         "entries; use the tokenizer the model was built for or set model.vocab_size to the "
-                         "tokenizer's size.")
+    check_ids(tokens, vocab_size, field)
 
 
 class Objective(abc.ABC):

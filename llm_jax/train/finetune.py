@@ -325,9 +325,10 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
         optim_cfg = dataclasses.replace(optim_cfg, warmup_steps=int(tcfg.warmup_ratio * total))
     eval_every = tcfg.eval_every or max(steps_per_epoch, math.ceil(total / 10))
     model = heads.build(source.family, source.config, spec.kind, spec.num_labels, cfg.model.classifier_dropout)
-    tx, schedule = make_optimizer(optim_cfg, total)
     dummy = {k: np.zeros((tcfg.batch_size,) + v.shape[1:], v.dtype) for k, v in train_arrays.items()}
     objective = TaskObjective(spec.kind, cw)
+    # The boxed abstract params carry the logical `layers` axis that layer-wise LR decay reads depth from.
+    tx, schedule = make_optimizer(optim_cfg, total, params=step_lib.abstract_params(model, objective, dummy))
     init_params = None
     if source.params is not None:
         one = {k: v[:1] for k, v in dummy.items()}

@@ -216,8 +216,10 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
                                  shuffle=objective.data_order == "shuffled")
 
     model = models.build(cfg.family, model_cfg)
-    tx, schedule = make_optimizer(cfg.optim, tcfg.steps)
     dummy = objective.dummy_batch(tcfg.batch_size, cfg.data.seq_len)
+    # Layer-wise LR decay reads depths from the boxed params' logical `layers` axis.
+    boxed = step_lib.abstract_params(model, objective, dummy) if cfg.optim.layer_decay != 1.0 else None
+    tx, schedule = make_optimizer(cfg.optim, tcfg.steps, params=boxed)
     frozen, frozen_sharding = load_frozen_models(objective, cfg.objective, dummy, mesh, rules)
     state, shardings = step_lib.create_state(model, objective, tx, dummy, mesh, rules, tcfg.seed, params=init_params)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))

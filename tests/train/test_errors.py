@@ -41,7 +41,7 @@ def test_impossible_configs_fail_before_compiling(tmp_path, capsys, override, me
 def test_token_ids_outside_the_vocabulary_are_refused():
     objective = make_objective(config_for("mlm", masking="dynamic"), SpecialIds(pad=1, unk=3, cls=0, sep=2, mask=4), 100)
     docs = [[np.array([5, 6, 150], np.int32)], [np.array([7, 8], np.int32)]]
-    with pytest.raises(ValueError, match=r"vocabulary has 100 entries"):
+    with pytest.raises(ValueError, match=r"token ids \(model.vocab_size\) must be in \[0, 100\)"):
         objective.build_examples(docs, 16, seed=0)
 
 

@@ -232,13 +232,42 @@ class Encoded:
         return len(self.arrays["inputs"])
 
 
+def pad_left(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Right-padded rows → left-padded rows (XLNet's layout, so that its `<cls>` stays the last position).
+
+    Every array shaped like `mask` (`[..., T]`: inputs, segment ids, token labels and their weights) is rotated
+    so that each row's padding comes first; the others (row labels, weights) stay.
+    """
+    mask = arrays["mask"]
+    t = mask.shape[-1]
+    n_pad = t - mask.sum(-1)
+    index = (np.arange(t) - n_pad[..., None]) % t
+    out = {}
+    for key, value in arrays.items():
+        if value.shape[:mask.ndim] == mask.shape:
+            index_full = index.reshape(index.shape + (1,) * (value.ndim - mask.ndim))
+            out[key] = np.take_along_axis(value, np.broadcast_to(index_full, value.shape), axis=mask.ndim - 1)
+        else:
+            out[key] = value
+    return out
+
+
 def encode(kind: str, tok: tokenizers.Tokenizer, records: list[dict[str, Any]], seq_len: int, *,
-           doc_stride: int = 128, max_query_length: int = 64, type_vocab_size: int = 2) -> Encoded:
+           doc_stride: int = 128, max_query_length: int = 64, type_vocab_size: int = 2,
+           pad_side: str = "right") -> Encoded:
     """Encodes one split of a task of `kind` (see the module docstring).
 
     Token types beyond the model's `type_vocab_size` are folded to 0: RoBERTa has one token type (its pair
     format separates segments with `</s></s>` instead).
+
+    Args:
+      pad_side: the family's `INPUT_FORMAT.pad_side`: `right`, or `left` (XLNet).
+
+    Raises:
+      ValueError: an empty split, an unknown kind or pad side.
     """
+    if pad_side not in ("right", "left"):
+        raise ValueError(f"pad_side={pad_side!r}: choose 'right' or 'left'.")
     if not records:
         raise ValueError("The split has no examples to encode.")
     if kind in ("classification", "regression"):
@@ -254,8 +283,13 @@ def encode(kind: str, tok: tokenizers.Tokenizer, records: list[dict[str, Any]], 
         raise ValueError(f"Unknown task kind {kind!r}.")
     if type_vocab_size < 2:
         enc.arrays["segment_ids"] = np.zeros_like(enc.arrays["segment_ids"])
+    if pad_side == "left":
+        if enc.spans is not None:
+            raise ValueError("Span tasks keep right padding: their answer windows map token positions back to the "
+                             "context by index.")
+        enc = Encoded(pad_left(enc.arrays), enc.spans)
     return enc
 
 
-__all__ = ["Encoded", "SpanFeatures", "best_spans", "encode", "encode_classification", "encode_multiple_choice",
+__all__ = ["Encoded", "SpanFeatures", "best_spans", "encode", "pad_left", "encode_classification", "encode_multiple_choice",
            "encode_spans", "encode_texts", "encode_token_classification", "task_tokenizer"]

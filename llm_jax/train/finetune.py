@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from llm_jax import sharding
+from llm_jax import models, sharding
 from llm_jax.config import section
 from llm_jax.data.features import encode
 from llm_jax.data.loader import DeterministicLoader
@@ -288,7 +288,8 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
     # ---- data
     t0 = time.time()
     enc_kw = dict(doc_stride=cfg.data.doc_stride, max_query_length=cfg.data.max_query_length,
-                  type_vocab_size=source.config.num_token_types)
+                  type_vocab_size=source.config.num_token_types,
+                  pad_side=models.family_module(source.family).INPUT_FORMAT.pad_side)
     train_records = _train_rows(task, cfg)
     train = encode(spec.kind, source.tokenizer, train_records, cfg.data.seq_len, **enc_kw)
     check_token_ids(train.arrays["inputs"], source.config.vocab_size)

@@ -181,8 +181,13 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
 
         fam, model_cfg, init_params, hf_tokenizer = load_pretrained(cfg.init_from)
         if fam != cfg.family:
-            raise ValueError(f"model.init_from={cfg.init_from} holds a {fam!r} model but the config is for "
-                             f"{cfg.family!r}; use configs/{fam}.py.")
+            # A family built on a parent may start from the parent's weights (DistilBERT from every other BERT
+            # layer, Sanh et al. 2019 §3): its optional `params_from(parent, parent_cfg, params, cfg)` hook.
+            convert = getattr(family, "params_from", None)
+            if convert is None:
+                raise ValueError(f"model.init_from={cfg.init_from} holds a {fam!r} model but the config is for "
+                                 f"{cfg.family!r}, which cannot start from one; use configs/{fam}.py.")
+            model_cfg, init_params = convert(fam, model_cfg, init_params, cfg.model)
         if hf_tokenizer is None:
             raise FileNotFoundError(f"model.init_from={cfg.init_from} has no tokenizer.json beside its weights; the "
                                     "token ids must come from the tokenizer the weights were trained with.")

@@ -70,3 +70,20 @@ def test_wordpiece_is_unchanged(docs):
     out = _token_features(tok)
     n = int(out["mask"][0].sum())
     assert out["inputs"][0, :n].tolist() == tok.encode(WORDS, is_pretokenized=True).ids
+
+
+def test_left_padding_moves_each_rows_padding_first():
+    """XLNet's layout (`INPUT_FORMAT.pad_side="left"`): the same tokens, the padding first, the last real token last."""
+    from llm_jax.data.features import pad_left
+
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    arrays = {"inputs": np.array([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5]]), "mask": mask,
+              "labels": np.array([[1, 2, 3, -1, -1], [1, 1, 1, 1, 1]]), "weight": np.array([1.0, 0.5])}
+    out = pad_left(arrays)
+    np.testing.assert_array_equal(out["inputs"], [[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]])
+    np.testing.assert_array_equal(out["mask"], [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(out["labels"], [[-1, -1, 1, 2, 3], [1, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(out["weight"], arrays["weight"])
+    # Multiple-choice rows [N, C, T] rotate per choice.
+    mc = {"inputs": np.array([[[5, 0], [6, 7]]]), "mask": np.array([[[1, 0], [1, 1]]], bool)}
+    np.testing.assert_array_equal(pad_left(mc)["inputs"], [[[0, 5], [6, 7]]])

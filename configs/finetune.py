@@ -22,8 +22,11 @@ import ml_collections
 
 from llm_jax import models
 from llm_jax.recipes import parse_arg
+from llm_jax.data.tasks import TaskConfig
 from llm_jax.sharding import MeshConfig
+from llm_jax.train.finetune import FinetuneData, FinetuneTrain
 from llm_jax.train.optim import OptimConfig
+from llm_jax.train.sources import ModelSource
 
 # Per-task data settings: sequence length that covers ~99 % of examples, and epochs.
 TASKS = {
@@ -59,21 +62,13 @@ def get_config(arg: str = "model=bert-tiny,task=wordnet-supersense"):
     per_task = TASKS.get(task.removeprefix("glue/"), {})
 
     cfg = ml_collections.ConfigDict()
-    cfg.model = {"name": model, "random_init": False, "hidden_dropout": 0.1, "attention_dropout": 0.1,
-                 "classifier_dropout": 0.1, "dtype": "float32", "remat": "none", "scan_unroll": False,
-                 "attention_impl": "einsum"}
-    cfg.task = {"name": task, "train_file": "", "validation_file": "", "test_file": "", "kind": "classification",
-                "text_fields": "text", "label_field": "label", "label_names": "", "metrics": "",
-                "choices_field": "choices", "mark_spans": True}
-    cfg.data = {"seq_len": per_task.get("seq_len", 128), "train_examples": -1, "balance": "none", "tokenizer": "",
-                "tokenizer_corpus": "bundled", "tokenizer_max_documents": 0, "vocab_size": 8000, "lowercase": True,
-                "doc_stride": 128, "max_query_length": 64, "max_answer_length": 30, "eval_batch_size": 128}
+    # Every section starts from its dataclass's defaults (they live there only); the recipe sets what differs.
+    cfg.model = dataclasses.asdict(ModelSource(name=model))
+    cfg.task = dataclasses.asdict(TaskConfig(name=task))
+    cfg.data = dataclasses.asdict(FinetuneData(seq_len=per_task.get("seq_len", 128)))
     lr = 3e-4 if width <= 256 else (1e-4 if width <= 512 else 3e-5)
     # Warmup comes from train.warmup_ratio (BERT's 10 %); everything else at OptimConfig's defaults (AdamW, linear).
     cfg.optim = dataclasses.asdict(OptimConfig(learning_rate=lr, warmup_steps=0))
     cfg.mesh = dataclasses.asdict(MeshConfig())
-    cfg.train = {"steps": 0, "epochs": per_task.get("epochs", 3.0), "batch_size": 32, "seed": 0,
-                 "warmup_ratio": 0.1, "log_every": 50, "eval_every": 0, "eval_examples": 0, "patience": 3,
-                 "checkpoint_every": 0, "max_to_keep": 2, "max_consecutive_skips": 5, "progress": True,
-                 "stop_after": 0}
+    cfg.train = dataclasses.asdict(FinetuneTrain(epochs=per_task.get("epochs", 3.0), patience=3))
     return cfg

@@ -22,6 +22,7 @@ import tokenizers
 from llm_jax import models
 from llm_jax.data.tasks import TaskSpec
 from llm_jax.data.tokenizer import special_ids
+from llm_jax.layers import check_ids
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,9 @@ def cloze_scores(family: str, config, params, tok: tokenizers.Tokenizer, spec: T
         labels = [c for c, p in enumerate(pieces) if len(p) == n_masks]
         ids_CP = np.asarray([pieces[c] for c in labels])
         inputs, mask, positions, _ = build_prompts(tok, spec.prompt, records, seq_len, n_masks)
+        # On the host: inside the jitted scorer an id past the table would give NaN scores, not an error.
+        check_ids(inputs, config.vocab_size, "token ids (model.vocab_size)")
+        check_ids(ids_CP, config.vocab_size, "verbalizer token ids (model.vocab_size)")
         for s in range(0, n, batch_size):
             rows = [inputs[s:s + batch_size], mask[s:s + batch_size], positions[s:s + batch_size]]
             short = batch_size - len(rows[0])

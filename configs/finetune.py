@@ -42,15 +42,23 @@ TASKS = {
 
 
 def _width(model: str) -> int | None:
-    """The model's hidden size, read cheaply from a preset or a directory's config.json (None if unknown)."""
+    """The model's width D (the family Config's `width`), read cheaply from a preset, one of our run / model
+    directories, or a Hugging Face directory's config.json (None if unknown or unreadable)."""
     presets = models.all_presets()
     if model in presets:
-        return presets[model][1].hidden_size
+        return presets[model][1].width
     for path in (os.path.join(model, "config.json"), os.path.join(model, "..", "..", "config.json")):
         if os.path.isfile(path):
-            with open(path) as f:
-                cfg = json.load(f)
-            return (cfg.get("model") or cfg).get("hidden_size")
+            try:
+                with open(path) as f:
+                    cfg = json.load(f)
+                if "family" in cfg:  # ours: {"family", "model": {...}} (a run's config.json has more sections)
+                    return models.make_config(cfg["family"], **cfg["model"]).width
+                from llm_jax.interop.hf import read_hf_config  # why lazy: only Hugging Face directories
+
+                return read_hf_config(os.path.dirname(path))[1].width
+            except (ValueError, KeyError, TypeError, OSError):
+                return None  # the run itself reports an unreadable model with the file named
     return None
 
 

@@ -9,8 +9,9 @@ from llm_jax.recipes import base_config, cpu_scale, parse_arg
 
 
 def get_config(arg: str = "size=tiny"):
-    size = parse_arg(arg).get("size", "tiny")
-    cfg = base_config("roberta", f"roberta-{size}", objective="mlm")  # dynamic masking, P from data.seq_len
+    args = parse_arg(arg)
+    size = args.get("size", "tiny")
+    cfg = base_config("roberta", f"roberta-{size}", objective=args.get("objective", "mlm"))  # dynamic masking, P from data.seq_len
     cfg.data.lowercase = False
     cfg.optim.b2 = 0.98
     if size == "base":

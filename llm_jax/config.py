@@ -62,7 +62,7 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     model = dict(d["model"])
     family = model.pop("family", None)
     if family is None:
-        raise ValueError("config.model.family is missing (e.g. 'bert' or 'roberta').")
+        raise ValueError(f"config.model.family is missing; choose one of {sorted(models.FAMILIES)}.")
     init_from = model.pop("init_from", "") or ""
     model_cfg = models.make_config(family, **model)
     objective = dict(d["objective"])

@@ -357,6 +357,9 @@ def save_hf(family: str, config, params, path: str | os.PathLike, *,
     """
     config = config.validate()
     views = state_dict.hf_views(family)
+    if not views:
+        raise ValueError(f"Family {family!r} has no Hugging Face checkpoint format (no HF_NAME_MAP or HF_VIEWS in its "
+                         "family file), so there is nothing transformers could load; keep our model directory.")
     # Everything is converted (and so validated) before anything is written.
     tensors = {name: state_dict.to_hf_state_dict(family, config, params, view=name) for name in views}
     hf_configs = {}

@@ -198,9 +198,22 @@ def convert_from_hf(src: str | os.PathLike, out: str | os.PathLike) -> pathlib.P
 
 
 def convert_to_hf(src: str | os.PathLike, out: str | os.PathLike) -> pathlib.Path:
-    """Run / checkpoint / model directory → Hugging Face directory (`transformers` loads it)."""
+    """Run / checkpoint / model directory → Hugging Face directory (`transformers` loads it).
+
+    Raises:
+      FileExistsError: `out` is a run or model directory of ours (its config.json would be replaced).
+    """
     from llm_jax.interop.hf import save_hf
 
+    target = pathlib.Path(out).expanduser() / CONFIG_FILE
+    if target.is_file():
+        try:
+            ours = "family" in json.loads(target.read_text())
+        except (ValueError, OSError):
+            ours = False
+        if ours:
+            raise FileExistsError(f"--out {out} holds a run or model of ours; writing a Hugging Face config.json there "
+                                  "would replace its own. Choose another --out directory.")
     family, config, params, tokenizer = load_pretrained(src)
     save_hf(family, config, params, out, tokenizer=tokenizer)
     return pathlib.Path(out)

@@ -232,7 +232,9 @@ class MultiHeadAttention(nn.Module):
         """Writes the T new keys/values at the cache index; returns the whole cache `[B, S_max, H, K]` and its mask.
 
         Query t sees cache slots ≤ index + t (and, with `window` switched on, > index + t − window); a given
-        `mask_BHTS` must span all S_max slots.
+        `mask_BHTS` must span all S_max slots. The cache holds S_max positions (the init input's length): writing
+        past it is not an error under jit — `dynamic_update_slice` clamps the index, overwriting the last slots —
+        so a decode loop must stop at S_max (checking the lengths on the host before it starts).
         """
         cached_k = self.variable("cache", "cached_key")
         cached_v = self.variable("cache", "cached_value")

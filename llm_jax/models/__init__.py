@@ -46,6 +46,9 @@ def make_config(family: str, **fields):
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ValueError(f"Unknown model field(s) {unknown} for family {family!r}; known fields: {sorted(known)}.")
+    # JSON (config.json, ConfigDict) gives lists where a Config holds tuples (Transformer-XL's cutoffs): a frozen
+    # Config stays hashable and compares equal to the one it was saved from.
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     return cls(**fields).validate()
 
 

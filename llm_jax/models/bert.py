@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from llm_jax.data.tokenizer import BERT_TOKENIZER
 from llm_jax.flops import Tower
-from llm_jax.layers import (ATTENTION_IMPLEMENTATIONS, Einsum, Embed, LayerNorm, Mlp, MultiHeadAttention, Stack,
+from llm_jax.layers import (Einsum, Embed, LayerNorm, Mlp, MultiHeadAttention, Stack,
                             activation, padding_mask)
 from llm_jax.models.family import CommonConfig, InputFormat
 from llm_jax.sharding import BATCH, EMBED, SEQ, VOCAB, P_EMBED, P_VOCAB, shard
@@ -77,10 +77,7 @@ class Config(CommonConfig):
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"model.pad_token_id={self.pad_token_id} is outside the vocabulary [0, {self.vocab_size}).")
         activation(self.hidden_act)
-        jnp.dtype(self.dtype)
-        if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(f"model.attention_impl={self.attention_impl!r} is not one of "
-                             f"{ATTENTION_IMPLEMENTATIONS}.")
+        self.validate_runtime()
         return self
 
 
@@ -294,7 +291,7 @@ DEFAULT_OBJECTIVE = "mlm_nsp"
 LM_KIND = "masked"
 # Uncased WordPiece with [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 and `[CLS] A [SEP] B [SEP]` inputs (§3).
 TOKENIZER = BERT_TOKENIZER
-INPUT_FORMAT = InputFormat(cls_position="first", pad_side="right")
+INPUT_FORMAT = InputFormat(pad_side="right")
 TRUNK_NAME = "bert"
 # Task kinds whose sequence head reads the pooled [CLS] vector (BERT §4.1, §4.4).
 POOLED_KINDS = ("classification", "regression", "multiple_choice")

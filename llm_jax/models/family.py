@@ -1,5 +1,11 @@
 """The family contract: what every model family module provides, and the config base the trainer relies on.
 
+Module conventions the trainer relies on: every module keeps its Config as `cfg`; `__call__` follows the model
+contract (DESIGN §5.5: `tokens_BT`, keyword `segment_ids_BT`, `positions_BT`, `mask_BT`, `deterministic`, plus
+what the family's objectives pass) and returns a dataclass with `hidden_BTD`; a masked LM (`LM_KIND="masked"`)
+takes `mlm_positions_BP`, returns `mlm_logits_BTV` and keeps its MLM head under `mlm_head` (the cloze scorer
+reads it).
+
 A family is one file in `llm_jax/models/` plus one line in the registry (`models/__init__.py`). Code outside
 `models/` reaches a family only through the names below — it never branches on a family's name or reads a field
 that only some families' configs have. `check_family` verifies a module against the contract (a test runs it
@@ -15,7 +21,7 @@ over the registry).
 | `LM_KIND` | one of `LM_KINDS`: how it scores text (masked, causal, seq2seq, permutation) |
 | `TOKENIZER` | a `TokenizerSpec`: the kind it trains, its special tokens and role → token map, input template, HF class |
 | `INPUT_FORMAT` | where its classifier token goes, which side it pads (`InputFormat`) |
-| `TRUNK_NAME`, `build_trunk(cfg, kind)` | the encoder the fine-tuning heads sit on, under the pretraining model's subtree name |
+| `TRUNK_NAME`, `build_trunk(cfg, kind, **module_kwargs)` | the encoder the fine-tuning heads sit on (built with `name=TRUNK_NAME`, the pretraining model's subtree name, so pretrained weights transplant); its output has `hidden_BTD` (and what its `sequence_head` reads) |
 | `sequence_head(cfg, trunk_out, *, kind, num_outputs, dropout, deterministic)` | pooling + output layer of its sequence classifiers (HF's `…ForSequenceClassification` / `…ForMultipleChoice`) |
 | `towers(cfg, seq_len, *, predicted_positions, heads)` | its stacks as `llm_jax.flops.Tower`s |
 | `params_from(parent, parent_cfg, params, cfg) -> (cfg, params)` (optional) | how it starts from another family's weights (`model.init_from`), e.g. DistilBERT from alternate BERT layers |
@@ -25,15 +31,17 @@ over the registry).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 from collections.abc import Callable
 from typing import Any
+
+import jax.numpy as jnp
 
 from llm_jax.data.tokenizer import TokenizerSpec
 
 LM_KINDS = ("masked", "causal", "seq2seq", "permutation")
 PAD_SIDES = ("right", "left")
-CLS_POSITIONS = ("first", "last", "none")
 
 # Fields of every Config that a run may change without changing the architecture (precision, memory, speed,
 # regularisation): taken from the run's config when weights come from a checkpoint.
@@ -72,23 +80,44 @@ class CommonConfig:
         """The runtime fields as a dict (to carry over onto a Config loaded from a checkpoint)."""
         return {k: getattr(self, k) for k in RUNTIME_FIELDS}
 
+    def validate_runtime(self) -> None:
+        """Checks the runtime fields (each family's `validate` calls it).
+
+        Raises:
+          ValueError: an unknown dtype, remat policy or attention implementation, or a dropout outside [0, 1).
+        """
+        from llm_jax.layers import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES  # why lazy: layers import nothing here
+
+        try:
+            jnp.dtype(self.dtype)
+        except TypeError as e:
+            raise ValueError(f"model.dtype={self.dtype!r} is not a dtype ({e}); use float32, bfloat16 or "
+                             "float16.") from None
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"model.remat={self.remat!r} is not a policy; choose one of {sorted(REMAT_POLICIES)}.")
+        if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"model.attention_impl={self.attention_impl!r} is not one of "
+                             f"{ATTENTION_IMPLEMENTATIONS}.")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"model.{name}={getattr(self, name)} must be in [0, 1).")
+
 
 @dataclasses.dataclass(frozen=True)
 class InputFormat:
-    """How a family lays out a classifier input.
+    """How a family lays out a task input beyond what its tokenizer's template adds (where the classifier token
+    goes is the template's and `sequence_head`'s business).
 
     Attributes:
-      cls_position: `first` (BERT `[CLS] A [SEP]`), `last` (XLNet `A <sep> <cls>`), or `none` (GPT, T5).
-      pad_side: `right`, or `left` (XLNet, so that `<cls>` stays the last position).
+      pad_side: `right`, or `left` (XLNet, so that its last-position `<cls>` is the last position of every row);
+        the fine-tuning encoder (`llm_jax.data.features.encode`) reads it.
     """
 
-    cls_position: str = "first"
     pad_side: str = "right"
 
     def __post_init__(self):
-        if self.cls_position not in CLS_POSITIONS or self.pad_side not in PAD_SIDES:
-            raise ValueError(f"InputFormat({self.cls_position!r}, {self.pad_side!r}): cls_position must be one of "
-                             f"{CLS_POSITIONS} and pad_side one of {PAD_SIDES}.")
+        if self.pad_side not in PAD_SIDES:
+            raise ValueError(f"InputFormat(pad_side={self.pad_side!r}): choose one of {PAD_SIDES}.")
 
 
 # name → the type (or predicate) a family module's attribute must satisfy.
@@ -145,6 +174,10 @@ def check_family(module: types.ModuleType) -> list[str]:
     for member in CommonConfig.REQUIRED_MEMBERS:
         if not hasattr(module.Config, member) and member not in {f.name for f in dataclasses.fields(module.Config)}:
             problems.append(f"{module.__name__}.Config lacks {member}")
+    try:
+        inspect.signature(module.build_trunk).bind(None, "classification", name=module.TRUNK_NAME)
+    except TypeError:
+        problems.append(f"{module.__name__}.build_trunk does not take (cfg, kind, name=...)")
     if module.LM_KIND not in LM_KINDS:
         problems.append(f"{module.__name__}.LM_KIND={module.LM_KIND!r} is not one of {LM_KINDS}")
     for name, cfg in module.PRESETS.items():
@@ -153,5 +186,5 @@ def check_family(module: types.ModuleType) -> list[str]:
     return problems
 
 
-__all__ = ["CLS_POSITIONS", "CommonConfig", "InputFormat", "LM_KINDS", "PAD_SIDES", "RUNTIME_FIELDS",
+__all__ = ["CommonConfig", "InputFormat", "LM_KINDS", "PAD_SIDES", "RUNTIME_FIELDS",
            "check_family"]

@@ -8,12 +8,12 @@ one file that subclasses `Objective` and decorates itself with `@register`:
 |---|---|
 | `name`, `Config` | `objective.name` in a run config picks the class; the section becomes its `Config` |
 | `required_roles` | special tokens it needs: asked of the tokenizer before anything compiles |
-| `build_examples(docs_ids, seq_len, seed)` | the example pool the deterministic loader serves |
+| `build_examples(docs_ids, seq_len, seed, batch_size=B)` | the example pool the deterministic loader serves |
 | `data_order` | `"shuffled"` (seeded permutation per epoch) or `"ordered"` (streams read in order: segment models) |
 | `prepare(rows, seed)` | loader rows → the model-ready batch (dynamic masks are drawn here) |
 | `dummy_batch(B, T)` | shapes and dtypes for abstract init and compilation |
 | `init_inputs(batch)` | `(args, kwargs)` for `model.init`: the one helper every init site uses |
-| `make_loss(model)` | `loss(params, batch, rng, *, carry, frozen, denominators, deterministic) -> (loss, (metrics, carry))` |
+| `make_loss(model, frozen_models)` | `loss(params, batch, rng, *, carry, frozen, denominators, deterministic) -> (loss, (metrics, carry))`; metrics include `loss` |
 | `loss_denominators(batch)` | the global normalisers (e.g. the number of predicted tokens) of a whole batch |
 | `init_carry(B, model_cfg)` | state carried across steps (e.g. Transformer-XL memory), batch-major leaves; `{}` = none |
 | `required_models` | frozen models the loss reads (a distillation teacher): `{name: what}` |
@@ -22,7 +22,10 @@ one file that subclasses `Objective` and decorates itself with `@register`:
 
 Gradient accumulation is exact because losses and metrics are normalised by `denominators` computed on the
 whole global batch: the micro-batch losses then *sum* to the full-batch loss (and their gradients to its
-gradient), whatever the split of predicted tokens between micro-batches.
+gradient), whatever the split of predicted tokens between micro-batches (with dropout on, each micro-batch draws
+its own masks). So every metric must be such a normalised sum — a mean over the global batch — since the step
+adds the micro-batches' values; a ratio such as perplexity is computed from them afterwards. An objective's
+`Config()` must validate with its defaults (recipes, `describe` and the exporter build it with none given).
 """
 
 from __future__ import annotations
@@ -149,8 +152,15 @@ class Objective(abc.ABC):
 
     # ------------------------------------------------------------------ host side
     @abc.abstractmethod
-    def build_examples(self, docs_ids: list[list[np.ndarray]], seq_len: int, seed: int) -> dict[str, np.ndarray]:
-        """The example pool from tokenized documents (each a list of sentence id arrays)."""
+    def build_examples(self, docs_ids: list[list[np.ndarray]], seq_len: int, seed: int, *,
+                       batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """The example pool from tokenized documents (each a list of sentence id arrays).
+
+        With `data_order="ordered"` the loader serves rows in order, global batch n being rows `[nB, (n+1)B)`:
+        an objective that carries state per row (a segment model's memory) lays out B parallel streams
+        stream-major for `batch_size` B — row `nB + r` is segment n of stream r — and keeps the pool a multiple
+        of B, so that no batch wraps into the next epoch mid-stream.
+        """
 
     @abc.abstractmethod
     def prepare(self, examples: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:

@@ -76,8 +76,8 @@ class Mlm(Objective):
     heads = ("mlm",)
 
     def num_predictions(self, seq_len: int) -> int:
-        """P: the configured cap, or BERT's ratio of `seq_len` when it is 0."""
-        return self.cfg.max_predictions or derived_max_predictions(seq_len, self.cfg.mask_prob)
+        """P: the configured cap, or BERT's ratio of `seq_len` when it is 0; never more than `seq_len`."""
+        return self.predicted_positions_for(self.cfg, seq_len)
 
     @classmethod
     def predicted_positions_for(cls, cfg, seq_len: int) -> int:
@@ -89,8 +89,10 @@ class Mlm(Objective):
         del seed, copy  # FULL-SENTENCES packing is deterministic: document order as given
         return pack_full_sentences(docs_ids, seq_len, self.special)
 
-    def build_examples(self, docs_ids: list[list[np.ndarray]], seq_len: int, seed: int) -> dict[str, np.ndarray]:
-        """The example pool: rows (masked now when masking is static)."""
+    def build_examples(self, docs_ids: list[list[np.ndarray]], seq_len: int, seed: int, *,
+                       batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """The example pool: rows (masked now when masking is static); shuffled by the loader, so `batch_size`
+        plays no part."""
         self._report_cap(seq_len)
         copies = self.cfg.duplicate_factor if self.cfg.masking == "static" else 1
         parts = []

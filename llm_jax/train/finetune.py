@@ -150,8 +150,10 @@ class FinetuneTrain:
     stop_after: int = 0
 
     def validate(self) -> "FinetuneTrain":
-        if self.steps < 0 or self.batch_size < 1 or self.log_every < 1 or self.epochs <= 0:
-            raise ValueError("train.steps must be ≥ 0, train.epochs > 0, train.batch_size and train.log_every ≥ 1.")
+        if self.steps < 0 or min(self.batch_size, self.log_every, self.max_to_keep, self.max_consecutive_skips) < 1 \
+                or self.epochs <= 0:
+            raise ValueError("train.steps must be ≥ 0, train.epochs > 0, and train.batch_size, log_every, max_to_keep "
+                             "and max_consecutive_skips ≥ 1.")
         if min(self.eval_every, self.eval_examples, self.patience, self.checkpoint_every, self.stop_after) < 0:
             raise ValueError("train.eval_every, eval_examples, patience, checkpoint_every, stop_after must be ≥ 0.")
         if not 0.0 <= self.warmup_ratio < 1.0:

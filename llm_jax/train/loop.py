@@ -60,10 +60,11 @@ class TrainConfig:
     stop_after: int = 0
 
     def validate(self) -> "TrainConfig":
-        if self.steps < 1 or self.batch_size < 1 or self.log_every < 1:
-            raise ValueError("train.steps, train.batch_size and train.log_every must be ≥ 1.")
-        if self.checkpoint_every < 0 or self.eval_every < 0:
-            raise ValueError("train.checkpoint_every and train.eval_every must be ≥ 0 (0 disables).")
+        if min(self.steps, self.batch_size, self.log_every, self.max_to_keep, self.max_consecutive_skips) < 1:
+            raise ValueError("train.steps, batch_size, log_every, max_to_keep and max_consecutive_skips must be ≥ 1.")
+        if min(self.checkpoint_every, self.eval_every, self.stop_after, self.eval_batches) < 0:
+            raise ValueError("train.checkpoint_every, eval_every, eval_batches and stop_after must be ≥ 0 "
+                             "(0 disables).")
         return self
 
 
@@ -91,9 +92,11 @@ def check_workdir(workdir: pathlib.Path, resolved: dict[str, Any], existing: str
       ValueError: naming the sections and the first fields that differ, and the three ways out.
     """
     path = workdir / "config.json"
-    if not path.exists():
-        return
+    ckpts = workdir / "checkpoints"
+    if not path.exists() or not (ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
+        return  # nothing trained yet (e.g. a run that failed before its first checkpoint): nothing to protect
     old = json.loads(path.read_text())
+    resolved = json.loads(json.dumps(resolved))  # compare as saved: tuples become lists
     differing = [k for k in keys if old.get(k) != resolved.get(k)]
     if differing and existing != "resume":
         details = [f"{k}.{f}: {old[k].get(f)!r} → {resolved[k].get(f)!r}" for k in differing
@@ -113,17 +116,20 @@ class Frozen:
     params: dict[str, Any]
 
 
-def load_frozen_models(objective, objective_cfg, dummy: dict[str, np.ndarray], mesh, rules):
+def load_frozen_models(objective, objective_cfg, dummy: dict[str, np.ndarray], mesh, rules, tokenizer=None):
     """Loads the models the objective declares in `required_models` from the paths in its config.
 
     Each is any model `load_pretrained` reads (a run, checkpoint, model or Hugging Face directory). Its params are
-    placed in the shardings their logical names give, to be passed to the step as a non-donated argument.
+    placed in the shardings their logical names give, to be passed to the step as a non-donated argument. With
+    `tokenizer` (the run's), each model's own tokenizer must have the same vocabulary: a teacher reading other ids
+    would teach nonsense silently.
 
     Returns:
       `(Frozen | None, shardings | None)`.
 
     Raises:
-      ValueError: a required model whose path is not set in the objective config.
+      ValueError: a required model whose path is not set in the objective config, or whose vocabulary differs
+        from `tokenizer`'s.
     """
     if not objective.required_models:
         return None, None
@@ -135,7 +141,11 @@ def load_frozen_models(objective, objective_cfg, dummy: dict[str, np.ndarray], m
         if not path:
             raise ValueError(f"objective.{name} is empty: the {objective_cfg.name} objective needs {what}; set "
                              f"--config.objective.{name}=DIR (a run, checkpoint, model or Hugging Face directory).")
-        family, cfg, p, _ = load_pretrained(path)
+        family, cfg, p, tok = load_pretrained(path)
+        if tokenizer is not None and (tok is None or tok.get_vocab() != tokenizer.get_vocab()):
+            raise ValueError(f"objective.{name}={path} was trained with {'another' if tok else 'an unknown'} "
+                             f"vocabulary than this run's tokenizer, so their token ids disagree; start this run "
+                             f"with that model's tokenizer (--config.data.tokenizer={path}).")
         modules[name] = models.build(family, cfg)
         boxed = step_lib.abstract_params(modules[name], objective, dummy)
         shardings[name] = step_lib.frozen_shardings(boxed, mesh, rules)
@@ -211,8 +221,10 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
 
     objective = make_objective(cfg.objective, data.special, model_cfg.vocab_size)
     t0 = time.time()
-    train_examples = objective.build_examples(data.train_docs_ids, cfg.data.seq_len, tcfg.seed)
-    eval_examples = (objective.build_examples(data.eval_docs_ids, cfg.data.seq_len, tcfg.seed + 1)
+    train_examples = objective.build_examples(data.train_docs_ids, cfg.data.seq_len, tcfg.seed,
+                                              batch_size=tcfg.batch_size)
+    eval_examples = (objective.build_examples(data.eval_docs_ids, cfg.data.seq_len, tcfg.seed + 1,
+                                              batch_size=tcfg.batch_size)
                      if data.eval_docs_ids and tcfg.eval_every else None)
     n_examples = len(next(iter(train_examples.values())))
     log.info("Built %d training examples in %.1fs", n_examples, time.time() - t0)
@@ -225,7 +237,7 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
     # Layer-wise LR decay reads depths from the boxed params' logical `layers` axis.
     boxed = step_lib.abstract_params(model, objective, dummy) if cfg.optim.layer_decay != 1.0 else None
     tx, schedule = make_optimizer(cfg.optim, tcfg.steps, params=boxed)
-    frozen, frozen_sharding = load_frozen_models(objective, cfg.objective, dummy, mesh, rules)
+    frozen, frozen_sharding = load_frozen_models(objective, cfg.objective, dummy, mesh, rules, data.tokenizer)
     state, shardings = step_lib.create_state(model, objective, tx, dummy, mesh, rules, tcfg.seed, params=init_params)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
@@ -241,7 +253,10 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
         step_lib.make_train_step(loss_fn, tx, schedule, seed=tcfg.seed, grad_accum_steps=cfg.optim.grad_accum_steps,
                                  denominators_fn=objective.loss_denominators),
         shardings, mesh, dummy, frozen_sharding)
-    eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(loss_fn), shardings, mesh, dummy, frozen_sharding)
+    eval_step = step_lib.jit_eval_step(
+        step_lib.make_eval_step(loss_fn, grad_accum_steps=cfg.optim.grad_accum_steps,
+                                denominators_fn=objective.loss_denominators),
+        shardings, mesh, dummy, frozen_sharding)
     frozen_args = (frozen.params,) if frozen else ()
     eval_batches = []
     if eval_examples is not None:

@@ -33,6 +33,15 @@ from llm_jax import sharding
 
 @flax.struct.dataclass
 class TrainState:
+    """What a checkpoint holds: the step, the params, the optimizer state, and the objective's carry.
+
+    Attributes:
+      step: int32 scalar, updates applied so far.
+      params: the model's params (unboxed, sharded by their logical names).
+      opt_state: the optax state, sharded like the params.
+      carry: state carried across steps (`objective.init_carry`), batch-major leaves `[B, ...]`; `{}` = none.
+    """
+
     step: jax.Array
     params: Any
     opt_state: Any
@@ -59,6 +68,7 @@ def abstract_params(model: nn.Module, objective, dummy_batch: dict[str, np.ndarr
 
 
 def count_params(abstract_boxed) -> int:
+    """Number of scalars in a (boxed or unboxed, abstract or concrete) params tree."""
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(abstract_boxed))))
 
 
@@ -99,6 +109,8 @@ def create_state(model, objective, tx, dummy_batch, mesh: Mesh, rules, seed: int
         return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
                           carry=objective.init_carry(batch_size, model.cfg))
 
+    if params is not None:  # outside the mesh context: an abstract init, nothing placed
+        check_params_fit(params, abstract_params(model, objective, dummy_batch))
     with mesh_context(mesh, rules):
         if params is None:
             init = lambda key: fresh(nn.meta.unbox(init_variables(model, objective, dummy_batch,
@@ -108,6 +120,24 @@ def create_state(model, objective, tx, dummy_batch, mesh: Mesh, rules, seed: int
             # Why an argument, not a closure: closed-over arrays would be baked into the program as constants.
             state = jax.jit(fresh, out_shardings=shardings)(place(params, shardings.params))
     return state, shardings
+
+
+def check_params_fit(params: Any, like: Any) -> None:
+    """Refuses params (imported, converted by a family's `params_from`) whose tree or shapes differ from the model's.
+
+    Raises:
+      ValueError: one line naming the first missing, unexpected or mis-shaped parameters.
+    """
+    from flax import traverse_util
+
+    ours = traverse_util.flatten_dict(nn.meta.unbox(like), sep="/")
+    given = traverse_util.flatten_dict(params, sep="/")
+    missing, extra = sorted(set(ours) - set(given)), sorted(set(given) - set(ours))
+    shapes = [f"{k}: {tuple(np.shape(given[k]))} vs {tuple(ours[k].shape)}" for k in sorted(set(ours) & set(given))
+              if tuple(np.shape(given[k])) != tuple(ours[k].shape)]
+    if missing or extra or shapes:
+        raise ValueError(f"The given params do not fit the model: missing {missing[:4]}, unexpected {extra[:4]}, "
+                         f"shapes (given vs model) {shapes[:4]}; convert them for this architecture.")
 
 
 def frozen_shardings(boxed_frozen: Any, mesh: Mesh, rules) -> Any:
@@ -209,13 +239,36 @@ def _keep_if(finite, new, old):
     return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
 
 
-def make_eval_step(loss_fn: Callable) -> Callable:
-    """`eval_step(params, batch, carry=None, frozen=None) -> (metrics, carry)` with dropout off."""
+def make_eval_step(loss_fn: Callable, *, grad_accum_steps: int = 1, denominators_fn: Callable | None = None
+                   ) -> Callable:
+    """`eval_step(params, batch, carry=None, frozen=None) -> (metrics, carry)` with dropout off.
+
+    With `grad_accum_steps > 1` the batch runs in that many micro-batches, as training does (a batch that needs
+    accumulation to fit in memory does for evaluation too), normalised by the global denominators.
+    """
+
+    def run(params, mb, carry, frozen, denominators):
+        _, (metrics, carry) = loss_fn(params, mb, jax.random.key(0), carry=carry, frozen=frozen,
+                                      denominators=denominators, deterministic=True)
+        return metrics, carry
 
     def eval_step(params, batch, carry=None, frozen=None):
-        _, (metrics, carry) = loss_fn(params, batch, jax.random.key(0), carry=carry, frozen=frozen,
-                                      deterministic=True)
-        return metrics, carry
+        if grad_accum_steps == 1 or denominators_fn is None:
+            return run(params, batch, carry, frozen, None if denominators_fn is None else denominators_fn(batch))
+        denominators = denominators_fn(batch)
+
+        def body(acc, xs):
+            mb, mc = xs
+            m, c = run(params, mb, mc, frozen, denominators)
+            return jax.tree.map(jnp.add, acc, m), c
+
+        micro = _split_microbatches(batch, grad_accum_steps)
+        micro_carry = _split_microbatches(carry, grad_accum_steps)
+        first = jax.tree.map(lambda x: x[0], (micro, micro_carry))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
+            lambda mb, mc: run(params, mb, mc, frozen, denominators)[0], *first))
+        metrics, carries = jax.lax.scan(body, zeros, (micro, micro_carry))
+        return metrics, _merge_microbatches(carries)
 
     return eval_step
 

@@ -98,7 +98,12 @@ def _init(cfg: Config):
 
 
 class Embeddings(nn.Module):
-    """word + position + token-type embeddings of width E → LayerNorm(E) → dropout (§3.1, HF `AlbertEmbeddings`)."""
+    """word + position + token-type embeddings of width E → LayerNorm(E) → dropout → dense E → D (§3.1).
+
+    HF keeps the E → D projection in its encoder (`embedding_hidden_mapping_in`); here it belongs to the
+    embeddings, which it is part of, so that layer-wise LR decay (which reads depth 0 from the `embeddings`
+    scope) gives it the embeddings' rate rather than the head's.
+    """
 
     cfg: Config
 
@@ -114,16 +119,19 @@ class Embeddings(nn.Module):
                                            field="token type (segment) ids (model.type_vocab_size)")
         self.layer_norm = LayerNorm(cfg.layer_norm_eps, dtype=dtype)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.projection = Einsum("BTE,ED->BTD", (e, cfg.hidden_size), (None, P_EMBED), kernel_init=_init(cfg),
+                                 dtype=dtype)
 
     def __call__(self, tokens_BT, segment_ids_BT, positions_BT, deterministic: bool):
-        """`[B, T]` ids → `[B, T, E]`."""
+        """`[B, T]` ids → `[B, T, D]`."""
         x_BTE = (self.word_embeddings(tokens_BT) + self.position_embeddings(positions_BT)
                  + self.token_type_embeddings(segment_ids_BT))
-        return self.dropout(self.layer_norm(x_BTE), deterministic=deterministic)
+        x_BTE = self.dropout(self.layer_norm(x_BTE), deterministic=deterministic)
+        return shard(self.projection(x_BTE), BATCH, SEQ, EMBED)
 
 
 class Encoder(nn.Module):
-    """E → D projection (HF `embedding_hidden_mapping_in`), then one `bert.Layer` applied L times (§3.1).
+    """One `bert.Layer` applied L times (§3.1).
 
     The shared layer's params carry no logical `layers` axis (one copy serves every depth), so layer-wise LR
     decay gives them a single factor (`llm_jax.train.optim.layer_depth_factors`) and never reads another axis
@@ -134,12 +142,9 @@ class Encoder(nn.Module):
     collect_hidden: bool = False
 
     @nn.compact
-    def __call__(self, x_BTE, mask_BHTS, deterministic: bool):
-        """`[B, T, E]` → (`[B, T, D]`, every layer's output `[L, B, T, D]` or None)."""
+    def __call__(self, x_BTD, mask_BHTS, deterministic: bool):
+        """`[B, T, D]` → (`[B, T, D]`, every layer's output `[L, B, T, D]` or None)."""
         cfg = self.cfg
-        x_BTD = Einsum("BTE,ED->BTD", (cfg.embedding_size, cfg.hidden_size), (None, P_EMBED),
-                       kernel_init=_init(cfg), dtype=jnp.dtype(cfg.dtype), name="embedding_projection")(x_BTE)
-        x_BTD = shard(x_BTD, BATCH, SEQ, EMBED)
         out = Stack(bert.Layer, (("cfg", cfg), ("deterministic", deterministic)), cfg.num_layers, remat=cfg.remat,
                     unroll=cfg.scan_unroll, shared=True, collect_hidden=self.collect_hidden, name="stack")(
             x_BTD, mask_BHTS)
@@ -147,7 +152,7 @@ class Encoder(nn.Module):
 
 
 class AlbertModel(nn.Module):
-    """Embeddings (E) → projection → shared encoder (→ pooler): the trunk (HF `AlbertModel`).
+    """Embeddings (E, projected to D) → shared encoder (→ pooler): the trunk (HF `AlbertModel`).
 
     Attributes:
       cfg: hyperparameters.
@@ -176,8 +181,8 @@ class AlbertModel(nn.Module):
         if positions_BT is None:
             positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         mask_BHTS = None if mask_BT is None else padding_mask(mask_BT)
-        x_BTE = self.embeddings(tokens_BT, segment_ids_BT, positions_BT, deterministic)
-        hidden_BTD, all_hidden = self.encoder(x_BTE, mask_BHTS, deterministic)
+        x_BTD = self.embeddings(tokens_BT, segment_ids_BT, positions_BT, deterministic)
+        hidden_BTD, all_hidden = self.encoder(x_BTD, mask_BHTS, deterministic)
         pooled_BD = self.pooler(hidden_BTD) if self.add_pooler else None
         return Output(hidden_BTD=hidden_BTD, pooled_BD=pooled_BD, all_hidden_LBTD=all_hidden)
 
@@ -284,8 +289,8 @@ HF_NAME_MAP: dict[str, tuple[str, str]] = {
     "albert/embeddings/token_type_embeddings/embedding": ("albert.embeddings.token_type_embeddings.weight", "embed"),
     "albert/embeddings/layer_norm/scale": ("albert.embeddings.LayerNorm.weight", "vector"),
     "albert/embeddings/layer_norm/bias": ("albert.embeddings.LayerNorm.bias", "vector"),
-    "albert/encoder/embedding_projection/kernel": ("albert.encoder.embedding_hidden_mapping_in.weight", "linear"),
-    "albert/encoder/embedding_projection/bias": ("albert.encoder.embedding_hidden_mapping_in.bias", "vector"),
+    "albert/embeddings/projection/kernel": ("albert.encoder.embedding_hidden_mapping_in.weight", "linear"),
+    "albert/embeddings/projection/bias": ("albert.encoder.embedding_hidden_mapping_in.bias", "vector"),
     f"{_BLOCK}/attention/query/kernel": (f"{_HF_LAYER}.attention.query.weight", "linear_in_heads"),
     f"{_BLOCK}/attention/query/bias": (f"{_HF_LAYER}.attention.query.bias", "bias_heads"),
     f"{_BLOCK}/attention/key/kernel": (f"{_HF_LAYER}.attention.key.weight", "linear_in_heads"),

@@ -7,6 +7,7 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+from flax.linen import meta
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -67,6 +68,21 @@ def test_family_contract_and_hf_config_round_trip():
         assert "\n" not in str(e.value)
     tower, = albert.towers(cfg, 128, predicted_positions=20, heads=("mlm", "sop"))
     assert (tower.num_layers, tower.e, tower.d_model, tower.pooler_classes) == (12, 128, 768, 2)
+
+
+def test_flops_tower_counts_the_shared_layer_l_times():
+    from llm_jax.flops import non_embedding_params
+
+    cfg = dataclasses.replace(albert.PRESETS["albert-tiny"], vocab_size=50)
+    objective = objectives.shape_only_objective("mlm_sop", cfg.vocab_size)
+    flat = traverse_util.flatten_dict(meta.unbox(abstract_params(models.build("albert", cfg), objective,
+                                                              objective.dummy_batch(1, 8))), sep="/")
+    size = {k: int(np.prod(v.shape)) for k, v in flat.items()}
+    tables = sum(v for k, v in size.items() if k.endswith("/embedding"))
+    layer = sum(v for k, v in size.items() if "/stack/" in k)
+    tower, = albert.towers(cfg, 16, predicted_positions=4, heads=("mlm", "sop"))
+    # Applied parameters: the stored ones minus the tables, plus the L − 1 further applications of the one layer.
+    assert non_embedding_params(tower) == sum(size.values()) - tables + (cfg.num_layers - 1) * layer
 
 
 # ------------------------------------------------------------------------------------------- HF parity

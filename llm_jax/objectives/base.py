@@ -8,6 +8,7 @@ one file that subclasses `Objective` and decorates itself with `@register`:
 |---|---|
 | `name`, `Config` | `objective.name` in a run config picks the class; the section becomes its `Config` |
 | `required_roles` | special tokens it needs: asked of the tokenizer before anything compiles |
+| `bind_tokenizer(tokenizer)` | reads the vocabulary's pieces where the objective needs them (word boundaries) |
 | `build_examples(docs_ids, seq_len, seed, batch_size=B)` | the example pool the deterministic loader serves |
 | `data_order` | `"shuffled"` (seeded permutation per epoch) or `"ordered"` (streams read in order: segment models) |
 | `prepare(rows, seed)` | loader rows → the model-ready batch (dynamic masks are drawn here) |
@@ -104,8 +105,12 @@ def default_config(name: str) -> dict[str, Any]:
     return dataclasses.asdict(config_for(name))
 
 
-def make_objective(cfg, special: SpecialIds, vocab_size: int) -> "Objective":
+def make_objective(cfg, special: SpecialIds, vocab_size: int, *, tokenizer=None) -> "Objective":
     """The objective named by `cfg.name`, checked against the tokenizer's special tokens.
+
+    Args:
+      tokenizer: the run's `tokenizers.Tokenizer`, handed to `Objective.bind_tokenizer` (objectives that read
+        the vocabulary's pieces, e.g. whole-word or n-gram masking, need it before `build_examples`).
 
     Raises:
       ValueError: an unknown objective, or a special token it needs that the tokenizer lacks.
@@ -113,7 +118,10 @@ def make_objective(cfg, special: SpecialIds, vocab_size: int) -> "Objective":
     cls = objective_class(cfg.name)
     if not isinstance(cfg, cls.Config):
         cfg = config_for(cfg.name, **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "name"})
-    return cls(cfg.validate(), special, vocab_size)
+    objective = cls(cfg.validate(), special, vocab_size)
+    if tokenizer is not None:
+        objective.bind_tokenizer(tokenizer)
+    return objective
 
 
 def shape_only_objective(name: str, vocab_size: int, **fields) -> "Objective":
@@ -151,6 +159,11 @@ class Objective(abc.ABC):
         self.vocab_size = vocab_size
 
     # ------------------------------------------------------------------ host side
+    def bind_tokenizer(self, tokenizer) -> None:
+        """Reads what the objective needs from the run's tokenizer (e.g. which pieces start a word); the default
+        needs nothing. Called by `make_objective(..., tokenizer=...)` before `build_examples`."""
+        del tokenizer
+
     @abc.abstractmethod
     def build_examples(self, docs_ids: list[list[np.ndarray]], seq_len: int, seed: int, *,
                        batch_size: int | None = None) -> dict[str, np.ndarray]:

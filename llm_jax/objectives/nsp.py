@@ -21,6 +21,12 @@ The procedure is ``create_instances_from_document`` and ``truncate_seq_pair`` of
   from its front or back with equal probability.
 
 Labels follow Hugging Face's ``next_sentence_label``: 0 = B is the actual next segment, 1 = B is random.
+
+The same builder makes ALBERT's sentence-order-prediction pairs (Lan et al. 2020 §3.2; ``negatives="swapped"``):
+A and B are always the two consecutive parts of the chunk, and half of the time they trade places (label 1 =
+swapped, HF's ``sentence_order_label``). No B comes from another document: where the chunk holds one sentence
+(the reference then falls back to a random-document B), that sentence is cut at a uniform token boundary into
+two consecutive parts instead (a one-token chunk yields no pair).
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ from llm_jax.data.tokenizer import SpecialIds
 
 IS_NEXT = 0
 IS_RANDOM = 1
+# Sentence-order labels (ALBERT §3.2): 0 = A then B as in the document, 1 = swapped.
+IN_ORDER = 0
+SWAPPED = 1
+NEGATIVES = ("random_document", "swapped")
 # The reference tries this many times to draw a random document other than the current one.
 _RANDOM_DOC_TRIES = 10
 
@@ -82,8 +92,12 @@ def _instances_from_document(
     max_num_tokens: int,
     short_seq_prob: float,
     rng: np.random.Generator,
+    negatives: str = "random_document",
 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """``create_instances_from_document`` for one document: ``(tokens_a, tokens_b, label)`` triples."""
+    """``create_instances_from_document`` for one document: ``(tokens_a, tokens_b, label)`` triples.
+
+    ``negatives``: ``random_document`` (BERT's NSP) or ``swapped`` (ALBERT's SOP; see the module docstring).
+    """
     document = docs[doc_index]
     target_seq_length = max_num_tokens
     if rng.random() < short_seq_prob:
@@ -98,6 +112,14 @@ def _instances_from_document(
         current_chunk.append(segment)
         current_length += len(segment)
         if i == len(document) - 1 or current_length >= target_seq_length:
+            if negatives == "swapped":
+                pair = _sop_pair(current_chunk, max_num_tokens, rng)
+                if pair is not None:
+                    instances.append(pair)
+                current_chunk = []
+                current_length = 0
+                i += 1
+                continue
             # `a_end` is how many chunk sentences go into A.
             a_end = 1
             if len(current_chunk) >= 2:
@@ -137,6 +159,26 @@ def _instances_from_document(
     return instances
 
 
+def _sop_pair(chunk: list[np.ndarray], max_num_tokens: int,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """ALBERT's ``create_instances_from_document`` branch for SOP: consecutive A, B from one chunk, swapped with
+    probability 1/2 (label ``SWAPPED``), then truncated; None for a one-token chunk."""
+    if len(chunk) >= 2:
+        a_end = int(rng.integers(1, len(chunk)))
+        tokens_a, tokens_b = np.concatenate(chunk[:a_end]), np.concatenate(chunk[a_end:])
+    else:
+        sentence = chunk[0]
+        if len(sentence) < 2:
+            return None
+        cut = int(rng.integers(1, len(sentence)))
+        tokens_a, tokens_b = sentence[:cut], sentence[cut:]
+    label = IN_ORDER
+    if rng.random() < 0.5:
+        tokens_a, tokens_b, label = tokens_b, tokens_a, SWAPPED
+    tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+    return tokens_a, tokens_b, label
+
+
 def make_nsp_examples(
     docs_ids: Sequence[Sequence[np.ndarray]],
     seq_len: int,
@@ -144,8 +186,9 @@ def make_nsp_examples(
     rng: np.random.Generator,
     *,
     short_seq_prob: float = 0.1,
+    negatives: str = "random_document",
 ) -> dict[str, np.ndarray]:
-    """Builds BERT sentence-pair examples with next-sentence labels.
+    """Builds BERT sentence-pair examples with next-sentence labels (or ALBERT's sentence-order labels).
 
     Documents are visited in the order given (the reference shuffles documents and instances; here the
     loader shuffles examples). One call is one pass of the reference's ``dupe_factor`` loop: call again with
@@ -159,17 +202,21 @@ def make_nsp_examples(
       special: Special-token ids (``cls``, ``sep``, ``pad``).
       rng: Source of all randomness.
       short_seq_prob: Probability of a shorter target length for a document (BERT: 0.1).
+      negatives: ``random_document`` (NSP: B from another document) or ``swapped`` (SOP: A and B consecutive,
+        their order swapped half of the time; one non-empty document is then enough).
 
     Returns:
       ``tokens`` int32 ``[N, seq_len]`` (``[CLS] A [SEP] B [SEP]`` then padding), ``segment_ids`` int32
       ``[N, seq_len]`` (0 on ``[CLS]``, A and the first ``[SEP]``; 1 on B and the last ``[SEP]``; 0 on
       padding), ``mask`` bool ``[N, seq_len]`` (True on real tokens), ``nsp_label`` int32 ``[N]``
-      (0 = B follows A in the document, 1 = B is random).
+      (0 = B follows A in the document, 1 = B is random, or with ``negatives="swapped"`` 1 = A and B swapped).
 
     Raises:
-      ValueError: Fewer than two non-empty documents, ``seq_len`` below 5, or ``short_seq_prob`` outside
-        ``[0, 1]``.
+      ValueError: Fewer than two non-empty documents for NSP (one for SOP), ``seq_len`` below 5,
+        ``short_seq_prob`` outside ``[0, 1]``, or an unknown ``negatives``.
     """
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives={negatives!r} is not one of {NEGATIVES}.")
     if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 5:
         raise ValueError(
             f"seq_len must be an integer >= 5 ([CLS] A [SEP] B [SEP] with one token each), got {seq_len!r}."
@@ -182,7 +229,9 @@ def make_nsp_examples(
         for doc in docs_ids
     ]
     docs = [doc for doc in docs if doc]
-    if len(docs) < 2:
+    if not docs and negatives == "swapped":
+        raise ValueError("Sentence-order prediction needs at least 1 non-empty document; got none.")
+    if len(docs) < 2 and negatives == "random_document":
         raise ValueError(
             f"Next-sentence prediction needs at least 2 non-empty documents (random B segments come from a "
             f"different document); got {len(docs)}. Use a larger corpus or max_documents, or an objective "
@@ -192,7 +241,8 @@ def make_nsp_examples(
 
     instances: list[tuple[np.ndarray, np.ndarray, int]] = []
     for doc_index in range(len(docs)):
-        instances.extend(_instances_from_document(docs, doc_index, max_num_tokens, short_seq_prob, rng))
+        instances.extend(_instances_from_document(docs, doc_index, max_num_tokens, short_seq_prob, rng,
+                                                  negatives))
 
     n = len(instances)
     tokens = np.full((n, seq_len), special.pad, dtype=np.int32)

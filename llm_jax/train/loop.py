@@ -219,7 +219,7 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(json.dumps(resolved, indent=2))
 
-    objective = make_objective(cfg.objective, data.special, model_cfg.vocab_size)
+    objective = make_objective(cfg.objective, data.special, model_cfg.vocab_size, tokenizer=data.tokenizer)
     t0 = time.time()
     train_examples = objective.build_examples(data.train_docs_ids, cfg.data.seq_len, tcfg.seed,
                                               batch_size=tcfg.batch_size)

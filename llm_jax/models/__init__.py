@@ -10,12 +10,13 @@ import types
 
 import flax.linen as nn
 
-from llm_jax.models import bert, roberta
+from llm_jax.models import bert, distilbert, roberta
 from llm_jax.models.family import RUNTIME_FIELDS, CommonConfig, InputFormat, check_family
 
 FAMILIES: dict[str, types.ModuleType] = {
     "bert": bert,
     "roberta": roberta,
+    "distilbert": distilbert,
 }
 
 

@@ -233,25 +233,30 @@ def distill_setup():
     return objective, student, params, _random_params(cfg, seed=6), jax.tree.map(jnp.asarray, batch)
 
 
+def _jitted_loss(objective, student):
+    """The loss with the student as its own teacher module (params differ per test), dropout off, jitted."""
+    loss_fn = objective.make_loss(student, frozen_models={"teacher": student})
+    return jax.jit(lambda p, b, f, d=None: loss_fn(p, b, jax.random.key(0), frozen=f, denominators=d,
+                                                   deterministic=True))
+
+
 def test_teacher_equal_to_student_leaves_only_the_mlm_term(distill_setup):
     objective, student, params, _, batch = distill_setup
-    loss_fn = objective.make_loss(student, frozen_models={"teacher": student})
-    loss, (m, _) = loss_fn(params, batch, jax.random.key(0), frozen={"teacher": params}, deterministic=True)
+    loss, (m, _) = _jitted_loss(objective, student)(params, batch, {"teacher": params})
     assert abs(float(m["ce_loss"])) < 1e-5 and abs(float(m["cos_loss"])) < 1e-5
     np.testing.assert_allclose(float(loss), 2.0 * float(m["mlm_loss"]), rtol=1e-5)
 
 
 def test_loss_terms_and_exact_accumulation(distill_setup):
     objective, student, params, teacher_params, batch = distill_setup
-    loss_fn = objective.make_loss(student, frozen_models={"teacher": student})
+    loss_fn = _jitted_loss(objective, student)
     frozen = {"teacher": teacher_params}
-    full, (m, _) = loss_fn(params, batch, jax.random.key(0), frozen=frozen, deterministic=True)
+    full, (m, _) = loss_fn(params, batch, frozen)
     assert float(m["ce_loss"]) > 0 and float(m["cos_loss"]) > 0
     np.testing.assert_allclose(float(full), 5 * float(m["ce_loss"]) + 2 * float(m["mlm_loss"])
                                + float(m["cos_loss"]), rtol=1e-5)
     den = objective.loss_denominators(batch)
-    halves = [loss_fn(params, {k: v[i:i + 2] for k, v in batch.items()}, jax.random.key(0), frozen=frozen,
-                      denominators=den, deterministic=True) for i in (0, 2)]
+    halves = [loss_fn(params, {k: v[i:i + 2] for k, v in batch.items()}, frozen, den) for i in (0, 2)]
     for key in ("loss", "ce_loss", "mlm_loss", "cos_loss"):
         np.testing.assert_allclose(sum(float(h[1][0][key]) for h in halves), float(m[key]), rtol=1e-5)
 
@@ -275,8 +280,8 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("distil")
     teacher, student = base / "teacher", base / "student"
     assert cli.main(["pretrain", "--config", f"{ROOT / 'configs' / 'bert.py'}:size=tiny", "--workdir", str(teacher),
-                     *SMALL, "--config.data.vocab_size=600", "--config.train.steps=40",
-                     "--config.train.checkpoint_every=40"]) == 0
+                     *SMALL, "--config.data.vocab_size=600", "--config.train.steps=20",
+                     "--config.train.checkpoint_every=20"]) == 0
     assert cli.main(["pretrain", "--config", f"{ROOT / 'configs' / 'distilbert.py'}:size=tiny,teacher={teacher}",
                      "--workdir", str(student), *SMALL, "--config.train.steps=40",
                      "--config.train.checkpoint_every=40"]) == 0
@@ -300,5 +305,6 @@ def test_finetune_from_the_student(runs, tmp_path):
     _, student = runs
     assert cli.main(["finetune", "--config", f"{ROOT / 'configs' / 'finetune.py'}:model={student},task=wordnet-wic",
                      "--workdir", str(tmp_path), "--config.train.progress=False", "--config.data.seq_len=32",
-                     "--config.train.steps=4", "--config.train.eval_every=4", "--config.train.eval_examples=32"]) == 0
+                     "--config.data.train_examples=64", "--config.train.steps=4", "--config.train.eval_every=4",
+                     "--config.train.eval_examples=32"]) == 0
     assert (tmp_path / "results.json").exists()

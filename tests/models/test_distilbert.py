@@ -55,6 +55,27 @@ def test_family_contract_and_registry():
     assert (cfg.num_layers, cfg.width, cfg.num_token_types, cfg.max_seq_len) == (6, 768, 1, 512)
 
 
+def test_flops_towers_match_xla_dots():
+    """The analytic matmul count of the student's forward (MLM head at P positions, no pooler, no token types)
+    equals XLA's dots; the teacher's forward is not the student's cost and is left out."""
+    import flax.linen as nn
+
+    from llm_jax import flops
+
+    cfg = models.make_config("distilbert", hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512,
+                             vocab_size=1000, max_position_embeddings=64, scan_unroll=True)
+    ocfg = objectives.config_for("mlm", max_predictions=10)
+    objective = objectives.make_objective(ocfg, SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4), cfg.vocab_size)
+    model, batch = models.build("distilbert", cfg), objective.dummy_batch(2, 64)
+    loss_fn = objective.make_loss(model)
+    params = nn.meta.unbox(abstract_params(model, objective, batch))
+    forward = jax.jit(lambda p, b: loss_fn(p, b, jax.random.key(0), deterministic=True)[0]).lower(
+        params, batch).compile()
+    ours = flops.step_flops("distilbert", cfg, ocfg, 2, 64, train=False)
+    assert not any(k.startswith("matmul/pooler") for k in ours.terms)
+    assert flops.hlo_dot_flops(forward) == ours.matmul
+
+
 # -------------------------------------------------------------------------------------- HF parity
 
 

@@ -18,6 +18,9 @@ def get_config(arg: str = "size=tiny"):
     args = parse_arg(arg)
     size = args.get("size", "tiny")
     teacher = args.get("teacher", "")
+    if not teacher:
+        raise ValueError("configs/distilbert.py needs its BERT teacher: configs/distilbert.py:size=tiny,teacher=DIR "
+                         "(a BERT run, checkpoint, model or Hugging Face directory).")
     cfg = base_config("distilbert", f"distilbert-{size}", objective="distill")
     cfg.objective.teacher = teacher
     cfg.model.init_from = teacher  # the teacher's tokenizer and every other layer (models/distilbert.py)

@@ -32,7 +32,7 @@ from llm_jax.layers import ATTENTION_IMPLEMENTATIONS, Embed, LayerNorm, activati
 from llm_jax.layers.embeddings import check_ids
 from llm_jax.models import bert
 from llm_jax.models.family import CommonConfig
-from llm_jax.sharding import BATCH, EMBED, SEQ, P_EMBED, P_VOCAB, shard
+from llm_jax.sharding import BATCH, EMBED, P_EMBED, P_VOCAB, SEQ, shard
 
 Output = bert.Output
 

@@ -11,6 +11,7 @@ import pytest
 from flax import traverse_util
 
 from llm_jax import cli, models, objectives
+from llm_jax import config as config_lib
 from llm_jax.data.tokenizer import SpecialIds
 from llm_jax.interop import load_hf_with_report, save_hf, state_dict
 from llm_jax.models import bert, distilbert, heads
@@ -214,7 +215,7 @@ def test_student_takes_one_layer_out_of_two(bert_teacher):
         np.testing.assert_array_equal(value, t_layers[path][[0, 2]])  # teacher layers 0 and 2
     np.testing.assert_array_equal(params["mlm_head"]["bias"], t_params["mlm_head"]["bias"])
     # Token type 0 folded into the positions: on a single-segment input the embeddings are the teacher's.
-    tokens, mask = _inputs()
+    tokens, _ = _inputs()
     x = jnp.asarray(tokens, jnp.int32)
     pos = jnp.broadcast_to(jnp.arange(T), x.shape)
     ours = distilbert.Embeddings(cfg).apply({"params": params["distilbert"]["embeddings"]}, x, None, pos, True)
@@ -320,6 +321,11 @@ def test_distillation_run_logs_the_terms_and_lowers_the_loss(runs):
     assert mean(rows[-10:], "cos_loss") < mean(rows[:10], "cos_loss")
     # The student reads the teacher's tokenizer (not one trained anew) and starts from its layer 0.
     assert (student / "tokenizer.json").read_text() == (teacher / "tokenizer.json").read_text()
+
+
+def test_recipe_without_a_teacher_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs its BERT teacher"):
+        config_lib.load_config_file(f"{ROOT / 'configs' / 'distilbert.py'}:size=tiny")
 
 
 def test_finetune_from_the_student(runs, tmp_path):

@@ -10,13 +10,14 @@ import types
 
 import flax.linen as nn
 
-from llm_jax.models import albert, bert, roberta
+from llm_jax.models import albert, bert, distilbert, roberta
 from llm_jax.models.family import RUNTIME_FIELDS, CommonConfig, InputFormat, check_family
 
 FAMILIES: dict[str, types.ModuleType] = {
     "bert": bert,
     "roberta": roberta,
     "albert": albert,
+    "distilbert": distilbert,
 }
 
 

@@ -3,8 +3,7 @@
 Importing this package registers every objective; `objective.name` in a run config picks one.
 """
 
-from llm_jax.objectives import mlm, mlm_nsp  # noqa: F401  (registration)
-from llm_jax.objectives import mlm_sop  # noqa: F401  (registration)
+from llm_jax.objectives import distill, mlm, mlm_nsp, mlm_sop  # noqa: F401  (registration)
 from llm_jax.objectives.base import (OBJECTIVES, Objective, ObjectiveConfigBase, check_token_ids, config_for,
                                      default_config, make_objective, objective_class, register, shape_only_objective,
                                      weighted_cross_entropy)

@@ -6,6 +6,7 @@ layouts `test_hf_parity.py` pins against transformers), then edited into the var
 
 import json
 import logging
+import re
 import sys
 
 import flax.linen as nn
@@ -251,7 +252,8 @@ def _dir_with_config(tmp_path, hf_config):
     (lambda d: _dir_with_config(d, "{not json"), ValueError, "is not valid JSON"),
     (lambda d: _dir_with_config(d, {"hidden_size": 8}), ValueError, "has no 'model_type'"),
     (lambda d: _dir_with_config(d, {"model_type": "gpt_neox"}), ValueError,
-     r"model_type 'gpt_neox', which no llm_jax family reads; supported model types: \['bert', 'roberta'\]"),
+     r"model_type 'gpt_neox', which no llm_jax family reads; supported model types: " + re.escape(str(sorted(
+         m.HF_MODEL_TYPE for m in models.FAMILIES.values() if hasattr(m, "HF_MODEL_TYPE"))))),
     (lambda d: _dir_with_config(d, {"model_type": "bert"}), ValueError, "lacks the field 'vocab_size'"),
     (lambda d: _dir_with_config(d, {**bert.config_to_hf(CONFIG), "position_embedding_type": "relative_key"}),
      ValueError, "position_embedding_type='relative_key' is not supported"),

@@ -3,12 +3,23 @@
 Importing this package registers every objective; `objective.name` in a run config picks one.
 """
 
-from llm_jax.objectives import distill, mlm, mlm_nsp, mlm_sop  # noqa: F401  (registration)
+import importlib
+
 from llm_jax.objectives.base import (OBJECTIVES, Objective, ObjectiveConfigBase, check_token_ids, config_for,
                                      default_config, make_objective, objective_class, register, shape_only_objective,
                                      weighted_cross_entropy)
 from llm_jax.objectives.mlm import Mlm, MlmConfig
 from llm_jax.objectives.mlm_nsp import MlmNsp, MlmNspConfig
+
+# Every objective file registers itself on import; adding one is one line here.
+OBJECTIVE_MODULES = (
+    "mlm",
+    "mlm_nsp",
+    "mlm_sop",
+    "distill",
+)
+for _module in OBJECTIVE_MODULES:
+    importlib.import_module(f"llm_jax.objectives.{_module}")
 
 __all__ = ["OBJECTIVES", "Mlm", "MlmConfig", "MlmNsp", "MlmNspConfig", "Objective", "ObjectiveConfigBase",
            "check_token_ids", "config_for", "default_config", "make_objective", "objective_class", "register",

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,8 @@ class Tower:
       lm_transform: BERT's dense + activation + LayerNorm before the vocabulary projection.
       pooler_classes: C of a classifier on the `[CLS]` pooler (BERT NSP and ALBERT SOP: 2); 0 = none.
       token_classes: C of a per-token classifier behind dense + activation (ELECTRA's discriminator: 1).
+      trainable: False for a frozen model the loss only reads (a distillation teacher): a training step runs
+        it forward once, without dropout and without a backward pass, and the optimizer does not touch it.
     """
 
     num_layers: int
@@ -97,6 +99,7 @@ class Tower:
     lm_transform: bool = True
     pooler_classes: int = 0
     token_classes: int = 0
+    trainable: bool = True
 
     @property
     def e(self) -> int:
@@ -281,13 +284,23 @@ def train_flops(towers: Sequence[Tower], batch: int, *, num_params: int = 0,
                 dense_embedding_lookup: bool = False) -> FlopsCount:
     """Training FLOPs of one step: forward with dropout × (1 + BACKWARD_FACTOR), plus the optimizer.
 
+    A tower with `trainable=False` (a frozen teacher) counts its deterministic forward once: no dropout, no
+    backward (its activations carry no gradient), and no optimizer update.
+
     Args:
-      towers: the model.
+      towers: the model, trained towers and frozen ones.
       batch: sequences per step.
-      num_params: all trainable parameters (embeddings included): AdamW updates each one; 0 leaves it out.
+      num_params: all trainable parameters (embeddings included; a frozen tower's are not): AdamW updates each
+        one; 0 leaves it out.
     """
-    fwd = forward_flops(towers, batch, dropout=True, dense_embedding_lookup=dense_embedding_lookup)
-    terms = {k: (1 + BACKWARD_FACTOR) * v for k, v in fwd.terms.items()}
+    terms: dict[str, float] = {}
+    for i, tower in enumerate(towers):
+        prefix = "" if len(towers) == 1 else f"tower{i}/"
+        fwd = forward_flops([tower], batch, dropout=tower.trainable, dense_embedding_lookup=dense_embedding_lookup)
+        factor = (1 + BACKWARD_FACTOR) if tower.trainable else 1
+        for name, v in fwd.terms.items():
+            name = f"matmul/{prefix}{name[len('matmul/'):]}" if name.startswith("matmul/") else f"{prefix}{name}"
+            terms[name] = terms.get(name, 0.0) + factor * v
     if num_params:
         terms["optimizer/adamw"] = float(ADAMW_FLOPS_PER_PARAM * num_params)
     return FlopsCount(terms)
@@ -303,11 +316,15 @@ def palm_flops_per_token(num_params: int, num_layers: int, num_heads: int, head_
 
 
 def model_flops_per_token(towers: Sequence[Tower]) -> float:
-    """PaLM model FLOPs per input token of the first tower, summed over towers (the numerator of MFU)."""
+    """PaLM model FLOPs per input token of the first tower, summed over towers (the numerator of MFU).
+
+    A frozen tower (`trainable=False`) runs forward only: a third of PaLM's forward + backward count.
+    """
     tokens = towers[0].seq_len
     per_sequence = sum(
-        tw.seq_len * palm_flops_per_token(non_embedding_params(tw), tw.num_layers, tw.num_heads, tw.head_dim,
-                                          tw.seq_len + tw.memory_len)
+        (1.0 if tw.trainable else 1.0 / (1 + BACKWARD_FACTOR))
+        * tw.seq_len * palm_flops_per_token(non_embedding_params(tw), tw.num_layers, tw.num_heads, tw.head_dim,
+                                            tw.seq_len + tw.memory_len)
         for tw in towers)
     return per_sequence / tokens
 
@@ -320,24 +337,40 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) ->
 # ------------------------------------------------------------------------------------------- families
 
 
-def towers_for(family: str, model_cfg: Any, objective_cfg: Any, seq_len: int) -> tuple[Tower, ...]:
+def towers_for(family: str, model_cfg: Any, objective_cfg: Any, seq_len: int, *,
+               frozen_configs: Mapping[str, tuple[str, Any]] | None = None) -> tuple[Tower, ...]:
     """The towers of a family's pretraining model under an objective config, at sequence length `seq_len`.
 
     The family's `towers(...)` describes its stacks; the objective says which heads it reads and how many
-    positions per sequence reach the vocabulary projection.
+    positions per sequence reach the vocabulary projection. The frozen models of the objective's
+    `required_models` (a distillation teacher) follow, with `trainable=False` (`Objective.frozen_towers`).
+
+    Args:
+      family / model_cfg: the trained model.
+      objective_cfg: the objective's config.
+      seq_len: T.
+      frozen_configs: `{required model name: (family, Config)}`, as the loop loads them; needed when the
+        objective has `required_models` (the teacher's shape is not known from the student's).
+
+    Raises:
+      ValueError: the objective reads frozen models whose configs are not given.
     """
     from llm_jax import models, objectives  # why lazy: the families import `Tower` from this module
 
     cls = objectives.objective_class(objective_cfg.name)
-    return models.family_module(family).towers(
+    trained = models.family_module(family).towers(
         model_cfg, seq_len, predicted_positions=cls.predicted_positions_for(objective_cfg, seq_len),
         heads=cls.heads)
+    return tuple(trained) + tuple(cls.frozen_towers(objective_cfg, seq_len, frozen_configs or {}))
 
 
 def step_flops(family: str, model_cfg: Any, objective_cfg: Any, batch: int, seq_len: int, *, train: bool = True,
-               num_params: int = 0) -> FlopsCount:
-    """FLOPs of one training step (or, `train=False`, one forward pass) of a family under an objective."""
-    towers = towers_for(family, model_cfg, objective_cfg, seq_len)
+               num_params: int = 0, frozen_configs: Mapping[str, tuple[str, Any]] | None = None) -> FlopsCount:
+    """FLOPs of one training step (or, `train=False`, one forward pass) of a family under an objective.
+
+    `frozen_configs` are the objective's frozen models (`towers_for`); a training step runs them forward only.
+    """
+    towers = towers_for(family, model_cfg, objective_cfg, seq_len, frozen_configs=frozen_configs)
     if train:
         return train_flops(towers, batch, num_params=num_params)
     return forward_flops(towers, batch)

@@ -20,6 +20,7 @@ one file that subclasses `Objective` and decorates itself with `@register`:
 | `required_models` | frozen models the loss reads (a distillation teacher): `{name: what}` |
 | `progress_keys` | metrics the progress bar shows |
 | `predicted_positions(T)`, `heads` | positions per sequence that reach the output layer, heads it reads (FLOPs) |
+| `frozen_heads`, `frozen_towers(cfg, T, frozen_configs)` | heads of each required model it reads; their forward-only FLOPs towers |
 
 Gradient accumulation is exact because losses and metrics are normalised by `denominators` computed on the
 whole global batch: the micro-batch losses then *sum* to the full-batch loss (and their gradients to its
@@ -152,6 +153,8 @@ class Objective(abc.ABC):
     required_models: ClassVar[Mapping[str, str]] = {}
     progress_keys: ClassVar[tuple[str, ...]] = ("loss", "tokens_per_s")
     heads: ClassVar[tuple[str, ...]] = ()  # output heads of the pretraining model the loss reads (for FLOPs)
+    # Output heads of each `required_models` entry the loss reads (for FLOPs); a name not listed reads `heads`.
+    frozen_heads: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def __init__(self, cfg, special: SpecialIds, vocab_size: int):
         self.cfg = cfg.validate()
@@ -195,6 +198,36 @@ class Objective(abc.ABC):
         """Positions per sequence that reach the output layer under `cfg` (every one, unless it gathers)."""
         del cfg
         return seq_len
+
+    @classmethod
+    def frozen_towers(cls, cfg, seq_len: int, frozen_configs: Mapping[str, tuple[str, Any]]) -> tuple:
+        """The FLOPs towers (`llm_jax.flops.Tower`, `trainable=False`) of the frozen models the loss runs.
+
+        Each `required_models` entry runs forward once per step on the batch's inputs, evaluating the heads of
+        `frozen_heads` at the positions the objective predicts; none by default (no required models).
+
+        Args:
+          cfg: this objective's config.
+          seq_len: T.
+          frozen_configs: `{required model name: (family, Config)}`.
+
+        Raises:
+          ValueError: a required model without its config.
+        """
+        from llm_jax import models  # why lazy: models import the objectives' registry
+
+        missing = sorted(set(cls.required_models) - set(frozen_configs))
+        if missing:
+            raise ValueError(f"The {cls.name} objective runs the frozen models {missing}: pass their (family, "
+                             "Config) as frozen_configs={name: (family, cfg)} to count their FLOPs.")
+        towers = []
+        for name in cls.required_models:
+            family, model_cfg = frozen_configs[name]
+            for tower in models.family_module(family).towers(
+                    model_cfg, seq_len, predicted_positions=cls.predicted_positions_for(cfg, seq_len),
+                    heads=cls.frozen_heads.get(name, cls.heads)):
+                towers.append(dataclasses.replace(tower, trainable=False))
+        return tuple(towers)
 
     def predicted_positions(self, seq_len: int) -> int:
         return self.predicted_positions_for(self.cfg, seq_len)

@@ -94,6 +94,7 @@ class Distill(Mlm):
     Config = DistillConfig
     required_models = {"teacher": "a teacher masked LM of the student's vocabulary and width (e.g. a BERT run)"}
     progress_keys = ("loss", "ce_loss", "mlm_loss", "cos_loss", "tokens_per_s")
+    frozen_heads = {"teacher": ("mlm",)}  # the teacher's MLM logits at the predicted positions (and its hidden)
 
     def loss_denominators(self, batch):
         """Predicted positions (`mlm`, for the CE and MLM terms) and non-padding tokens (`tokens`, for the cosine)."""

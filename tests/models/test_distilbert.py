@@ -77,6 +77,57 @@ def test_flops_towers_match_xla_dots():
     assert flops.hlo_dot_flops(forward) == ours.matmul
 
 
+def test_distill_step_flops_are_student_training_plus_teacher_forward_and_match_xla_dots():
+    """A distill train step = the student's training FLOPs (×3) + the frozen BERT teacher's forward (×1, no
+    dropout, no optimizer); XLA's dots of the compiled step (teacher a frozen jit argument) equal the matmuls."""
+    import flax.linen as nn
+
+    from llm_jax import flops, sharding
+    from llm_jax.train import step as step_lib
+    from llm_jax.train.optim import OptimConfig, make_optimizer
+
+    shape = dict(hidden_size=128, num_heads=2, intermediate_size=512, vocab_size=1000, max_position_embeddings=64,
+                 scan_unroll=True)
+    cfg = models.make_config("distilbert", num_layers=1, **shape)
+    t_cfg = models.make_config("bert", num_layers=2, **shape)
+    ocfg = objectives.config_for("distill", max_predictions=10)
+    frozen_configs = {"teacher": ("bert", t_cfg)}
+    objective = objectives.make_objective(ocfg, SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4), cfg.vocab_size)
+    model, teacher, batch = models.build("distilbert", cfg), models.build("bert", t_cfg), objective.dummy_batch(2, 64)
+    n_params = count_params(abstract_params(model, objective, batch))
+
+    ours = flops.step_flops("distilbert", cfg, ocfg, 2, 64, num_params=n_params, frozen_configs=frozen_configs)
+    student = flops.step_flops("distilbert", cfg, objectives.config_for("mlm", max_predictions=10), 2, 64,
+                               num_params=n_params)
+    teacher_fwd = flops.step_flops("bert", t_cfg, objectives.config_for("mlm", max_predictions=10), 2, 64,
+                                   train=False)
+    assert ours.total == student.total + teacher_fwd.total
+    assert ours.matmul == student.matmul + teacher_fwd.matmul
+    s_tower, t_tower = flops.towers_for("distilbert", cfg, ocfg, 64, frozen_configs=frozen_configs)
+    assert s_tower.trainable and not t_tower.trainable and t_tower.num_layers == 2 and not t_tower.pooler_classes
+    assert flops.model_flops_per_token([s_tower, t_tower]) == pytest.approx(
+        flops.model_flops_per_token([s_tower])
+        + flops.model_flops_per_token([dataclasses.replace(t_tower, trainable=True)]) / 3)
+    with pytest.raises(ValueError, match="frozen_configs"):
+        flops.towers_for("distilbert", cfg, ocfg, 64)  # the teacher's shape is not the student's
+
+    tx, schedule = make_optimizer(OptimConfig(), 10)
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=1), jax.devices()[:1])
+    rules = sharding.rules_for("dp")
+    frozen_sh = {"teacher": step_lib.frozen_shardings(abstract_params(teacher, objective, batch), mesh, rules)}
+    frozen = {"teacher": nn.meta.unbox(abstract_params(teacher, objective, batch))}
+    state, shardings = step_lib.create_state(model, objective, tx, batch, mesh, rules, seed=0)
+    train_step = step_lib.jit_train_step(
+        step_lib.make_train_step(objective.make_loss(model, frozen_models={"teacher": teacher}), tx, schedule,
+                                 seed=0, denominators_fn=objective.loss_denominators),
+        shardings, mesh, batch, frozen_sh)
+    with step_lib.mesh_context(mesh, rules):
+        compiled = train_step.lower(state, batch, frozen).compile()
+    assert flops.hlo_dot_flops(compiled) == ours.matmul
+    # Counting the teacher as trained (×3) would be off by twice its forward: the test can fail.
+    assert ours.matmul + 2 * teacher_fwd.matmul != flops.hlo_dot_flops(compiled)
+
+
 # -------------------------------------------------------------------------------------- HF parity
 
 

@@ -325,3 +325,14 @@ def test_convert_to_hf_loads_in_transformers(cli_run, tmp_path, require):
         out = model.eval()(**enc)
     assert out.prediction_logits.shape[-1] == model.config.vocab_size and out.sop_logits.shape == (1, 2)
     assert torch.isfinite(out.prediction_logits).all()
+
+
+def test_finetune_from_the_albert_run(cli_run, tmp_path):
+    """`llm-jax finetune` starts from the pretraining run (its SentencePiece tokenizer and shared stack) and
+    finishes a tiny token-classification task, writing its results."""
+    assert cli.main(["finetune", "--config", f"{ROOT / 'configs' / 'finetune.py'}:model={cli_run},task=wordnet-supersense",
+                     "--workdir", str(tmp_path), "--config.train.progress=False", "--config.data.seq_len=32",
+                     "--config.data.train_examples=64", "--config.train.steps=5", "--config.train.eval_every=5",
+                     "--config.train.eval_examples=32"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results

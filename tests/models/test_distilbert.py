@@ -86,8 +86,8 @@ def test_distill_step_flops_are_student_training_plus_teacher_forward_and_match_
     from llm_jax.train import step as step_lib
     from llm_jax.train.optim import OptimConfig, make_optimizer
 
-    shape = dict(hidden_size=128, num_heads=2, intermediate_size=512, vocab_size=1000, max_position_embeddings=64,
-                 scan_unroll=True)
+    shape = {"hidden_size": 128, "num_heads": 2, "intermediate_size": 512, "vocab_size": 1000,
+             "max_position_embeddings": 64, "scan_unroll": True}
     cfg = models.make_config("distilbert", num_layers=1, **shape)
     t_cfg = models.make_config("bert", num_layers=2, **shape)
     ocfg = objectives.config_for("distill", max_predictions=10)

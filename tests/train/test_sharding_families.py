@@ -39,8 +39,8 @@ class Case:
 
 
 CASES = {
-    "albert-mlm_sop": Case("albert-tiny", dict(name="mlm_sop", masking="dynamic", max_predictions=P)),
-    "distilbert-distill": Case("distilbert-tiny", dict(name="distill", masking="dynamic", max_predictions=P),
+    "albert-mlm_sop": Case("albert-tiny", {"name": "mlm_sop", "masking": "dynamic", "max_predictions": P}),
+    "distilbert-distill": Case("distilbert-tiny", {"name": "distill", "masking": "dynamic", "max_predictions": P},
                                frozen={"teacher": "bert-tiny"}),
 }
 

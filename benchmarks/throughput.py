@@ -79,7 +79,13 @@ def load_run_config(spec: str, overrides: list[str]):
         except json.JSONDecodeError:
             value = raw
         d[section][field] = value
-    return from_dict(d)
+    run = from_dict(d)
+    from llm_jax.objectives import objective_class
+
+    if objective_class(run.objective.name).required_models:
+        raise SystemExit(f"--config {spec!r}: objective {run.objective.name!r} reads frozen models (a teacher); this "
+                         "benchmark replays single-model training only, so it cannot time it fairly yet.")
+    return run
 
 
 def make_objective_for(run):

@@ -74,6 +74,9 @@ class Mlm(Objective):
     progress_keys = ("loss", "mlm_accuracy", "tokens_per_s")
 
     heads = ("mlm",)
+    # A sentence-pair classification head trained beside the MLM: "nsp" (BERT) or "sop" (ALBERT); its logits are
+    # the model output's `<pair_head>_logits_B2` and its labels the batch's `<pair_head>_label`.
+    pair_head: str | None = None
 
     def num_predictions(self, seq_len: int) -> int:
         """P: the configured cap, or BERT's ratio of `seq_len` when it is 0; never more than `seq_len`."""
@@ -126,7 +129,7 @@ class Mlm(Objective):
     def prepare(self, examples: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
         """The model-ready batch from loader rows; draws dynamic masks from (seed, epoch, example index)."""
         batch = {"mask": examples["mask"]}
-        for key in ("segment_ids", "nsp_label"):
+        for key in ("segment_ids", f"{self.pair_head}_label"):
             if key in examples:
                 batch[key] = examples[key]
         if self.cfg.masking == "dynamic":
@@ -139,13 +142,17 @@ class Mlm(Objective):
 
     def dummy_batch(self, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
         p = self.num_predictions(seq_len)
-        return {
+        batch = {
             "inputs": np.zeros((batch_size, seq_len), np.int32),
             "mask": np.ones((batch_size, seq_len), bool),
             "mlm_positions": np.zeros((batch_size, p), np.int32),
             "mlm_ids": np.zeros((batch_size, p), np.int32),
             "mlm_weights": np.zeros((batch_size, p), np.float32),
         }
+        if self.pair_head:  # sentence pairs: segment ids and one label per row
+            batch.update(segment_ids=np.zeros((batch_size, seq_len), np.int32),
+                         **{f"{self.pair_head}_label": np.zeros((batch_size,), np.int32)})
+        return batch
 
     def init_inputs(self, batch):
         args, kwargs = super().init_inputs(batch)
@@ -153,7 +160,10 @@ class Mlm(Objective):
 
     # ------------------------------------------------------------------ device side
     def loss_denominators(self, batch):
-        return {"mlm": jnp.sum(batch["mlm_weights"].astype(jnp.float32))}
+        out = {"mlm": jnp.sum(batch["mlm_weights"].astype(jnp.float32))}
+        if self.pair_head:  # one pair label per row
+            out[self.pair_head] = jnp.asarray(batch["mask"].shape[0], jnp.float32)
+        return out
 
     def _apply(self, model, params, batch, rng, deterministic):
         args, kwargs = self.init_inputs(batch)
@@ -164,6 +174,14 @@ class Mlm(Objective):
                                            denominators["mlm"])
         return loss, {"mlm_loss": loss, "mlm_accuracy": acc}
 
+    def _pair_terms(self, out, batch, denominators):
+        """Cross-entropy and accuracy of the sentence-pair head (NSP or SOP) over the rows."""
+        head = self.pair_head
+        labels_B1 = batch[f"{head}_label"][:, None]
+        loss, acc = weighted_cross_entropy(getattr(out, f"{head}_logits_B2")[:, None], labels_B1,
+                                           jnp.ones(labels_B1.shape, jnp.float32), denominators[head])
+        return loss, {f"{head}_loss": loss, f"{head}_accuracy": acc}
+
     def make_loss(self, model, frozen_models=None):
         """`loss(params, batch, rng, ...) -> (loss, (metrics, carry))` for a pretraining model of any MLM family."""
 
@@ -172,6 +190,10 @@ class Mlm(Objective):
             denominators = self.loss_denominators(batch) if denominators is None else denominators
             out = self._apply(model, params, batch, rng, deterministic)
             loss, metrics = self._mlm_terms(out, batch, denominators)
+            if self.pair_head:
+                pair_loss, pair_metrics = self._pair_terms(out, batch, denominators)
+                loss = loss + pair_loss
+                metrics.update(pair_metrics)
             metrics["loss"] = loss
             return loss, (metrics, carry)
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
-from llm_jax.objectives.base import register, weighted_cross_entropy
+from llm_jax.objectives.base import register
 from llm_jax.objectives.mlm import Mlm, MlmConfig
 from llm_jax.objectives.nsp import make_nsp_examples
 
@@ -43,29 +42,8 @@ class MlmNsp(Mlm):
     name = "mlm_nsp"
     Config = MlmNspConfig
     heads = ("mlm", "nsp")
+    pair_head = "nsp"
 
     def _rows(self, docs_ids, seq_len, seed, copy):
         rng = np.random.default_rng((seed, 3_000_017, copy))
         return make_nsp_examples(docs_ids, seq_len, self.special, rng, short_seq_prob=self.cfg.short_seq_prob)
-
-    def dummy_batch(self, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
-        return {**super().dummy_batch(batch_size, seq_len),
-                "segment_ids": np.zeros((batch_size, seq_len), np.int32),
-                "nsp_label": np.zeros((batch_size,), np.int32)}
-
-    def loss_denominators(self, batch):
-        return {**super().loss_denominators(batch), "nsp": jnp.asarray(batch["nsp_label"].shape[0], jnp.float32)}
-
-    def make_loss(self, model, frozen_models=None):
-        def loss_fn(params, batch, rng, *, carry=None, frozen=None, denominators=None, deterministic=False):
-            del frozen
-            denominators = self.loss_denominators(batch) if denominators is None else denominators
-            out = self._apply(model, params, batch, rng, deterministic)
-            mlm_loss, metrics = self._mlm_terms(out, batch, denominators)
-            labels_B1 = batch["nsp_label"][:, None]
-            nsp_loss, nsp_acc = weighted_cross_entropy(out.nsp_logits_B2[:, None], labels_B1,
-                                                       jnp.ones(labels_B1.shape, jnp.float32), denominators["nsp"])
-            metrics.update(nsp_loss=nsp_loss, nsp_accuracy=nsp_acc, loss=mlm_loss + nsp_loss)
-            return mlm_loss + nsp_loss, (metrics, carry)
-
-        return loss_fn

@@ -21,10 +21,9 @@ from __future__ import annotations
 import dataclasses
 import string
 
-import jax.numpy as jnp
 import numpy as np
 
-from llm_jax.objectives.base import register, weighted_cross_entropy
+from llm_jax.objectives.base import register
 from llm_jax.objectives.masking import maskable, ngram_mask_batch, ngram_probabilities
 from llm_jax.objectives.mlm import Mlm, MlmConfig
 from llm_jax.objectives.nsp import make_nsp_examples
@@ -83,6 +82,7 @@ class MlmSop(Mlm):
     name = "mlm_sop"
     Config = MlmSopConfig
     heads = ("mlm", "sop")
+    pair_head = "sop"
     progress_keys = ("loss", "mlm_accuracy", "sop_accuracy", "tokens_per_s")
 
     word_start_V: np.ndarray | None = None
@@ -108,36 +108,7 @@ class MlmSop(Mlm):
                                 mask_prob=self.cfg.mask_prob, max_predictions=self.num_predictions(tokens_BT.shape[1]),
                                 mask_id=self.special.mask, vocab_size=self.vocab_size, max_ngram=self.cfg.max_ngram)
 
-    def prepare(self, examples: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-        """The model-ready batch: `Mlm.prepare` plus the sentence-order labels."""
-        return {**super().prepare(examples, seed), "sop_label": examples["sop_label"]}
-
-    def dummy_batch(self, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
-        return {**super().dummy_batch(batch_size, seq_len),
-                "segment_ids": np.zeros((batch_size, seq_len), np.int32),
-                "sop_label": np.zeros((batch_size,), np.int32)}
-
     @staticmethod
     def span_probabilities(max_ngram: int = 3) -> np.ndarray:
         """p(n) of the span lengths in words, n = 1 … max_ngram."""
         return ngram_probabilities(max_ngram)
-
-    # ------------------------------------------------------------------ device side
-    def loss_denominators(self, batch):
-        return {**super().loss_denominators(batch), "sop": jnp.asarray(batch["sop_label"].shape[0], jnp.float32)}
-
-    def make_loss(self, model, frozen_models=None):
-        """`loss(params, batch, rng, ...) -> (loss, (metrics, carry))`: MLM + SOP cross-entropies."""
-
-        def loss_fn(params, batch, rng, *, carry=None, frozen=None, denominators=None, deterministic=False):
-            del frozen
-            denominators = self.loss_denominators(batch) if denominators is None else denominators
-            out = self._apply(model, params, batch, rng, deterministic)
-            mlm_loss, metrics = self._mlm_terms(out, batch, denominators)
-            labels_B1 = batch["sop_label"][:, None]
-            sop_loss, sop_acc = weighted_cross_entropy(out.sop_logits_B2[:, None], labels_B1,
-                                                       jnp.ones(labels_B1.shape, jnp.float32), denominators["sop"])
-            metrics.update(sop_loss=sop_loss, sop_accuracy=sop_acc, loss=mlm_loss + sop_loss)
-            return mlm_loss + sop_loss, (metrics, carry)
-
-        return loss_fn

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from llm_jax.data.tokenizer import ALBERT_TOKENIZER
 from llm_jax.flops import Tower
-from llm_jax.layers import Einsum, Embed, LayerNorm, Stack, activation, padding_mask
+from llm_jax.layers import Einsum, Embed, LayerNorm, Stack, activation
 from llm_jax.models import bert
 from llm_jax.sharding import BATCH, EMBED, SEQ, VOCAB, P_EMBED, P_VOCAB, shard
 
@@ -151,8 +151,11 @@ class Encoder(nn.Module):
         return out.x, out.hidden_LBTD
 
 
-class AlbertModel(nn.Module):
+class AlbertModel(bert.BertModel):
     """Embeddings (E, projected to D) → shared encoder (→ pooler): the trunk (HF `AlbertModel`).
+
+    BERT's trunk (`bert.BertModel`: the same call, pooler and tied `attend`, here onto the E-wide word
+    embeddings) with ALBERT's embeddings and shared encoder.
 
     Attributes:
       cfg: hyperparameters.
@@ -161,34 +164,13 @@ class AlbertModel(nn.Module):
     """
 
     cfg: Config
-    add_pooler: bool = True
-    collect_hidden: bool = False
+    output_cls = Output
 
     def setup(self):
         self.embeddings = Embeddings(self.cfg)
         self.encoder = Encoder(self.cfg, collect_hidden=self.collect_hidden)
         if self.add_pooler:
             self.pooler = bert.Pooler(self.cfg)
-
-    def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None, deterministic=True):
-        """`[B, T]` ids (optional segments, positions, padding mask `[B, T]` True on real tokens) → `Output`."""
-        b, t = tokens_BT.shape
-        if t > self.cfg.max_seq_len:
-            raise ValueError(f"Sequence length {t} exceeds the {self.cfg.max_seq_len} positions of "
-                             f"model.max_position_embeddings={self.cfg.max_position_embeddings}; shorten data.seq_len.")
-        if segment_ids_BT is None:
-            segment_ids_BT = jnp.zeros((b, t), jnp.int32)
-        if positions_BT is None:
-            positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-        mask_BHTS = None if mask_BT is None else padding_mask(mask_BT)
-        x_BTD = self.embeddings(tokens_BT, segment_ids_BT, positions_BT, deterministic)
-        hidden_BTD, all_hidden = self.encoder(x_BTD, mask_BHTS, deterministic)
-        pooled_BD = self.pooler(hidden_BTD) if self.add_pooler else None
-        return Output(hidden_BTD=hidden_BTD, pooled_BD=pooled_BD, all_hidden_LBTD=all_hidden)
-
-    def attend(self, x_BTE):
-        """Tied output projection of E-wide vectors onto the vocabulary (the MLM decoder)."""
-        return self.embeddings.word_embeddings.attend(x_BTE)
 
 
 # ------------------------------------------------------------------------------------------------ heads

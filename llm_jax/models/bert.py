@@ -219,7 +219,10 @@ class BertModel(nn.Module):
         x_BTD = self.embeddings(tokens_BT, segment_ids_BT, positions_BT, deterministic)
         hidden_BTD, all_hidden = self.encoder(x_BTD, mask_BHTS, deterministic)
         pooled_BD = self.pooler(hidden_BTD) if self.add_pooler else None
-        return Output(hidden_BTD=hidden_BTD, pooled_BD=pooled_BD, all_hidden_LBTD=all_hidden)
+        return self.output_cls(hidden_BTD=hidden_BTD, pooled_BD=pooled_BD, all_hidden_LBTD=all_hidden)
+
+    # The output dataclass; a child family whose heads add fields (ALBERT's SOP logits) names its own.
+    output_cls = Output
 
     def attend(self, x_BTD):
         """Tied output projection onto the vocabulary (used by the MLM head)."""

@@ -170,11 +170,25 @@ def _describe(argv: list[str]) -> int:
     family, cfg = models.get_preset(args.preset)
     model = models.build(family, cfg)
     objective = objectives.shape_only_objective(models.family_module(family).DEFAULT_OBJECTIVE, cfg.vocab_size)
-    n = count_params(abstract_params(model, objective, objective.dummy_batch(1, 8)))
+    abstract = abstract_params(model, objective, objective.dummy_batch(1, 8))
     print(f"{args.preset} ({family}, {type(model).__name__})")
     for f in dataclasses.fields(cfg):
         print(f"  {f.name:<26} {getattr(cfg, f.name)}")
-    print(f"parameters: {n}")
+    print(f"parameters: {count_params(abstract)}")
+    # A model published as several checkpoints (ELECTRA's discriminator and generator): each one's count, shared
+    # params in each, as transformers counts them.
+    import numpy as np
+    from flax import traverse_util
+    from flax.linen import meta
+
+    from llm_jax.interop.state_dict import hf_views
+
+    views = hf_views(family)
+    if len(views) > 1:
+        sizes = {k: int(np.prod(v.shape)) for k, v in
+                 traverse_util.flatten_dict(meta.unbox(abstract), sep="/").items()}
+        for name, view in views.items():
+            print(f"  {name}: {sum(n for k, n in sizes.items() if k in view.name_map)} ({view.architecture})")
     return 0
 
 

@@ -19,6 +19,7 @@ FAMILY_NAMES = (
     "roberta",
     "albert",
     "distilbert",
+    "electra",
 )
 FAMILIES: dict[str, types.ModuleType] = {name: importlib.import_module(f"llm_jax.models.{name}")
                                          for name in FAMILY_NAMES}

@@ -374,3 +374,40 @@ def test_finetune_from_the_electra_run(cli_run, tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())
     # ELECTRA's own fine-tuning recipe (Table 7): layer-wise LR decay 0.8 below 24 layers.
     assert json.loads((tmp_path / "config.json").read_text())["optim"]["layer_decay"] == 0.8
+
+
+@pytest.mark.parametrize("cls_name,kind", [("ElectraForSequenceClassification", "classification"),
+                                           ("ElectraForMultipleChoice", "multiple_choice")])
+def test_task_heads_match_transformers(require, cls_name, kind):
+    """ELECTRA's own heads on the discriminator: `ElectraClassificationHead` (dense + GELU on the first token) and
+    `ElectraSequenceSummary` + one logit per choice, with HF's names so that fine-tuned checkpoints map."""
+    from llm_jax.interop import state_dict
+    from llm_jax.models import heads
+
+    torch = require("torch")
+    transformers = require("transformers")
+    disc_cfg, _ = _hf_configs(transformers)
+    disc_cfg.num_labels = 3
+    hf = _randomize(torch, getattr(transformers, cls_name)(disc_cfg), 5)
+    tensors = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    cfg = electra.discriminator_config_from_hf(hf.config.to_dict())
+    trunk, report = state_dict.from_hf_state_dict("electra", cfg, tensors, view="discriminator")
+    linear = lambda name: {"kernel": tensors[f"{name}.weight"].T, "bias": tensors[f"{name}.bias"]}
+    params = {"electra": trunk["electra"]}
+    if kind == "classification":
+        params["classifier"] = {"dense": linear("classifier.dense"), "out_proj": linear("classifier.out_proj")}
+        assert sorted(report.unexpected) == sorted(f"classifier.{n}.{w}" for n in ("dense", "out_proj")
+                                                   for w in ("weight", "bias"))
+    else:
+        params["sequence_summary"] = {"summary": linear("sequence_summary.summary")}
+        params["classifier"] = linear("classifier")
+    model = heads.build("electra", cfg, kind, num_labels=3)
+    tokens, segments, mask = _inputs(cfg.pad_token_id)
+    if kind == "multiple_choice":  # 3 examples × 2 choices
+        tokens, segments, mask = (np.stack([x, x[::-1]], 1) for x in (tokens, segments, mask))
+    out = model.apply({"params": params}, jnp.asarray(tokens, jnp.int32), mask_BT=jnp.asarray(mask),
+                      segment_ids_BT=jnp.asarray(segments, jnp.int32))
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask.astype(np.int64)),
+                    token_type_ids=torch.tensor(segments)).logits.numpy()
+    np.testing.assert_allclose(out.logits_BC if kind == "classification" else out.logits_BN, theirs, **MODEL_TOL)

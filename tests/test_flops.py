@@ -326,3 +326,24 @@ def test_format_train_flops_names_both_conventions():
     script = flops.electra_script_train_flops(towers, batch, steps).total
     assert "backward = 2x forward" in text and "training = 2x forward" in text
     assert f"{ours:.4e}" in text and f"{script:.4e}" in text and f"({script / ours:.3f}x ours)" in text
+
+
+def test_flops_verb_prints_the_papers_totals(capsys):
+    """`llm-jax flops` from the recipes: BERT-Base and ELECTRA-Base as ELECTRA's script counts them (its Table 1:
+    6.4e19 each), then `total:` last."""
+    import pathlib
+
+    from llm_jax import cli
+
+    configs = pathlib.Path(__file__).resolve().parents[1] / "configs"
+    totals = {}
+    for recipe, steps in (("bert.py:size=base", 1_000_000), ("electra.py:size=base", 766_000)):
+        assert cli.main(["flops", "--config", str(configs / recipe), "--convention", "electra", "--batch", "256",
+                         "--seq", "512", "--steps", str(steps)]) == 0
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        assert last.startswith("total: ")
+        totals[recipe] = float(last.split()[1])
+    np.testing.assert_allclose(totals["bert.py:size=base"], 6.428e19, rtol=1e-3)
+    np.testing.assert_allclose(totals["electra.py:size=base"], 6.425e19, rtol=1e-3)
+    assert cli.main(["flops", "--config", str(configs / "bert.py:size=tiny"), "--convention", "palm"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("total: ")

@@ -102,6 +102,22 @@ def test_flops_in_both_conventions_from_the_presets():
     np.testing.assert_allclose(script_total("electra-base", 256, 766_000, 512), 6.425e19, rtol=0.01)
 
 
+def test_layer_decay_puts_the_projection_with_the_embeddings():
+    """ELECTRA's fine-tuning LLRD (`_get_layer_lrs`): embeddings and `embeddings_project` at depth 0, layer l at
+    l + 1, the head on top."""
+    from llm_jax.models import heads
+    from llm_jax.train.optim import layer_depth_factors
+
+    cfg = electra.PRESETS["electra-tiny"]
+    model = heads.build("electra", cfg, "classification", num_labels=3)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32)))["params"]
+    factors = traverse_util.flatten_dict(layer_depth_factors(boxed, 0.8), sep="/")
+    depth0 = 0.8 ** (cfg.num_layers + 1)
+    assert factors["electra/encoder/embeddings_project/kernel"] == pytest.approx(depth0)
+    assert factors["electra/embeddings/word_embeddings/embedding"] == pytest.approx(depth0)
+    assert factors["classifier/out_proj/kernel"] == 1.0
+
+
 # ------------------------------------------------------------------------------------------- HF parity
 
 

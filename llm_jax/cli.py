@@ -1,10 +1,12 @@
 """`llm-jax <verb> ...`: the command line.
 
-    llm-jax pretrain --config configs/bert.py:size=tiny --workdir runs/x [--config.train.steps=100 ...]
-    llm-jax finetune --config configs/finetune.py:model=runs/x,task=wordnet-supersense --workdir runs/y
-    llm-jax describe bert-base
+    llm-jax pretrain --config bert:size=tiny --workdir runs/x [--config.train.steps=100 ...]
+    llm-jax pretrain --config my_recipe.py:size=tiny --workdir runs/x        (a recipe file of your own)
+    llm-jax finetune --config finetune:model=runs/x,task=wordnet-supersense --workdir runs/y
+    llm-jax recipes [NAME]
+    llm-jax describe [bert-base]
     llm-jax convert --from-hf DIR --out DIR | --to-hf RUN_OR_CKPT --out DIR
-    llm-jax flops --config configs/bert.py:size=base --convention electra --batch 256 --seq 512 --steps 1000000
+    llm-jax flops --config bert:size=base --convention electra --batch 256 --seq 512 --steps 1000000
 """
 
 from __future__ import annotations
@@ -12,23 +14,45 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import pathlib
 import sys
 
 VERBS = {
-    "pretrain": "Pretrain a model with its family's original objective (--config FILE:ARG --workdir DIR).",
-    "finetune": "Fine-tune and evaluate on a task; writes results.json (--config FILE:model=M,task=T --workdir DIR).",
-    "describe": "Print a preset's architecture and its parameter count (counted abstractly, nothing allocated).",
+    "pretrain": "Pretrain a model with its family's original objective (--config RECIPE[:ARG] --workdir DIR).",
+    "finetune": "Fine-tune and evaluate on a task; writes results.json (--config finetune:model=M,task=T --workdir D).",
+    "recipes": "List the recipes (--config NAME[:ARG], e.g. bert:size=tiny) with their arguments; NAME shows one.",
+    "describe": "Print a preset's architecture and parameter count (counted abstractly); no preset: every preset.",
     "convert": "Convert checkpoints: --from-hf HF_DIR --out DIR, or --to-hf RUN_OR_CKPT --out DIR.",
-    "flops": "Training FLOPs of a config's step and of N steps (--config FILE:ARG [--convention ours|electra|palm]).",
+    "flops": "Training FLOPs of one step and of N steps (--config RECIPE[:ARG] [--convention ours|electra|palm]).",
 }
 CONVENTIONS = ("ours", "electra", "palm")
+CONFIG_HELP = ("A recipe by name (`llm-jax recipes`: bert, roberta, ..., finetune) or a recipe file, then optionally "
+               ":ARG (e.g. bert:size=tiny, my_recipe.py:size=tiny).")
 
 
 def _usage() -> str:
     lines = ["usage: llm-jax <verb> [options]", "", "verbs:"]
     lines += [f"  {verb:<10} {text}" for verb, text in VERBS.items()]
-    lines += ["", "Run `llm-jax <verb> --help` for a verb's options."]
+    lines += ["", "--config takes a recipe by name (bert:size=tiny; `llm-jax recipes`) or a file (PATH.py:ARG).",
+              "Run `llm-jax <verb> --help` for a verb's options."]
     return "\n".join(lines)
+
+
+def _resolve_config(argv: list[str]) -> list[str]:
+    """`argv` with the `--config` value turned into a file (`bert:size=tiny` → `.../configs/bert.py:size=tiny`).
+
+    Raises:
+      FileNotFoundError: the value is neither a file nor a recipe name.
+    """
+    from llm_jax.recipe_files import resolve
+
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--config" and i + 1 < len(out):
+            out[i + 1] = resolve(out[i + 1])
+        elif a.startswith("--config="):
+            out[i] = "--config=" + resolve(a.removeprefix("--config="))
+    return out
 
 
 def _pretrain(argv: list[str]) -> int:
@@ -36,7 +60,9 @@ def _pretrain(argv: list[str]) -> int:
     from ml_collections import config_flags
 
     if any(a in ("-h", "--help") for a in argv):
-        print("usage: llm-jax pretrain --config configs/FAMILY.py[:size=SIZE] --workdir DIR [--config.SECTION.KEY=VALUE ...]\n\n"
+        print("usage: llm-jax pretrain --config RECIPE[:size=SIZE] --workdir DIR [--config.SECTION.KEY=VALUE ...]\n\n"
+              "RECIPE: a name from `llm-jax recipes` (bert, roberta, albert, electra, ...) or a recipe file PATH.py\n"
+              "        (e.g. a copy of one, from `llm-jax recipes NAME`).\n"
               "Sections: model, objective, data, optim, mesh, train. Examples:\n"
               "  --config.train.steps=200 --config.train.batch_size=16 --config.data.seq_len=64\n"
               "  --config.mesh.data=2 --config.mesh.fsdp=2 --config.mesh.tensor=2 --config.mesh.rules=fsdp_tp\n"
@@ -45,9 +71,9 @@ def _pretrain(argv: list[str]) -> int:
               "  --overwrite   move the run in --workdir aside and start afresh")
         return 0
     fv = flags.FlagValues()
-    argv = ["llm-jax pretrain", *argv]
+    argv = ["llm-jax pretrain", *_resolve_config(argv)]
     # Why sys_argv: config_flags finds the `--config.a.b=v` overrides in sys.argv unless told the real argv.
-    config_flags.DEFINE_config_file("config", None, "Config file (configs/X.py[:arg]).", lock_config=True,
+    config_flags.DEFINE_config_file("config", None, CONFIG_HELP, lock_config=True,
                                     flag_values=fv, sys_argv=argv)
     flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, tokenizer).", flag_values=fv)
     flags.DEFINE_bool("resume", False, "Continue the run in --workdir even though its config differs.", flag_values=fv)
@@ -88,7 +114,7 @@ def _pretrain(argv: list[str]) -> int:
 
 
 def _parse_config(verb: str, argv: list[str], extra=None, need_workdir: bool = True):
-    """`(config_dict, workdir)` from `--config FILE[:ARG] --workdir DIR [--config.a.b=v ...]`, or an exit code.
+    """`(config_dict, workdir)` from `--config RECIPE[:ARG] --workdir DIR [--config.a.b=v ...]`, or an exit code.
 
     `extra(flags, flag_values)` defines further flags; then `(config_dict, workdir, flag_values)` is returned.
     """
@@ -96,9 +122,9 @@ def _parse_config(verb: str, argv: list[str], extra=None, need_workdir: bool = T
     from ml_collections import config_flags
 
     fv = flags.FlagValues()
-    argv = [f"llm-jax {verb}", *argv]
+    argv = [f"llm-jax {verb}", *_resolve_config(argv)]
     # Why sys_argv: config_flags finds the `--config.a.b=v` overrides in sys.argv unless told the real argv.
-    config_flags.DEFINE_config_file("config", None, "Config file (configs/X.py[:arg]).", lock_config=True,
+    config_flags.DEFINE_config_file("config", None, CONFIG_HELP, lock_config=True,
                                     flag_values=fv, sys_argv=argv)
     flags.DEFINE_string("workdir", None, "Run directory.", flag_values=fv)
     if extra is not None:
@@ -120,7 +146,7 @@ def _parse_config(verb: str, argv: list[str], extra=None, need_workdir: bool = T
 
 def _flops(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        print("usage: llm-jax flops --config configs/FAMILY.py[:size=SIZE] [--convention ours|electra|palm] "
+        print("usage: llm-jax flops --config RECIPE[:size=SIZE] [--convention ours|electra|palm] "
               "[--batch B] [--seq T] [--steps N] [--config.SECTION.KEY=VALUE ...]\n\n"
               "Training FLOPs of one step of the config's model and objective (batch, sequence length and steps\n"
               "default to the config's train.batch_size, data.seq_len, train.steps), then `total:` for N steps.\n"
@@ -192,7 +218,7 @@ def format_results(results: dict) -> str:
 
 def _finetune(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        print("usage: llm-jax finetune --config configs/finetune.py:model=MODEL,task=TASK --workdir DIR "
+        print("usage: llm-jax finetune --config finetune:model=MODEL,task=TASK --workdir DIR "
               "[--config.SECTION.KEY=VALUE ...]\n\n"
               "MODEL: a preset (random init, e.g. bert-tiny), a run / checkpoint / model directory of ours, or a\n"
               "       Hugging Face checkpoint directory.\n"
@@ -229,17 +255,40 @@ def _finetune(argv: list[str]) -> int:
     return 0
 
 
-def _describe(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="llm-jax describe", description=VERBS["describe"])
-    parser.add_argument("preset", help="e.g. bert-base, bert-tiny, roberta-large")
-    args = parser.parse_args(argv)
+def _abstract_preset(name: str):
+    """`(family, Config, module, abstract params)` of a preset: shapes only, no weights allocated."""
     from llm_jax import models, objectives
-    from llm_jax.train.step import abstract_params, count_params
+    from llm_jax.train.step import abstract_params
 
-    family, cfg = models.get_preset(args.preset)
+    family, cfg = models.get_preset(name)
     model = models.build(family, cfg)
     objective = objectives.shape_only_objective(models.family_module(family).DEFAULT_OBJECTIVE, cfg.vocab_size)
-    abstract = abstract_params(model, objective, objective.dummy_batch(1, 8))
+    return family, cfg, model, abstract_params(model, objective, objective.dummy_batch(1, 8))
+
+
+def _describe_all() -> int:
+    """Every preset, by family in registry order, with its parameter count."""
+    from llm_jax import models
+    from llm_jax.train.step import count_params
+
+    print("Presets by family, with their parameter counts (`llm-jax describe NAME` shows one's architecture):")
+    for family, module in models.FAMILIES.items():
+        print(f"\n{family}")
+        for name in module.PRESETS:
+            _, _, model, abstract = _abstract_preset(name)
+            print(f"  {name:<24} {count_params(abstract):>15,}  {type(model).__name__}")
+    return 0
+
+
+def _describe(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="llm-jax describe", description=VERBS["describe"])
+    parser.add_argument("preset", nargs="?", help="e.g. bert-base, bert-tiny, roberta-large; none: list every preset")
+    args = parser.parse_args(argv)
+    if args.preset is None:
+        return _describe_all()
+    from llm_jax.train.step import count_params
+
+    family, cfg, model, abstract = _abstract_preset(args.preset)
     print(f"{args.preset} ({family}, {type(model).__name__})")
     for f in dataclasses.fields(cfg):
         print(f"  {f.name:<26} {getattr(cfg, f.name)}")
@@ -258,6 +307,43 @@ def _describe(argv: list[str]) -> int:
                  traverse_util.flatten_dict(meta.unbox(abstract), sep="/").items()}
         for name, view in views.items():
             print(f"  {name}: {sum(n for k, n in sizes.items() if k in view.name_map)} ({view.architecture})")
+    return 0
+
+
+def _recipes(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="llm-jax recipes", description=VERBS["recipes"])
+    parser.add_argument("name", nargs="?", help="a recipe: print its file, arguments and description")
+    parser.add_argument("--path", action="store_true", help="print only the recipe's file (to copy it: "
+                        "cp \"$(llm-jax recipes --path bert)\" my_bert.py)")
+    args = parser.parse_args(argv)
+    from llm_jax import recipe_files
+
+    if args.path and args.name is None:
+        parser.error("--path needs a recipe name, e.g. llm-jax recipes --path bert")
+    if args.name is not None:
+        path = recipe_files.resolve(args.name).partition(":")[0]
+        if args.path:
+            print(path)
+            return 0
+        recipe = recipe_files.read(pathlib.Path(path))
+        print(f"{recipe.name}: {recipe.path}")
+        print(f"  --config {recipe.spec()}")
+        for key, default in recipe.arguments:
+            print(f"  {key:<12} {'(no default)' if default in (None, '') else 'default ' + default}")
+        if recipe.doc:
+            print("\n" + recipe.doc.strip())
+        mine = f"my_{recipe.name}.py"
+        print(f"\nTo change more than --config.SECTION.KEY=VALUE allows: "
+              f"cp \"$(llm-jax recipes --path {recipe.name})\" {mine}, edit it, and pass --config {mine}:ARG.")
+        return 0
+    recipes = recipe_files.all_recipes()
+    print(f"Recipes in {recipe_files.recipes_dir()} (--config NAME[:KEY=VALUE,...]; the defaults shown):")
+    for recipe in recipes:
+        print(f"\n  {recipe.spec()}")
+        if recipe.summary:
+            print(f"      {recipe.summary}")
+    print("\n`llm-jax recipes NAME` prints one's file and description; a copy of it (or any file of your own that "
+          "defines get_config(arg)) runs as --config PATH.py:ARG.")
     return 0
 
 
@@ -289,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     verb, rest = argv[0], argv[1:]
-    handlers = {"pretrain": _pretrain, "finetune": _finetune, "describe": _describe, "convert": _convert,
-                "flops": _flops}
+    handlers = {"pretrain": _pretrain, "finetune": _finetune, "recipes": _recipes, "describe": _describe,
+                "convert": _convert, "flops": _flops}
     if verb not in handlers:
         print(f"llm-jax: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
         return 2

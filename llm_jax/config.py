@@ -1,6 +1,6 @@
 """Run configuration: `ml_collections` config files → frozen dataclasses (library code never sees a ConfigDict).
 
-A config file `configs/X.py` defines `get_config(arg) -> ConfigDict` with sections `model`, `objective`,
+A recipe `configs/X.py` defines `get_config(arg) -> ConfigDict` with sections `model`, `objective`,
 `data`, `optim`, `mesh`, `train`. Each section becomes the dataclass of the module that uses it; a key the
 dataclass does not have is an error naming the known keys.
 """
@@ -74,23 +74,28 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
 
 
 def load_config_file(spec: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A config file's `get_config(arg)` as a plain nested dict, after `section.key` overrides.
+    """A recipe's `get_config(arg)` as a plain nested dict, after `section.key` overrides.
 
-    The programmatic twin of `--config configs/X.py:ARG --config.section.key=value`: `spec` is `PATH[:ARG]`, and
-    each override must name an existing key (the ConfigDict is locked) with a value of its type.
+    The programmatic twin of `--config bert:ARG --config.section.key=value`: `spec` is `NAME[:ARG]` (a recipe in
+    `configs/`, found in a checkout or the installed package; `llm_jax.recipe_files`) or `PATH[:ARG]` (any recipe
+    file), and each override must name an existing key (the ConfigDict is locked) with a value of its type.
 
     Raises:
-      FileNotFoundError: no file at PATH.
+      FileNotFoundError: no file at PATH and no recipe of that name.
       ValueError: an override of an unknown key or of the wrong type.
     """
+    import importlib.machinery
     import importlib.util
     import pathlib
 
-    path, _, arg = spec.partition(":")
+    from llm_jax.recipe_files import resolve
+
+    path, _, arg = resolve(spec).partition(":")
     file = pathlib.Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"No config file at {file.absolute()}; pass configs/X.py[:arg].")
-    module_spec = importlib.util.spec_from_file_location(f"_llm_jax_config_{file.stem}", file)
+    name = f"_llm_jax_config_{file.stem}"
+    # Why an explicit loader: like `--config`, any file name loads as Python source, `.py` or not.
+    module_spec = importlib.util.spec_from_file_location(name, file,
+                                                         loader=importlib.machinery.SourceFileLoader(name, path))
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     cfg = module.get_config(arg) if arg else module.get_config()

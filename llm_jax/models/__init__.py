@@ -19,6 +19,8 @@ FAMILY_NAMES = (
     "roberta",
     "albert",
     "distilbert",
+    "gpt",
+    "gpt1",
 )
 FAMILIES: dict[str, types.ModuleType] = {name: importlib.import_module(f"llm_jax.models.{name}")
                                          for name in FAMILY_NAMES}

@@ -17,6 +17,7 @@ OBJECTIVE_MODULES = (
     "mlm_nsp",
     "mlm_sop",
     "distill",
+    "clm",
 )
 for _module in OBJECTIVE_MODULES:
     importlib.import_module(f"llm_jax.objectives.{_module}")

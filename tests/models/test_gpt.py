@@ -6,6 +6,7 @@ import dataclasses
 import json
 import pathlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -373,6 +374,11 @@ def test_clm_loss_accumulates_exactly_and_starts_near_chance():
     # 39 stream tokens → 38 targets in 4 rows of 12, the last one padded (and the halves below unevenly so).
     assert batch["inputs"].shape == (4, 12) and float(batch["weights"].sum()) == 20 + 7 + 9 + 3 - 1
     params = jax.jit(model.init)(jax.random.key(0), batch["inputs"])["params"]
+    # GPT-2 §2.3: the two projections into the residual stream start at 0.02 / √(2L), every other weight at 0.02.
+    layer = jax.tree.map(np.asarray, nn.meta.unbox(params)["transformer"]["decoder"]["stack"]["layers"]["block"])
+    for kernel, std in ((layer["attn"]["out"]["kernel"], 0.02 / np.sqrt(8)), (layer["mlp"]["wo"]["kernel"],
+                        0.02 / np.sqrt(8)), (layer["attn"]["query"]["kernel"], 0.02), (layer["mlp"]["wi"]["kernel"], 0.02)):
+        assert abs(float(np.std(kernel)) / std - 1) < 0.1
     loss_fn = objective.make_loss(model)
     grad = jax.jit(jax.value_and_grad(lambda p, b, d=None: loss_fn(p, b, jax.random.key(1), denominators=d,
                                                                    deterministic=True), has_aux=True))
@@ -391,8 +397,6 @@ def test_clm_loss_accumulates_exactly_and_starts_near_chance():
 
 
 def test_flops_of_a_dense_gpt2_forward_equal_xla_dots():
-    import flax.linen as nn
-
     cfg = models.make_config("gpt", hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512,
                              vocab_size=1000, max_position_embeddings=64, scan_unroll=True)
     ocfg = objectives.config_for("clm")
@@ -421,6 +425,8 @@ def test_banded_layers_count_their_window():
     assert banded.terms["matmul/layers/self_attn/kv"] == full.terms["matmul/layers/self_attn/kv"]  # projections: all T
     assert flops.model_flops_per_token([tower]) == pytest.approx(
         flops.model_flops_per_token([dense]) - 12 * 6 * hk * (t - w))
+    with pytest.raises(ValueError, match="set both"):
+        dataclasses.replace(tower, windowed_layers=0)
     # PaLM's N is the non-embedding parameter count (ln_f included, no output bias), for both generations.
     for family, preset in (("gpt", "gpt2"), ("gpt1", "gpt1"), ("gpt", "gpt3-xl")):
         cfg = models.get_preset(preset)[1]

@@ -249,14 +249,14 @@ class Embeddings(nn.Module):
 def attention(cfg, decode: bool, out_init, name: str = "attn") -> MultiHeadAttention:
     """Causal self-attention (banded where a layer's `use_window` says so), HF's `attn`: fused q|k|v + `c_proj`."""
     return MultiHeadAttention(cfg.num_heads, cfg.head_dim, dropout_rate=cfg.attention_dropout,
-                              implementation=cfg.attention_impl, kernel_init=init(cfg), out_kernel_init=out_init,
+                              implementation=cfg.attention_impl, kernel_init=init(cfg), out_init=out_init,
                               dtype=jnp.dtype(cfg.dtype), causal=True, decode=decode,
                               window=cfg.attention_window if cfg.has_banded_layers else None, name=name)
 
 
 def mlp(cfg, out_init, name: str = "mlp") -> Mlp:
     """`c_fc` → activation → `c_proj` (HF's `mlp`)."""
-    return Mlp(cfg.intermediate_size, act=cfg.hidden_act, kernel_init=init(cfg), out_kernel_init=out_init,
+    return Mlp(cfg.intermediate_size, act=cfg.hidden_act, kernel_init=init(cfg), out_init=out_init,
                dtype=jnp.dtype(cfg.dtype), name=name)
 
 

@@ -18,7 +18,9 @@ Two counts answer two questions:
   - ELECTRA's LayerNorm after attention is counted per element (its script omits the `× hidden`);
   - the optimizer's elementwise update (AdamW + global-norm clipping) is a separate term of the train step.
   Everything is counted densely, as the code runs: padded positions and masked-out attention scores cost
-  the same as real ones.
+  the same as real ones — except in GPT-3's locally banded layers, whose scores are counted over the band
+  (`Tower.attention_window`), what a banded kernel (`jax.nn.dot_product_attention`'s `local_window_size`)
+  computes; the einsum implementation computes the whole rectangle and masks it.
 * `palm_flops_per_token` — PaLM's *model FLOPs* (Chowdhery et al. 2022, Appendix B): `6N + 12·L·H·Q·T`
   per token, N the non-embedding parameters, L layers, H heads, Q head dim, T sequence length. It is the
   numerator of MFU: the work the model needs, whatever the implementation recomputes (remat) or wastes.

@@ -41,22 +41,22 @@ TASKS = {
 }
 
 
-def _width(model: str) -> int | None:
-    """The model's width D (the family Config's `width`), read cheaply from a preset, one of our run / model
-    directories, or a Hugging Face directory's config.json (None if unknown or unreadable)."""
+def _model_config(model: str) -> tuple[str, object] | None:
+    """The model's `(family, Config)`, read cheaply from a preset, one of our run / model directories, or a Hugging
+    Face directory's config.json (None if unknown or unreadable)."""
     presets = models.all_presets()
     if model in presets:
-        return presets[model][1].width
+        return presets[model]
     for path in (os.path.join(model, "config.json"), os.path.join(model, "..", "..", "config.json")):
         if os.path.isfile(path):
             try:
                 with open(path) as f:
                     cfg = json.load(f)
                 if "family" in cfg:  # ours: {"family", "model": {...}} (a run's config.json has more sections)
-                    return models.make_config(cfg["family"], **cfg["model"]).width
+                    return cfg["family"], models.make_config(cfg["family"], **cfg["model"])
                 from llm_jax.interop.hf import read_hf_config  # why lazy: only Hugging Face directories
 
-                return read_hf_config(os.path.dirname(path))[1].width
+                return read_hf_config(os.path.dirname(path))
             except (ValueError, KeyError, TypeError, OSError):
                 return None  # the run itself reports an unreadable model with the file named
     return None
@@ -66,7 +66,8 @@ def get_config(arg: str = "model=bert-tiny,task=wordnet-supersense"):
     args = parse_arg(arg)
     model = args.get("model", "bert-tiny")
     task = args.get("task", "wordnet-supersense")
-    width = _width(model) or 768
+    found = _model_config(model)
+    width = found[1].width if found else 768
     per_task = TASKS.get(task.removeprefix("glue/"), {})
 
     cfg = ml_collections.ConfigDict()
@@ -77,6 +78,8 @@ def get_config(arg: str = "model=bert-tiny,task=wordnet-supersense"):
     lr = 3e-4 if width <= 256 else (1e-4 if width <= 512 else 3e-5)
     # Warmup comes from train.warmup_ratio (BERT's 10 %); everything else at OptimConfig's defaults (AdamW, linear).
     cfg.optim = dataclasses.asdict(OptimConfig(learning_rate=lr, warmup_steps=0))
+    if found:  # the family's own fine-tuning recipe, e.g. ELECTRA's layer-wise LR decay (Clark et al. Table 7)
+        cfg.optim.update(getattr(models.family_module(found[0]), "FINETUNE_OPTIM", lambda c: {})(found[1]))
     cfg.mesh = dataclasses.asdict(MeshConfig())
     cfg.train = dataclasses.asdict(FinetuneTrain(epochs=per_task.get("epochs", 3.0), patience=3))
     return cfg

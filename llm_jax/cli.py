@@ -4,6 +4,7 @@
     llm-jax finetune --config configs/finetune.py:model=runs/x,task=wordnet-supersense --workdir runs/y
     llm-jax describe bert-base
     llm-jax convert --from-hf DIR --out DIR | --to-hf RUN_OR_CKPT --out DIR
+    llm-jax flops --config configs/bert.py:size=base --convention electra --batch 256 --seq 512 --steps 1000000
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ VERBS = {
     "finetune": "Fine-tune and evaluate on a task; writes results.json (--config FILE:model=M,task=T --workdir DIR).",
     "describe": "Print a preset's architecture and its parameter count (counted abstractly, nothing allocated).",
     "convert": "Convert checkpoints: --from-hf HF_DIR --out DIR, or --to-hf RUN_OR_CKPT --out DIR.",
+    "flops": "Training FLOPs of a config's step and of N steps (--config FILE:ARG [--convention ours|electra|palm]).",
 }
+CONVENTIONS = ("ours", "electra", "palm")
 
 
 def _usage() -> str:
@@ -84,8 +87,11 @@ def _pretrain(argv: list[str]) -> int:
     return 0
 
 
-def _parse_config(verb: str, argv: list[str]):
-    """`(config_dict, workdir)` from `--config FILE[:ARG] --workdir DIR [--config.a.b=v ...]`, or an exit code."""
+def _parse_config(verb: str, argv: list[str], extra=None, need_workdir: bool = True):
+    """`(config_dict, workdir)` from `--config FILE[:ARG] --workdir DIR [--config.a.b=v ...]`, or an exit code.
+
+    `extra(flags, flag_values)` defines further flags; then `(config_dict, workdir, flag_values)` is returned.
+    """
     from absl import flags
     from ml_collections import config_flags
 
@@ -95,6 +101,8 @@ def _parse_config(verb: str, argv: list[str]):
     config_flags.DEFINE_config_file("config", None, "Config file (configs/X.py[:arg]).", lock_config=True,
                                     flag_values=fv, sys_argv=argv)
     flags.DEFINE_string("workdir", None, "Run directory.", flag_values=fv)
+    if extra is not None:
+        extra(flags, fv)
     try:
         fv(argv)
     except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
@@ -102,10 +110,71 @@ def _parse_config(verb: str, argv: list[str]):
         print(f"llm-jax {verb}: bad flag or config override: {str(e).strip(chr(39))}\n(use --help for the options)",
               file=sys.stderr)
         return 2
-    if fv.config is None or not fv.workdir:
+    if fv.config is None or (need_workdir and not fv.workdir):
         print(f"llm-jax {verb}: both --config and --workdir are required (use --help).", file=sys.stderr)
         return 2
+    if extra is not None:
+        return fv.config.to_dict(), fv.workdir, fv
     return fv.config.to_dict(), fv.workdir
+
+
+def _flops(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: llm-jax flops --config configs/FAMILY.py[:size=SIZE] [--convention ours|electra|palm] "
+              "[--batch B] [--seq T] [--steps N] [--config.SECTION.KEY=VALUE ...]\n\n"
+              "Training FLOPs of one step of the config's model and objective (batch, sequence length and steps\n"
+              "default to the config's train.batch_size, data.seq_len, train.steps), then `total:` for N steps.\n"
+              "Conventions (llm_jax/flops.py):\n"
+              "  ours     what our step computes: backward = 2x forward, lookups are gathers, AdamW's update\n"
+              "  electra  ELECTRA's flops_computation.py: training = 2x forward, one-hot lookups (the paper's numbers)\n"
+              "  palm     PaLM's model FLOPs 6N + 12·L·H·Q·T per token (the numerator of MFU)")
+        return 0
+
+    def extra(flags, fv):
+        flags.DEFINE_enum("convention", "ours", list(CONVENTIONS), "Which count.", flag_values=fv)
+        flags.DEFINE_integer("batch", None, "Sequences per step (default train.batch_size).", flag_values=fv)
+        flags.DEFINE_integer("seq", None, "Sequence length (default data.seq_len).", flag_values=fv)
+        flags.DEFINE_float("steps", None, "Steps (default train.steps).", flag_values=fv)
+
+    parsed = _parse_config("flops", argv, extra=extra, need_workdir=False)
+    if isinstance(parsed, int):
+        return parsed
+    config_dict, _, fv = parsed
+    from llm_jax import flops, models, objectives
+    from llm_jax.config import from_dict
+    from llm_jax.train.step import abstract_params, count_params
+
+    cfg = from_dict(config_dict)
+    batch = fv.batch or cfg.train.batch_size
+    seq = fv.seq or cfg.data.seq_len
+    steps = cfg.train.steps if fv.steps is None else fv.steps
+    if batch < 1 or seq < 1 or steps < 0:
+        raise ValueError(f"--batch={batch} and --seq={seq} must be ≥ 1 and --steps={steps} ≥ 0.")
+    objective_cls = objectives.objective_class(cfg.objective.name)
+    frozen = {}
+    if objective_cls.required_models:  # a teacher: its shape comes from its directory
+        from llm_jax.interop.native import load_pretrained
+
+        for name in objective_cls.required_models:
+            family, model_cfg, _, _ = load_pretrained(getattr(cfg.objective, name))
+            frozen[name] = (family, model_cfg)
+    towers = flops.towers_for(cfg.family, cfg.model, cfg.objective, seq, frozen_configs=frozen)
+    shape_objective = objectives.shape_only_objective(cfg.objective.name, cfg.model.vocab_size)
+    n_params = count_params(abstract_params(models.build(cfg.family, cfg.model), shape_objective,
+                                            shape_objective.dummy_batch(1, min(seq, 8))))
+    print(f"{cfg.family} ({cfg.objective.name}): {n_params:,} trained parameters, {len(towers)} tower(s), batch {batch} "
+          f"x seq {seq}, convention {fv.convention}")
+    if fv.convention == "ours":
+        count = flops.train_flops(towers, batch, num_params=n_params)
+        print(f"  matmul:      {count.matmul:.4e}\n  elementwise: {count.elementwise:.4e}")
+        step = count.total
+    elif fv.convention == "electra":
+        step = flops.electra_script_train_flops(towers, batch, 1).total
+    else:
+        step = flops.model_flops_per_token(towers) * batch * seq
+    print(f"step: {step:.4e} FLOPs ({step / (batch * seq):.4e} per token)")
+    print(f"total: {step * steps:.4e}")
+    return 0
 
 
 def format_results(results: dict) -> str:
@@ -170,11 +239,25 @@ def _describe(argv: list[str]) -> int:
     family, cfg = models.get_preset(args.preset)
     model = models.build(family, cfg)
     objective = objectives.shape_only_objective(models.family_module(family).DEFAULT_OBJECTIVE, cfg.vocab_size)
-    n = count_params(abstract_params(model, objective, objective.dummy_batch(1, 8)))
+    abstract = abstract_params(model, objective, objective.dummy_batch(1, 8))
     print(f"{args.preset} ({family}, {type(model).__name__})")
     for f in dataclasses.fields(cfg):
         print(f"  {f.name:<26} {getattr(cfg, f.name)}")
-    print(f"parameters: {n}")
+    print(f"parameters: {count_params(abstract)}")
+    # A model published as several checkpoints (ELECTRA's discriminator and generator): each one's count, shared
+    # params in each, as transformers counts them.
+    import numpy as np
+    from flax import traverse_util
+    from flax.linen import meta
+
+    from llm_jax.interop.state_dict import hf_views
+
+    views = hf_views(family)
+    if len(views) > 1:
+        sizes = {k: int(np.prod(v.shape)) for k, v in
+                 traverse_util.flatten_dict(meta.unbox(abstract), sep="/").items()}
+        for name, view in views.items():
+            print(f"  {name}: {sum(n for k, n in sizes.items() if k in view.name_map)} ({view.architecture})")
     return 0
 
 
@@ -206,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     verb, rest = argv[0], argv[1:]
-    handlers = {"pretrain": _pretrain, "finetune": _finetune, "describe": _describe, "convert": _convert}
+    handlers = {"pretrain": _pretrain, "finetune": _finetune, "describe": _describe, "convert": _convert,
+                "flops": _flops}
     if verb not in handlers:
         print(f"llm-jax: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
         return 2

@@ -1,12 +1,11 @@
 """FLOPs per step for every family and objective, XLA's own count to check it, and MFU.
 
-Two counts answer two questions:
+Three counts answer three questions, all from the `Tower`s a family describes itself with:
 
-* `step_flops` — what a step *computes*, term by term. Conventions follow ELECTRA's
-  `flops_computation.py` (Clark et al. 2020, google-research/electra): a matmul `[m, k]·[k, n]` is `2mkn`
-  (a multiply-add is two operations); elementwise work is counted per element with ELECTRA's constants
-  (dropout 4, LayerNorm 5, activation 8, softmax 5, one per bias add / residual add / score scale).
-  What differs, and why:
+* `step_flops` / `train_flops` — what a step *computes*, term by term (ours). Elementwise constants follow
+  ELECTRA's `flops_computation.py` (Clark et al. 2020, google-research/electra): a matmul `[m, k]·[k, n]` is
+  `2mkn` (a multiply-add is two operations); elementwise work is counted per element (dropout 4, LayerNorm 5,
+  activation 8, softmax 5, one per bias add / residual add / score scale). What differs from the script, and why:
   - training = 3 × forward (backward = 2 × forward: each matmul needs an input gradient and a weight
     gradient of its own size). ELECTRA's script assumed backward = forward; XLA's count of our jitted train
     step confirms 3× for every matmul exactly (tests/test_flops.py);
@@ -16,11 +15,20 @@ Two counts answer two questions:
     `max_predictions` positions before the output layer (`mlm_positions_BP`), exactly ELECTRA's
     `output_frac` = P / T; a causal LM predicts at every position;
   - ELECTRA's LayerNorm after attention is counted per element (its script omits the `× hidden`);
+  - each Tower field counts as the code runs (no bias where `use_bias=False`, RMSNorm, gated FFN, the
+    pooler classifier, the tables actually looked up), where the script applies BERT's template to all;
   - the optimizer's elementwise update (AdamW + global-norm clipping) is a separate term of the train step.
   Everything is counted densely, as the code runs: padded positions and masked-out attention scores cost
   the same as real ones — except in GPT-3's locally banded layers, whose scores are counted over the band
   (`Tower.attention_window`), what a banded kernel (`jax.nn.dot_product_attention`'s `local_window_size`)
   computes; the einsum implementation computes the whole rectangle and masks it.
+* `electra_script_train_flops` / `electra_script_forward_flops` — the count ELECTRA's paper published
+  (Tables 1-4), the script's conventions applied to the same Towers: training = 2 × forward, dense one-hot
+  lookups (word, position and token type), the MLM head at `lm_positions / seq_len` of the positions (the
+  script: 0.15625 for every model, `ELECTRA_SCRIPT_OUTPUT_FRAC`), its quirks kept (attention LayerNorm 5,
+  scores over all s keys even for a decoder), no pooler, no optimizer. It reproduces the script's rows
+  (BERT-Base 6.428e19, ELECTRA-Small 1.294e18, ...; tests/test_flops.py) and puts our models on the paper's
+  axis. `format_train_flops` prints both totals side by side.
 * `palm_flops_per_token` — PaLM's *model FLOPs* (Chowdhery et al. 2022, Appendix B): `6N + 12·L·H·Q·T`
   per token, N the non-embedding parameters, L layers, H heads, Q head dim, T sequence length. It is the
   numerator of MFU: the work the model needs, whatever the implementation recomputes (remat) or wastes.
@@ -166,8 +174,19 @@ class _Terms:
         if flops:
             self.terms[name] = self.terms.get(name, 0.0) + float(flops)
 
+    def add_each(self, per_unit: Mapping[str, float], units: float) -> None:
+        for name, flops in per_unit.items():
+            self.add(name, flops * units)
+
     def matmul(self, name: str, m: int, k: int, n: int) -> None:
         self.add(f"matmul/{name}", 2 * m * k * n)
+
+
+def _prefixed(name: str, prefix: str) -> str:
+    """`prefix` inserted after the `matmul/` marker that FlopsCount sorts by."""
+    if name.startswith("matmul/"):
+        return f"matmul/{prefix}{name[len('matmul/'):]}"
+    return f"{prefix}{name}"
 
 
 def _norm_flops(tower: Tower) -> int:
@@ -312,10 +331,7 @@ def forward_flops(towers: Sequence[Tower], batch: int, *, dropout: bool = False,
     for i, tower in enumerate(towers):
         prefix = "" if len(towers) == 1 else f"tower{i}/"
         for name, v in tower_forward_terms(tower, dropout=dropout, dense_embedding_lookup=dense_embedding_lookup).items():
-            # Keep the `matmul/` marker in front: it is what FlopsCount sorts by.
-            is_matmul = name.startswith("matmul/")
-            name = f"matmul/{prefix}{name[len('matmul/'):]}" if is_matmul else f"{prefix}{name}"
-            acc.add(name, batch * v)
+            acc.add(_prefixed(name, prefix), batch * v)
     return FlopsCount(acc.terms)
 
 
@@ -338,7 +354,7 @@ def train_flops(towers: Sequence[Tower], batch: int, *, num_params: int = 0,
         fwd = forward_flops([tower], batch, dropout=tower.trainable, dense_embedding_lookup=dense_embedding_lookup)
         factor = (1 + BACKWARD_FACTOR) if tower.trainable else 1
         for name, v in fwd.terms.items():
-            name = f"matmul/{prefix}{name[len('matmul/'):]}" if name.startswith("matmul/") else f"{prefix}{name}"
+            name = _prefixed(name, prefix)
             terms[name] = terms.get(name, 0.0) + factor * v
     if num_params:
         terms["optimizer/adamw"] = float(ADAMW_FLOPS_PER_PARAM * num_params)
@@ -379,6 +395,169 @@ def model_flops_per_token(towers: Sequence[Tower]) -> float:
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) -> float:
     """Model FLOPs utilisation: achieved model FLOP/s over the peak (PaLM Appendix B)."""
     return tokens_per_s * flops_per_token / peak_flops_per_s
+
+
+# ----------------------------------------------------------------------------- ELECTRA's script's count
+
+# ELECTRA's script assumes backward = forward, so a training step is this many forward passes (ours: 3).
+ELECTRA_SCRIPT_TRAIN_FACTOR = 2
+# The script's share of positions through the MLM head, for every model (20 of 128); a Tower's is P / T.
+ELECTRA_SCRIPT_OUTPUT_FRAC = 0.15625
+# Token types the script charges besides the s positions in its one-hot position + token-type matmul.
+ELECTRA_SCRIPT_TOKEN_TYPES = 2
+
+
+def electra_script_forward_flops(tower: Tower, *, output_frac: float | None = None) -> FlopsCount:
+    """Forward FLOPs of one sequence through one tower as ELECTRA's `flops_computation.py` counts them.
+
+    The convention of the training FLOPs in Clark et al. 2020 (ELECTRA), Tables 1-4 and §3.3, from
+    google-research/electra's `TransformerHparams`: h = D, l = L, s = T, v = V, e = E, i = F, heads = H and
+    kqv = H·K, per token and × s (× l for the layers):
+
+    * layer: `6·h·kqv` (q, k, v) + `3·kqv` (biases) + `2·kqv·s` (scores) + `(5 + 4 + 1)·s·heads` (softmax,
+      dropout, scale) + `2·h·s` (context) + `2·h²` (output) + `h + 4h + h` (bias, dropout, residual) + `5`
+      (the attention LayerNorm: the script omits its `× h`) + `2·h·i + 8·i + i` (FFN in, GELU, bias) +
+      `2·h·i + h + 4h + h + 5h` (FFN out, bias, dropout, residual, LayerNorm). The scores span all s keys
+      (no causal halving); a tower with cross-attention (`memory_len > 0`) counts every attention term twice
+      over its own s, as the script's `decoder=True` (exact for S = T, the script's T5 row). The context and
+      output projections use h where H·K ≠ D would need kqv: the script does.
+    * input: `2·e·v` (the word lookup as a dense one-hot matmul) + `2·e·(s + 2)` (position and token type, the
+      same) + `2e` (their sum) + `5e + 4e` (LayerNorm, dropout), + `2·h·e + h` when e ≠ h (the projection).
+    * MLM head, per predicted position: `2·h·e + e + 8e + 5e` (transform, bias, GELU, LayerNorm) + `2·e·v`
+      (vocabulary) + `5v + 2v` (softmax, target).
+    * token head (ELECTRA's discriminator), per position: `2h² + h + 8h + 2·h·C` (C = `token_classes`; the
+      script's binary head is C = 1).
+
+    Everything else is the script's BERT template whatever the Tower says, as the script itself applies it to
+    GPT, RoBERTa, ALBERT and T5: biases, LayerNorm, GELU and dropout are always counted, `embedding_tables`,
+    `input_norm`, `lm_transform`, `gated_ffn`, `use_bias` and `norm` play no part, and a pooler / NSP / SOP
+    classifier (`pooler_classes`) is not counted (the script has none).
+
+    Args:
+      tower: the shapes.
+      output_frac: the share of positions through the MLM head; None = the tower's `lm_positions / seq_len`.
+        A tower without a vocabulary head (`lm_positions == 0`) counts none either way. The script used
+        `ELECTRA_SCRIPT_OUTPUT_FRAC` for every model.
+
+    Returns:
+      FLOPs per sequence, per term (names after the script's terms; `matmul/` marks matrix products).
+
+    Raises:
+      ValueError: `output_frac` is outside [0, 1].
+    """
+    if output_frac is not None and not 0.0 <= output_frac <= 1.0:
+        raise ValueError(f"output_frac={output_frac} is not a share of positions: pass a number in [0, 1] or None.")
+    h, s, v, e, i = tower.d_model, tower.seq_len, tower.vocab_size, tower.e, tower.d_ff
+    heads, kqv = tower.num_heads, tower.num_heads * tower.head_dim
+    attn_mul = 2 if tower.memory_len else 1
+    acc = _Terms()
+    layer_per_token = {
+        "matmul/layers/kqv": 3 * 2 * h * kqv * attn_mul,
+        "layers/kqv_bias": 3 * kqv * attn_mul,
+        "matmul/layers/attention_scores": 2 * kqv * s * attn_mul,
+        "layers/attention_softmax": SOFTMAX_FLOPS * s * heads * attn_mul,
+        "layers/attention_dropout": DROPOUT_FLOPS * s * heads * attn_mul,
+        "layers/attention_scale": s * heads * attn_mul,
+        "matmul/layers/attention_values": 2 * h * s * attn_mul,
+        "matmul/layers/attention_out": 2 * h * h * attn_mul,
+        "layers/attention_out_bias": h * attn_mul,
+        "layers/attention_out_dropout": DROPOUT_FLOPS * h * attn_mul,
+        "layers/attention_residual": h * attn_mul,
+        "layers/attention_norm": LAYER_NORM_FLOPS * attn_mul,
+        "matmul/layers/ffn_in": 2 * h * i,
+        "layers/ffn_act": ACTIVATION_FLOPS * i,
+        "layers/ffn_in_bias": i,
+        "matmul/layers/ffn_out": 2 * h * i,
+        "layers/ffn_out_bias": h,
+        "layers/ffn_dropout": DROPOUT_FLOPS * h,
+        "layers/ffn_residual": h,
+        "layers/ffn_norm": LAYER_NORM_FLOPS * h,
+    }
+    acc.add_each(layer_per_token, tower.num_layers * s)
+    embed_per_token = {
+        "matmul/embed/lookup": 2 * e * v,
+        "matmul/embed/position_and_type": 2 * e * (s + ELECTRA_SCRIPT_TOKEN_TYPES),
+        "embed/sum": 2 * e,
+        "embed/norm": LAYER_NORM_FLOPS * e,
+        "embed/dropout": DROPOUT_FLOPS * e,
+    }
+    if e != h:
+        embed_per_token.update({"matmul/embed/project": 2 * h * e, "embed/project_bias": h})
+    acc.add_each(embed_per_token, s)
+    if tower.lm_positions:
+        # Why not `output_frac * s` by default: lm_positions is the exact count (20 of 128 in float is inexact).
+        predicted = tower.lm_positions if output_frac is None else output_frac * s
+        lm_per_position = {
+            "matmul/lm_head/transform": 2 * h * e,
+            "lm_head/transform_bias": e,
+            "lm_head/act": ACTIVATION_FLOPS * e,
+            "lm_head/norm": LAYER_NORM_FLOPS * e,
+            "matmul/lm_head/vocab": 2 * e * v,
+            "loss/lm_softmax": SOFTMAX_FLOPS * v,
+            "loss/lm_target": 2 * v,
+        }
+        acc.add_each(lm_per_position, predicted)
+    if tower.token_classes:
+        token_per_position = {
+            "matmul/token_head/dense": 2 * h * h,
+            "token_head/bias": h,
+            "token_head/act": ACTIVATION_FLOPS * h,
+            "matmul/token_head/classifier": 2 * h * tower.token_classes,
+        }
+        acc.add_each(token_per_position, s)
+    return FlopsCount(acc.terms)
+
+
+def electra_script_train_flops(towers: Sequence[Tower], batch: int, steps: float = 1, *,
+                               output_frac: float | None = None) -> FlopsCount:
+    """Training FLOPs of `steps` steps as ELECTRA's script counts them: `ELECTRA_SCRIPT_TRAIN_FACTOR` (2) ×
+    batch × steps × the forward of each tower (`electra_script_forward_flops`), summed over towers.
+
+    The convention of ELECTRA's published totals (Clark et al. 2020, Tables 1-4: ELECTRA-Small 1.3e18 with
+    `output_frac=ELECTRA_SCRIPT_OUTPUT_FRAC`): backward = forward, dense one-hot lookups, no optimizer term.
+    Our own count, `train_flops`, has backward = 2 × forward and gathers. A frozen tower (`trainable=False`,
+    which the script never had) counts one forward.
+
+    Args:
+      towers: the model (ELECTRA: generator and discriminator, sharing batch, s and steps as in the script).
+      batch: sequences per step.
+      steps: training steps (the paper's totals are per run).
+      output_frac: see `electra_script_forward_flops`; applies to every tower with a vocabulary head.
+
+    Returns:
+      FLOPs per term (`tower{i}/` inserted when there are several towers), summed over the steps.
+    """
+    acc = _Terms()
+    for n, tower in enumerate(towers):
+        prefix = "" if len(towers) == 1 else f"tower{n}/"
+        factor = (ELECTRA_SCRIPT_TRAIN_FACTOR if tower.trainable else 1) * batch * steps
+        for name, v in electra_script_forward_flops(tower, output_frac=output_frac).terms.items():
+            acc.add(_prefixed(name, prefix), factor * v)
+    return FlopsCount(acc.terms)
+
+
+def electra_script_infer_flops(tower: Tower) -> FlopsCount:
+    """Inference FLOPs of one sequence as ELECTRA's script counts them (`get_infer_flops`): the tower's
+    layers and input, and a binary token head at every position in place of its pretraining heads.
+
+    The convention of the inference column of Clark et al. 2020, Table 1 (BERT-Small 3.7e9 at s = 128).
+    """
+    return electra_script_forward_flops(dataclasses.replace(tower, lm_positions=0, token_classes=1))
+
+
+def format_train_flops(towers: Sequence[Tower], batch: int, steps: float = 1, *, num_params: int = 0,
+                       output_frac: float | None = None) -> str:
+    """Total training FLOPs of `steps` steps in both conventions, one line each, for a printout.
+
+    "ours": `train_flops` (backward = 2 × forward, so training = 3 × forward; lookups are gathers; AdamW when
+    `num_params` is given). "ELECTRA's script": `electra_script_train_flops` (training = 2 × forward, dense
+    one-hot lookups; `output_frac` as there). The second line gives its ratio to ours.
+    """
+    ours = steps * train_flops(towers, batch, num_params=num_params).total
+    script = electra_script_train_flops(towers, batch, steps, output_frac=output_frac).total
+    return (f"train FLOPs, {batch} sequences x {steps:,.0f} steps:\n"
+            f"  ours (backward = 2x forward, lookups are gathers):        {ours:.4e}\n"
+            f"  ELECTRA's script (training = 2x forward, one-hot lookups): {script:.4e} ({script / ours:.3f}x ours)")
 
 
 # ------------------------------------------------------------------------------------------- families

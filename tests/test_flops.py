@@ -162,3 +162,189 @@ def test_unknown_family_and_objective_are_named():
         flops.towers_for("no-such-family", None, config_for("mlm"), 16)
     with pytest.raises(ValueError, match="objective.name='no_such_objective'"):
         config_for("no_such_objective")
+
+
+# ----------------------------------------------------------------------------- ELECTRA's script's count
+# Reference: google-research/electra `flops_computation.py` (Clark et al. 2020), its `MODEL_FLOPS` rows and the
+# per-token numbers of its terms, as run and recorded in the project's reference figures. Towers are built
+# directly (nothing compiles). Every row the script computes with its formula is expressible as Towers: GPT
+# (causal, no input norm, LM head at every position), BERT-Small / Base / Large, ELECTRA Small / Base / 400K /
+# 1.75M (generator + discriminator), RoBERTa, ALBERT (E = 128) and T5-11B (encoder + a decoder with
+# cross-attention). ELMo and XLNet are not: the script took them from TensorFlow's profiler, not the formula.
+
+
+def _encoder(h, l, s, *, v=30522, e=None, heads=None, lm=True, **kw):
+    """A BERT-style Tower in the script's shapes: heads = max(h // 64, 1), i = 4h, MLM head at 20 of 128."""
+    heads = heads or max(h // 64, 1)
+    return flops.Tower(num_layers=l, d_model=h, num_heads=heads, head_dim=h // heads, d_ff=4 * h,
+                       vocab_size=v, seq_len=s, embed_dim=e, lm_positions=s * 20 // 128 if lm else 0, **kw)
+
+
+def _electra(h_d, l_d, h_g, l_g, s, e=None):
+    """ELECTRA as its family describes it: discriminator (binary token head) + generator (MLM head, tied
+    embeddings of the discriminator's width E)."""
+    e = e or h_d
+    return (_encoder(h_d, l_d, s, e=e, lm=False, token_classes=1), _encoder(h_g, l_g, s, e=e))
+
+
+def _t5_11b():
+    encoder = flops.Tower(num_layers=24, d_model=1024, num_heads=128, head_dim=128, d_ff=65536, vocab_size=32000,
+                          seq_len=512, embedding_tables=1, use_bias=False, norm="rmsnorm", input_norm=False)
+    return (encoder, dataclasses.replace(encoder, memory_len=512, lm_positions=512, lm_transform=False))
+
+
+_GPT = flops.Tower(num_layers=12, d_model=768, num_heads=12, head_dim=64, d_ff=3072, vocab_size=40000,
+                   seq_len=512, embedding_tables=2, input_norm=False, lm_positions=512, lm_transform=False)
+
+# name: (towers, batch, steps, the script's total as printed in the reference, 4 significant digits)
+SCRIPT_ROWS = {
+    "gpt": ((_GPT,), 128, 960_800, "3.969e+19"),
+    "bert_small": ((_encoder(256, 12, 128, e=128),), 128, 1.45e6, "1.419e+18"),
+    "bert_base": ((_encoder(768, 12, 512),), 256, 1e6, "6.428e+19"),
+    "bert_large": ((_encoder(1024, 24, 512),), 256, 1e6, "1.917e+20"),
+    "electra_small": (_electra(256, 12, 64, 12, 128, e=128), 128, 1e6, "1.294e+18"),
+    "electra_base": (_electra(768, 12, 256, 12, 512), 256, 766_000, "6.425e+19"),
+    "electra_400k": (_electra(1024, 24, 256, 24, 512), 2048, 400_000, "7.118e+20"),
+    "electra_1.75M": (_electra(1024, 24, 256, 24, 512), 2048, 1_750_000, "3.114e+21"),
+    "roberta": ((_encoder(1024, 24, 512, v=50265),), 8000, 500_000, "3.187e+21"),
+    "albert": ((_encoder(4096, 12, 512, v=30000, e=128),), 4096, 1.5e6, "3.114e+22"),
+    "t5_11b": (_t5_11b(), 2048, 1e6, "4.582e+22"),
+}
+
+
+@pytest.mark.parametrize("row", list(SCRIPT_ROWS))
+def test_electra_script_reproduces_the_script_rows(row):
+    towers, batch, steps, printed = SCRIPT_ROWS[row]
+    assert f"{flops.electra_script_train_flops(towers, batch, steps).total:.3e}" == printed
+
+
+def _per_token(count: flops.FlopsCount, seq_len: int, *prefixes: str) -> float:
+    """FLOPs per token of the terms whose name (after `matmul/`) starts with one of `prefixes` (all if none)."""
+    names = [k for k in count.terms if not prefixes or k.removeprefix("matmul/").startswith(prefixes)]
+    return sum(count.terms[k] for k in names) / seq_len
+
+
+def test_electra_script_bert_base_terms_from_the_family_tower():
+    # The family's own Tower (MLM + NSP, 80 of 512 predicted = the script's 0.15625) gives the script's numbers
+    # term group by term group; the NSP pooler is not counted, as in the script.
+    (tower,) = flops.towers_for("bert", models.get_preset("bert-base")[1], config_for("mlm_nsp"), 512)
+    assert tower.lm_positions == 80 and tower.pooler_classes == 2
+    fwd = flops.electra_script_forward_flops(tower)
+    assert _per_token(fwd, 512, "layers/") == 12 * 15_833_093 == 189_997_116
+    per_block = {k: v / (512 * 12) for k, v in fwd.terms.items()}
+    assert per_block["matmul/layers/kqv"] == 3_538_944
+    assert per_block["matmul/layers/attention_scores"] == per_block["matmul/layers/attention_values"] == 786_432
+    assert per_block["matmul/layers/attention_out"] == 1_179_648
+    assert per_block["matmul/layers/ffn_in"] == per_block["matmul/layers/ffn_out"] == 4_718_592
+    assert per_block["layers/attention_softmax"] == 30_720
+    assert per_block["layers/attention_norm"] == 5  # the script's missing `× h`
+    assert _per_token(fwd, 512, "embed/") == 47_679_744
+    assert fwd.terms["matmul/embed/lookup"] / 512 == 46_881_792
+    assert _per_token(fwd, 80, "lm_head/", "loss/") == 48_285_846  # per predicted position
+    assert _per_token(fwd, 512) == 245_221_523.4375  # 48,285,846 × 20/128 = 7,544,663.4375 of it is the head
+    assert not any("pooler" in k for k in fwd.terms)
+    assert fwd.total == pytest.approx(1.2555e11, rel=1e-4)
+    assert flops.electra_script_train_flops([tower], 1).total == 2 * fwd.total  # 2.5111e11 per sequence
+    assert fwd.total == flops.electra_script_forward_flops(_encoder(768, 12, 512)).total
+
+
+@pytest.mark.parametrize("preset, row", [("bert-large", "bert_large"), ("roberta-large", "roberta"),
+                                         ("albert-xxlarge", "albert")])
+def test_electra_script_family_towers_give_the_rows(preset, row):
+    family, cfg = models.get_preset(preset)
+    towers = flops.towers_for(family, cfg, config_for(models.family_module(family).DEFAULT_OBJECTIVE), 512)
+    expected, batch, steps, _ = SCRIPT_ROWS[row]
+    assert (flops.electra_script_train_flops(towers, batch, steps).total
+            == flops.electra_script_train_flops(expected, batch, steps).total)
+
+
+def test_electra_script_per_token_forward():
+    assert _per_token(flops.electra_script_forward_flops(_encoder(1024, 24, 512)), 512) == 731_357_215.4375
+    assert _per_token(flops.electra_script_forward_flops(_encoder(256, 12, 128, e=128)), 128) == 29_859_659.4375
+    disc, gen = _electra(256, 12, 64, 12, 128, e=128)
+    disc_fwd = flops.electra_script_forward_flops(disc)
+    assert _per_token(disc_fwd, 128) == 28_728_764
+    assert _per_token(disc_fwd, 128, "token_head/") == 2 * 256**2 + 256 + 8 * 256 + 2 * 256 == 133_888
+    assert _per_token(flops.electra_script_forward_flops(gen), 128) == 10_753_163.4375
+
+
+def test_electra_script_two_towers_split():
+    # ELECTRA-Small: disc 9.414e17 + gen 3.524e17 = 1.2937e18; ELECTRA-Base: 4.796e19 + 1.628e19.
+    for row, disc, gen, total in [("electra_small", "9.414e+17", "3.524e+17", "1.2937e+18"),
+                                  ("electra_base", "4.796e+19", "1.628e+19", "6.4245e+19")]:
+        towers, batch, steps, _ = SCRIPT_ROWS[row]
+        train = flops.electra_script_train_flops(towers, batch, steps)
+        assert f"{sum(v for k, v in train.terms.items() if 'tower0/' in k):.3e}" == disc
+        assert f"{sum(v for k, v in train.terms.items() if 'tower1/' in k):.3e}" == gen
+        assert f"{train.total:.4e}" == total
+
+
+def test_electra_script_inference_column():
+    # Table 1's inference FLOPs (s = 128, a binary head at every position): 3.7e9 / 2.9e10 / 3.0e10.
+    assert flops.electra_script_infer_flops(_encoder(256, 12, 128, e=128)).total == 3_677_281_792
+    assert f"{flops.electra_script_infer_flops(_encoder(768, 12, 128)).total:.3e}" == "2.862e+10"
+    gpt_128 = dataclasses.replace(_GPT, seq_len=128, lm_positions=128)
+    assert f"{flops.electra_script_infer_flops(gpt_128).total:.3e}" == "3.048e+10"
+
+
+def test_electra_script_output_frac_and_frozen_towers():
+    disc, gen = _electra(256, 12, 64, 12, 128, e=128)
+    gen_19 = dataclasses.replace(gen, lm_positions=19)  # our MLM's cap at 128 may differ from the script's 20
+    script = flops.electra_script_train_flops([disc, gen], 128)
+    assert flops.electra_script_train_flops([disc, gen_19], 128).total < script.total
+    assert flops.electra_script_train_flops(
+        [disc, gen_19], 128, output_frac=flops.ELECTRA_SCRIPT_OUTPUT_FRAC).total == script.total
+    # A tower without a vocabulary head gets none from the override.
+    assert (flops.electra_script_forward_flops(disc, output_frac=0.5).total
+            == flops.electra_script_forward_flops(disc).total)
+    # A frozen tower (a distillation teacher) runs one forward: no backward in either convention.
+    frozen = dataclasses.replace(gen, trainable=False)
+    disc_fwd, gen_fwd = (flops.electra_script_forward_flops(tw).total for tw in (disc, gen))
+    assert flops.electra_script_train_flops([disc, frozen], 4).total == 2 * 4 * disc_fwd + 4 * gen_fwd
+    with pytest.raises(ValueError, match="output_frac=1.5"):
+        flops.electra_script_forward_flops(gen, output_frac=1.5)
+
+
+def test_electra_script_and_ours_count_the_same_layer_matmuls():
+    # The two conventions differ in the backward factor, the lookups and the elementwise details, not in the
+    # layers' matmuls (for H·K = D): the script's training layer matmuls are exactly 2/3 of ours.
+    tower = _encoder(768, 12, 512)
+    ours = flops.train_flops([tower], 8)
+    script = flops.electra_script_train_flops([tower], 8)
+
+    def layer_matmuls(count):
+        return sum(v for k, v in count.terms.items() if k.startswith("matmul/layers/"))
+
+    assert 3 * layer_matmuls(script) == 2 * layer_matmuls(ours)
+    dense = flops.forward_flops([tower], 1, dense_embedding_lookup=True)
+    assert dense.terms["matmul/embed/lookup"] == flops.electra_script_forward_flops(tower).terms["matmul/embed/lookup"]
+
+
+def test_format_train_flops_names_both_conventions():
+    towers, batch, steps, _ = SCRIPT_ROWS["electra_small"]
+    text = flops.format_train_flops(towers, batch, steps, num_params=13_548_800)
+    ours = steps * flops.train_flops(towers, batch, num_params=13_548_800).total
+    script = flops.electra_script_train_flops(towers, batch, steps).total
+    assert "backward = 2x forward" in text and "training = 2x forward" in text
+    assert f"{ours:.4e}" in text and f"{script:.4e}" in text and f"({script / ours:.3f}x ours)" in text
+
+
+def test_flops_verb_prints_the_papers_totals(capsys):
+    """`llm-jax flops` from the recipes: BERT-Base and ELECTRA-Base as ELECTRA's script counts them (its Table 1:
+    6.4e19 each), then `total:` last."""
+    import pathlib
+
+    from llm_jax import cli
+
+    configs = pathlib.Path(__file__).resolve().parents[1] / "configs"
+    totals = {}
+    for recipe, steps in (("bert.py:size=base", 1_000_000), ("electra.py:size=base", 766_000)):
+        assert cli.main(["flops", "--config", str(configs / recipe), "--convention", "electra", "--batch", "256",
+                         "--seq", "512", "--steps", str(steps)]) == 0
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        assert last.startswith("total: ")
+        totals[recipe] = float(last.split()[1])
+    np.testing.assert_allclose(totals["bert.py:size=base"], 6.428e19, rtol=1e-3)
+    np.testing.assert_allclose(totals["electra.py:size=base"], 6.425e19, rtol=1e-3)
+    assert cli.main(["flops", "--config", str(configs / "bert.py:size=tiny"), "--convention", "palm"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("total: ")

@@ -231,6 +231,8 @@ class HfView:
       config_to_hf: our family Config → this checkpoint's `config.json` dict.
       config_from_hf: `config.json` dict → our family Config; None: the family's `config_from_hf`.
       architectures: further `architectures` values that pick this view when reading (e.g. task variants).
+      conditional: prefixes of our param paths that only some configs have (ELECTRA's `embeddings_project`, absent
+        when the embedding width equals the hidden width, as in HF); their entries apply when the param exists.
       base_prefix, tied_weights, ignored, init_if_missing: as the family attributes `HF_BASE_PREFIX`,
         `HF_TIED_WEIGHTS`, `HF_IGNORED`, `HF_INIT_IF_MISSING` (see `state_dict`), for this checkpoint; None: the
         family's attribute.
@@ -246,6 +248,7 @@ class HfView:
     tied_weights: Mapping[str, str] | None = None
     ignored: tuple[str, ...] | None = None
     init_if_missing: tuple[str, ...] | None = None
+    conditional: tuple[str, ...] | None = None
 
 
 __all__ = ["LAYOUTS", "HfView", "Layout", "get_layout", "join_parts", "part_hf_shape", "register_layout",

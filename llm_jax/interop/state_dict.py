@@ -17,6 +17,8 @@ A family module declares (see `llm_jax.models.bert` for the reference):
 * `HF_IGNORED` (optional): regular expressions of buffers that checkpoints may carry and we never need.
 * `HF_INIT_IF_MISSING` (optional): prefixes of our param paths that may be absent from a checkpoint (task heads,
   the pooler); they are initialised freshly, and reported. Anything else missing is an error.
+* `HF_CONDITIONAL_PARAMS` (optional): prefixes of our param paths that only some configs have (ELECTRA's
+  `embeddings_project` exists only when E ≠ D); their entries apply when the model has the param.
 * `HF_VIEWS` (optional): view name → `layouts.HfView`, for a family whose params are published as several
   checkpoints (ELECTRA's generator and discriminator). Without it the family has one view, `DEFAULT_VIEW`, built
   from the attributes above and `HF_ARCHITECTURE`, `config_to_hf`, `config_from_hf`.
@@ -146,6 +148,7 @@ def hf_views(family) -> dict[str, HfView]:
         "tied_weights": dict(getattr(mod, "HF_TIED_WEIGHTS", {})),
         "ignored": tuple(getattr(mod, "HF_IGNORED", ())),
         "init_if_missing": tuple(getattr(mod, "HF_INIT_IF_MISSING", ())),
+        "conditional": tuple(getattr(mod, "HF_CONDITIONAL_PARAMS", ())),
     }
     declared = getattr(mod, "HF_VIEWS", None)
     if declared is None and not hasattr(mod, "HF_NAME_MAP"):
@@ -183,8 +186,10 @@ def _pick_view(family, views: Mapping[str, HfView], view: str | None) -> tuple[s
     return view, views[view]
 
 
-def _entries(view: HfView) -> dict[str, Entry]:
-    return {path: parse_entry(path, value) for path, value in view.name_map.items()}
+def _entries(view: HfView, shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Entry]:
+    """The view's parsed entries; with `shapes`, without the conditional ones whose param the model lacks."""
+    return {path: parse_entry(path, value) for path, value in view.name_map.items()
+            if shapes is None or path in shapes or not path.startswith(tuple(view.conditional or ()))}
 
 
 # ------------------------------------------------------------------------------------- our params' shapes
@@ -228,7 +233,7 @@ def check_name_maps(family, shapes: Mapping[str, tuple[int, ...]]) -> None:
     for view_name, view in views.items():
         where = f"HF name map of family {name!r}" + (f", view {view_name!r}," if view_name != DEFAULT_VIEW else "")
         try:
-            entries = _entries(view)
+            entries = _entries(view, shapes)
         except ValueError as e:
             raise RuntimeError(f"{where}: {e}") from e
         stale = sorted(set(entries) - set(shapes))
@@ -391,7 +396,7 @@ def _read_view(family_name: str, view: HfView, shapes, tensors: Mapping[str, np.
     flat: dict[str, np.ndarray] = {}
     missing: list[str] = []
     used: set[str] = set()
-    for path, entry in _entries(view).items():
+    for path, entry in _entries(view, shapes).items():
         array = _read_entry(entry, shapes[path], tensors, resolve, used)
         if array is None:
             missing.append(path)
@@ -579,7 +584,7 @@ def to_hf_state_dict(family, config, params, *, view: str | None = None) -> dict
     out: dict[str, np.ndarray] = {}
     fused: dict[str, dict[int, np.ndarray]] = {}
     fused_entry: dict[str, Entry] = {}
-    for path, entry in _entries(chosen).items():
+    for path, entry in _entries(chosen, flat).items():
         array = flat[path].astype(np.float32)
         for index, name in entry.names(array.shape):
             layer = entry.layout.to_hf(array[index] if index else array)

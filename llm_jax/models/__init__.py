@@ -19,6 +19,7 @@ FAMILY_NAMES = (
     "roberta",
     "albert",
     "distilbert",
+    "electra",
     "gpt",
     "gpt1",
 )

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from llm_jax.data.tokenizer import ALBERT_TOKENIZER
 from llm_jax.flops import Tower
-from llm_jax.layers import Einsum, Embed, LayerNorm, Stack, activation
+from llm_jax.layers import Einsum, LayerNorm, Stack, activation
 from llm_jax.models import bert
 from llm_jax.sharding import BATCH, EMBED, SEQ, VOCAB, P_EMBED, P_VOCAB, shard
 
@@ -97,8 +97,9 @@ def _init(cfg: Config):
     return nn.initializers.normal(cfg.initializer_range)
 
 
-class Embeddings(nn.Module):
-    """word + position + token-type embeddings of width E → LayerNorm(E) → dropout → dense E → D (§3.1).
+class Embeddings(bert.Embeddings):
+    """BERT's embeddings of width E (`cfg.embed_dim`: word, position, token type → LayerNorm(E) → dropout), then a
+    dense E → D projection (§3.1).
 
     HF keeps the E → D projection in its encoder (`embedding_hidden_mapping_in`); here it belongs to the
     embeddings, which it is part of, so that layer-wise LR decay (which reads depth 0 from the `embeddings`
@@ -108,25 +109,14 @@ class Embeddings(nn.Module):
     cfg: Config
 
     def setup(self):
+        super().setup()
         cfg = self.cfg
-        dtype = jnp.dtype(cfg.dtype)
-        e = cfg.embedding_size
-        self.word_embeddings = Embed(cfg.vocab_size, e, (P_VOCAB, P_EMBED), _init(cfg), dtype,
-                                     field="token ids (model.vocab_size)")
-        self.position_embeddings = Embed(cfg.max_position_embeddings, e, (None, P_EMBED), _init(cfg), dtype,
-                                         field="position ids (model.max_position_embeddings)")
-        self.token_type_embeddings = Embed(cfg.type_vocab_size, e, (None, P_EMBED), _init(cfg), dtype,
-                                           field="token type (segment) ids (model.type_vocab_size)")
-        self.layer_norm = LayerNorm(cfg.layer_norm_eps, dtype=dtype)
-        self.dropout = nn.Dropout(cfg.hidden_dropout)
-        self.projection = Einsum("BTE,ED->BTD", (e, cfg.hidden_size), (None, P_EMBED), kernel_init=_init(cfg),
-                                 dtype=dtype)
+        self.projection = Einsum("BTE,ED->BTD", (cfg.embedding_size, cfg.hidden_size), (None, P_EMBED),
+                                 kernel_init=_init(cfg), dtype=jnp.dtype(cfg.dtype))
 
     def __call__(self, tokens_BT, segment_ids_BT, positions_BT, deterministic: bool):
         """`[B, T]` ids → `[B, T, D]`."""
-        x_BTE = (self.word_embeddings(tokens_BT) + self.position_embeddings(positions_BT)
-                 + self.token_type_embeddings(segment_ids_BT))
-        x_BTE = self.dropout(self.layer_norm(x_BTE), deterministic=deterministic)
+        x_BTE = super().__call__(tokens_BT, segment_ids_BT, positions_BT, deterministic)
         return shard(self.projection(x_BTE), BATCH, SEQ, EMBED)
 
 
@@ -178,9 +168,15 @@ class AlbertModel(bert.BertModel):
 
 class MlmHead(nn.Module):
     """dense D → E + activation + LayerNorm(E) → decoder tied to the E-wide word embeddings + bias (HF
-    `AlbertMLMHead`; its activation is `hidden_act`)."""
+    `AlbertMLMHead`; ELECTRA's generator head `generator_predictions` + `generator_lm_head` has the same shape).
+
+    Attributes:
+      cfg: hyperparameters (D = `hidden_size`, E = `embedding_size`).
+      act: the transform's activation; None means `cfg.hidden_act` (ALBERT). ELECTRA's generator fixes exact GELU.
+    """
 
     cfg: Config
+    act: str | None = None
 
     @nn.compact
     def __call__(self, hidden_BTD, attend):
@@ -189,7 +185,8 @@ class MlmHead(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         h_BTE = Einsum("BTD,DE->BTE", (cfg.hidden_size, cfg.embedding_size), (P_EMBED, None),
                        kernel_init=_init(cfg), dtype=dtype, name="transform")(hidden_BTD)
-        h_BTE = LayerNorm(cfg.layer_norm_eps, dtype=dtype, name="layer_norm")(activation(cfg.hidden_act)(h_BTE))
+        act = activation(cfg.hidden_act if self.act is None else self.act)
+        h_BTE = LayerNorm(cfg.layer_norm_eps, dtype=dtype, name="layer_norm")(act(h_BTE))
         bias_V = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (P_VOCAB,)),
                             (cfg.vocab_size,), jnp.float32)
         # Why f32: the loss's log-softmax over V needs full-precision logits.

@@ -48,6 +48,11 @@ class Config(CommonConfig):
         return self.hidden_size // self.num_heads
 
     @property
+    def embed_dim(self) -> int:
+        """E, the width of the embedding tables: D here; ALBERT and ELECTRA factorise it (E → D projection)."""
+        return self.hidden_size
+
+    @property
     def width(self) -> int:
         """D, the width the fine-tuning heads read."""
         return self.hidden_size
@@ -114,27 +119,30 @@ def _init(cfg: Config):
 
 
 class Embeddings(nn.Module):
-    """word + position + token-type embeddings → LayerNorm → dropout (BERT §3, Figure 2)."""
+    """word + position + token-type embeddings → LayerNorm → dropout (BERT §3, Figure 2), all `cfg.embed_dim` (E)
+    wide: D for BERT, the factorized width for ALBERT and ELECTRA."""
 
     cfg: Config
 
     def setup(self):
         cfg = self.cfg
         dtype = jnp.dtype(cfg.dtype)
-        self.word_embeddings = Embed(cfg.vocab_size, cfg.hidden_size, (P_VOCAB, P_EMBED), _init(cfg), dtype,
+        e = cfg.embed_dim
+        self.word_embeddings = Embed(cfg.vocab_size, e, (P_VOCAB, P_EMBED), _init(cfg), dtype,
                                      field="token ids (model.vocab_size)")
-        self.position_embeddings = Embed(cfg.max_position_embeddings, cfg.hidden_size, (None, P_EMBED), _init(cfg),
+        self.position_embeddings = Embed(cfg.max_position_embeddings, e, (None, P_EMBED), _init(cfg),
                                          dtype, field="position ids (model.max_position_embeddings)")
-        self.token_type_embeddings = Embed(cfg.type_vocab_size, cfg.hidden_size, (None, P_EMBED), _init(cfg), dtype,
+        self.token_type_embeddings = Embed(cfg.type_vocab_size, e, (None, P_EMBED), _init(cfg), dtype,
                                            field="token type (segment) ids (model.type_vocab_size)")
         self.layer_norm = LayerNorm(cfg.layer_norm_eps, dtype=dtype)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
     def __call__(self, tokens_BT, segment_ids_BT, positions_BT, deterministic: bool):
-        x_BTD = (self.word_embeddings(tokens_BT) + self.position_embeddings(positions_BT)
+        """`[B, T]` ids → `[B, T, E]`."""
+        x_BTE = (self.word_embeddings(tokens_BT) + self.position_embeddings(positions_BT)
                  + self.token_type_embeddings(segment_ids_BT))
-        x_BTD = self.dropout(self.layer_norm(x_BTD), deterministic=deterministic)
-        return shard(x_BTD, BATCH, SEQ, EMBED)
+        x_BTE = self.dropout(self.layer_norm(x_BTE), deterministic=deterministic)
+        return shard(x_BTE, BATCH, SEQ, EMBED)
 
 
 class Layer(nn.Module):
@@ -206,7 +214,12 @@ class BertModel(nn.Module):
         if self.add_pooler:
             self.pooler = Pooler(self.cfg)
 
-    def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None, deterministic=True):
+    def embed(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, deterministic=True):
+        """The embeddings' output `[B, T, E]` for `[B, T]` ids (segment 0 and positions 0 … T−1 by default).
+
+        Raises:
+          ValueError: T longer than the position table.
+        """
         b, t = tokens_BT.shape
         if t > self.cfg.max_seq_len:
             raise ValueError(f"Sequence length {t} exceeds the {self.cfg.max_seq_len} positions of "
@@ -215,8 +228,12 @@ class BertModel(nn.Module):
             segment_ids_BT = jnp.zeros((b, t), jnp.int32)
         if positions_BT is None:
             positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        return self.embeddings(tokens_BT, segment_ids_BT, positions_BT, deterministic)
+
+    def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None, deterministic=True):
         mask_BHTS = None if mask_BT is None else padding_mask(mask_BT)
-        x_BTD = self.embeddings(tokens_BT, segment_ids_BT, positions_BT, deterministic)
+        x_BTD = self.embed(tokens_BT, segment_ids_BT=segment_ids_BT, positions_BT=positions_BT,
+                           deterministic=deterministic)
         hidden_BTD, all_hidden = self.encoder(x_BTD, mask_BHTS, deterministic)
         pooled_BD = self.pooler(hidden_BTD) if self.add_pooler else None
         return self.output_cls(hidden_BTD=hidden_BTD, pooled_BD=pooled_BD, all_hidden_LBTD=all_hidden)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from llm_jax.data.tokenizer import ROBERTA_TOKENIZER
+from llm_jax.layers import activation
 from llm_jax.models import bert
 
 Output = bert.Output
@@ -113,17 +114,19 @@ def build_trunk(cfg: Config, kind: str, **kwargs) -> RobertaModel:
 
 
 class ClassificationHead(nn.Module):
-    """dropout → dense D → tanh → dropout → out_proj on `<s>` (HF `RobertaClassificationHead`), all new."""
+    """dropout → dense D → activation → dropout → out_proj on the first token (HF `RobertaClassificationHead`:
+    tanh; ELECTRA's `ElectraClassificationHead`: GELU), all new."""
 
     cfg: Config
     num_labels: int
     dropout: float
+    act: str = "tanh"
 
     @nn.compact
     def __call__(self, hidden_BTD, deterministic: bool):
         d = self.cfg.hidden_size
         x_BD = nn.Dropout(self.dropout)(hidden_BTD[:, 0], deterministic=deterministic)
-        x_BD = jnp.tanh(bert.dense(self.cfg, "BD,DE->BE", d, d, "dense")(x_BD))
+        x_BD = activation(self.act)(bert.dense(self.cfg, "BD,DE->BE", d, d, "dense")(x_BD))
         x_BD = nn.Dropout(self.dropout)(x_BD, deterministic=deterministic)
         return bert.dense(self.cfg, "BD,DC->BC", d, self.num_labels, "out_proj")(x_BD)
 

@@ -17,6 +17,7 @@ OBJECTIVE_MODULES = (
     "mlm_nsp",
     "mlm_sop",
     "distill",
+    "rtd",
     "clm",
 )
 for _module in OBJECTIVE_MODULES:

@@ -19,6 +19,7 @@ one file that subclasses `Objective` and decorates itself with `@register`:
 | `init_carry(B, model_cfg)` | state carried across steps (e.g. Transformer-XL memory), batch-major leaves; `{}` = none |
 | `required_models` | frozen models the loss reads (a distillation teacher): `{name: what}` |
 | `progress_keys` | metrics the progress bar shows |
+| `derived_metrics(metrics)` | ratios computed on the host from logged (averaged) metrics, e.g. precision |
 | `predicted_positions(T)`, `heads` | positions per sequence that reach the output layer, heads it reads (FLOPs) |
 | `frozen_heads`, `frozen_towers(cfg, T, frozen_configs)` | heads of each required model it reads; their forward-only FLOPs towers |
 
@@ -228,6 +229,13 @@ class Objective(abc.ABC):
                     heads=cls.frozen_heads.get(name, cls.heads)):
                 towers.append(dataclasses.replace(tower, trainable=False))
         return tuple(towers)
+
+    @staticmethod
+    def derived_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+        """Ratios of logged metrics (host side, after averaging over steps and micro-batches), e.g. a precision
+        from normalised counts, since a step's metrics must add up over micro-batches; none by default."""
+        del metrics
+        return {}
 
     def predicted_positions(self, seq_len: int) -> int:
         return self.predicted_positions_for(self.cfg, seq_len)

@@ -112,6 +112,8 @@ def _mask_row(
     mask_prob: float,
     mask_id: int,
     vocab_size: int,
+    mask_fraction: float = MASK_FRACTION,
+    random_fraction: float = RANDOM_FRACTION,
 ) -> None:
     """Masks ``inputs_T`` in place and fills the zero-initialized prediction slots; arguments are checked.
 
@@ -130,9 +132,9 @@ def _mask_row(
     u = rng.random(num)
     random_ids = rng.integers(0, vocab_size, size=num, dtype=np.int32)
     inputs_T[chosen] = np.where(
-        u < MASK_FRACTION,
+        u < mask_fraction,
         np.int32(mask_id),
-        np.where(u < MASK_FRACTION + RANDOM_FRACTION, random_ids, originals),
+        np.where(u < mask_fraction + random_fraction, random_ids, originals),
     )
     positions_P[:num] = chosen
     ids_P[:num] = originals
@@ -148,6 +150,8 @@ def mask_batch(
     max_predictions: int,
     mask_id: int,
     vocab_size: int,
+    mask_fraction: float = MASK_FRACTION,
+    random_fraction: float = RANDOM_FRACTION,
 ) -> dict[str, np.ndarray]:
     """Masks every row of a batch, row ``b`` with ``np.random.default_rng(seeds[b])``.
 
@@ -159,6 +163,9 @@ def mask_batch(
       max_predictions: See :func:`mask_tokens`.
       mask_id: See :func:`mask_tokens`.
       vocab_size: See :func:`mask_tokens`.
+      mask_fraction / random_fraction: of the chosen tokens, the share that becomes ``[MASK]`` and the share that
+        becomes a random token (the rest stay): BERT's 0.8 / 0.1; ELECTRA's ``pretrain_helpers.mask`` uses
+        0.85 / 0.0.
 
     Returns:
       ``{"inputs": int32 [B, T], "mlm_positions": int32 [B, P], "mlm_ids": int32 [B, P],
@@ -174,6 +181,9 @@ def mask_batch(
     if len(seeds) != tokens_BT.shape[0]:
         raise ValueError(f"mask_batch needs one seed per row: got {len(seeds)} seeds for {tokens_BT.shape[0]} rows.")
     _check_args(mask_prob, max_predictions, mask_id, vocab_size)
+    if not (0.0 <= mask_fraction and 0.0 <= random_fraction and mask_fraction + random_fraction <= 1.0):
+        raise ValueError(f"mask_fraction={mask_fraction} and random_fraction={random_fraction} must be ≥ 0 with a sum "
+                         "≤ 1 (BERT: 0.8 and 0.1).")
     batch = tokens_BT.shape[0]
     out = {
         "inputs": tokens_BT.astype(np.int32, copy=True),
@@ -192,6 +202,8 @@ def mask_batch(
             mask_prob,
             mask_id,
             vocab_size,
+            mask_fraction,
+            random_fraction,
         )
     return out
 

@@ -277,7 +277,8 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
             m, carry = eval_step(state.params, sharding.global_batch_from_local(b, mesh), carry, *frozen_args)
             ms.append(m)
         ms = jax.device_get(ms)
-        return {f"eval_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
+        means = {k: float(np.mean([m[k] for m in ms])) for k in ms[0]}
+        return {f"eval_{k}": v for k, v in {**means, **objective.derived_metrics(means)}.items()}
 
     summary: dict[str, Any] = {"workdir": str(workdir), "parameters": n_params, "start_step": start_step,
                                "steps": tcfg.steps, "family": cfg.family}
@@ -297,7 +298,7 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
             writer=writer, tokens_per_step=tcfg.batch_size * cfg.data.seq_len,
             eval_every=tcfg.eval_every if eval_batches else 0, evaluate=evaluate,
             max_consecutive_skips=tcfg.max_consecutive_skips, progress=tcfg.progress, desc="pretrain",
-            postfix_keys=objective.progress_keys)
+            postfix_keys=objective.progress_keys, derive=objective.derived_metrics)
     ckpt.close()
     writer.close()
     s = result.end_step

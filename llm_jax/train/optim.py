@@ -112,7 +112,7 @@ def _is_box(x) -> bool:
 def layer_depth_factors(params, decay: float):
     """Per-parameter learning-rate factors `decay^(L + 1 − depth)`, shaped to multiply the updates.
 
-    Depths: the embeddings (any param under an `embeddings` module) are 0; layer `l` (0-based) of a stack is
+    Depths: the embeddings (any param under an `embeddings` or `embeddings_*` module) are 0; layer `l` (0-based) of a stack is
     `l + 1`; everything else — the pooler and the task head — is on top at `L + 1`, factor 1. So the top layer
     gets `decay`, layer `l` gets `decay^(L − l)` and the embeddings `decay^(L + 1)`: every depth learns `decay`
     times as fast as the one above it. (ELECTRA's released code puts the head two steps above the top layer,
@@ -150,7 +150,9 @@ def layer_depth_factors(params, decay: float):
                 raise ValueError(f"param {'/'.join(names)} sits in a Stack but has no logical axis names; create it "
                                  "with nn.with_logical_partitioning so layer_depth_factors can read its depth.")
             return "shared", -1
-        return ("embeddings" if "embeddings" in names else "top"), -1
+        # `embeddings_project` (ELECTRA's E → D projection) is embedding work too: depth 0 in ELECTRA's
+        # `_get_layer_lrs` ("/embeddings_project/": 0).
+        return ("embeddings" if any(n == "embeddings" or n.startswith("embeddings_") for n in names) else "top"), -1
 
     kinds = [kind(p, x) for p, x in leaves]
     shape = lambda x: tuple(np.shape(x.value if _is_box(x) else x))

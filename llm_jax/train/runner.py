@@ -97,6 +97,7 @@ def run_loop(
     progress: bool = True,
     desc: str = "train",
     postfix_keys: tuple[str, ...] = ("loss", "tokens_per_s"),
+    derive: Callable[[dict[str, float]], dict[str, float]] | None = None,
 ) -> LoopResult:
     """Runs steps `start_step+1 … end_step` of a `total_steps` schedule.
 
@@ -104,6 +105,7 @@ def run_loop(
       evaluate: `evaluate(state) -> metrics` (already prefixed, e.g. `eval_loss`), run every `eval_every` steps
         and at the end; the metrics are written at that step.
       on_eval: `on_eval(step, metrics, state) -> stop` — e.g. keep the best checkpoint, stop early.
+      derive: `derive(row) -> more metrics` computed from each logged row (the objective's `derived_metrics`).
     """
     bar = None
     if progress and jax.process_index() == 0:
@@ -135,6 +137,8 @@ def run_loop(
                 for m in host:
                     consecutive_skips = consecutive_skips + 1 if m["skipped"] else 0
                 row = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k not in ("skipped", "learning_rate")}
+                if derive is not None:
+                    row.update(derive(row))
                 row["learning_rate"] = float(host[-1]["learning_rate"])
                 row["skipped"] = float(sum(m["skipped"] for m in host))
                 row["tokens_per_s"] = tokens_per_step * steps_since_log / max(elapsed, 1e-9)

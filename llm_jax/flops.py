@@ -19,7 +19,9 @@ Three counts answer three questions, all from the `Tower`s a family describes it
     pooler classifier, the tables actually looked up), where the script applies BERT's template to all;
   - the optimizer's elementwise update (AdamW + global-norm clipping) is a separate term of the train step.
   Everything is counted densely, as the code runs: padded positions and masked-out attention scores cost
-  the same as real ones.
+  the same as real ones — except in GPT-3's locally banded layers, whose scores are counted over the band
+  (`Tower.attention_window`), what a banded kernel (`jax.nn.dot_product_attention`'s `local_window_size`)
+  computes; the einsum implementation computes the whole rectangle and masks it.
 * `electra_script_train_flops` / `electra_script_forward_flops` — the count ELECTRA's paper published
   (Tables 1-4), the script's conventions applied to the same Towers: training = 2 × forward, dense one-hot
   lookups (word, position and token type), the MLM head at `lm_positions / seq_len` of the positions (the
@@ -79,10 +81,18 @@ class Tower:
       gated_ffn: gated-linear-unit FFN (two input projections, T5 v1.1).
       use_bias: biases on the projections (BERT/GPT yes, T5 no).
       norm: "layernorm" or "rmsnorm".
-      input_norm: a norm (and dropout) right after the embedding sum (BERT yes, GPT-2/T5 no).
+      input_norm: a norm right after the embedding sum (BERT yes, GPT-2/T5 no); the embedding dropout is
+        counted either way.
+      final_norm: a norm after the last layer (pre-LN stacks: GPT-2/3's `ln_f`).
       lm_positions: positions per sequence that go through the vocabulary projection (MLM: P gathered;
         causal LM: T); 0 = no vocabulary head.
       lm_transform: BERT's dense + activation + LayerNorm before the vocabulary projection.
+      lm_bias: an output bias on the vocabulary projection (BERT's `cls.predictions.bias`, when `use_bias`);
+        GPT's tied head has none.
+      attention_window: keys each query of a windowed layer attends to (GPT-3's locally banded layers, Brown et
+        al. 2020 §2.1: the band width w); its scores, softmax and context products are counted over
+        min(w, S) keys, what a banded kernel computes, not the S of a dense layer. 0 = every layer dense.
+      windowed_layers: how many of the `num_layers` layers attend within `attention_window` (GPT-3: every other).
       pooler_classes: C of a classifier on the `[CLS]` pooler (BERT NSP and ALBERT SOP: 2); 0 = none.
       token_classes: C of a per-token classifier behind dense + activation (ELECTRA's discriminator: 1).
       trainable: False for a frozen model the loss only reads (a distillation teacher): a training step runs
@@ -103,15 +113,32 @@ class Tower:
     use_bias: bool = True
     norm: str = "layernorm"
     input_norm: bool = True
+    final_norm: bool = False
     lm_positions: int = 0
     lm_transform: bool = True
+    lm_bias: bool = True
     pooler_classes: int = 0
     token_classes: int = 0
     trainable: bool = True
+    attention_window: int = 0
+    windowed_layers: int = 0
+
+    def __post_init__(self):
+        if self.attention_window < 0 or not 0 <= self.windowed_layers <= self.num_layers:
+            raise ValueError(f"Tower(attention_window={self.attention_window}, windowed_layers={self.windowed_layers}): "
+                             f"the window must be ≥ 0 and the windowed layers between 0 and num_layers="
+                             f"{self.num_layers}.")
+        if bool(self.attention_window) != bool(self.windowed_layers):
+            raise ValueError(f"Tower(attention_window={self.attention_window}, windowed_layers={self.windowed_layers}): "
+                             "set both (a band width and how many layers use it) or neither.")
 
     @property
     def e(self) -> int:
         return self.d_model if self.embed_dim is None else self.embed_dim
+
+    def keys_per_query(self, s: int, windowed: bool) -> int:
+        """Keys a query's scores cover in a self-attention over `s` keys: all of them, or the window's."""
+        return min(self.attention_window, s) if windowed and self.attention_window else s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,18 +195,23 @@ def _norm_flops(tower: Tower) -> int:
     return LAYER_NORM_FLOPS if tower.norm == "layernorm" else RMS_NORM_FLOPS
 
 
-def _attention(acc: _Terms, tower: Tower, prefix: str, t: int, s: int, dropout: bool) -> None:
-    """One attention block over T queries and S keys, with its output residual and norm."""
+def _attention(acc: _Terms, tower: Tower, prefix: str, t: int, s: int, dropout: bool, keys: int | None = None) -> None:
+    """One attention block over T queries and S keys, with its output residual and norm.
+
+    `keys`: keys per query that the scores and context cover (a banded layer's window); default S. The key and
+    value projections still run over all S positions.
+    """
     d, hk, h = tower.d_model, tower.num_heads * tower.head_dim, tower.num_heads
     bias = int(tower.use_bias)
+    w = s if keys is None else keys
     acc.matmul(f"{prefix}/q", t, d, hk)
     acc.matmul(f"{prefix}/kv", 2 * s, d, hk)
     acc.add(f"{prefix}/qkv_bias", bias * (t + 2 * s) * hk)
-    acc.matmul(f"{prefix}/scores", t, hk, s)  # Σ_h [T, K]·[K, S] = 2·T·S·H·K
-    acc.add(f"{prefix}/scale", h * t * s)
-    acc.add(f"{prefix}/softmax", SOFTMAX_FLOPS * h * t * s)
-    acc.add(f"{prefix}/probs_dropout", dropout * DROPOUT_FLOPS * h * t * s)
-    acc.matmul(f"{prefix}/context", t, s, hk)
+    acc.matmul(f"{prefix}/scores", t, hk, w)  # Σ_h [T, K]·[K, S] = 2·T·S·H·K
+    acc.add(f"{prefix}/scale", h * t * w)
+    acc.add(f"{prefix}/softmax", SOFTMAX_FLOPS * h * t * w)
+    acc.add(f"{prefix}/probs_dropout", dropout * DROPOUT_FLOPS * h * t * w)
+    acc.matmul(f"{prefix}/context", t, w, hk)
     acc.matmul(f"{prefix}/out", t, hk, d)
     acc.add(f"{prefix}/out_bias", bias * t * d)
     acc.add(f"{prefix}/out_dropout", dropout * DROPOUT_FLOPS * t * d)
@@ -217,18 +249,23 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
     acc.add("embed/sum", (tower.embedding_tables - 1) * t * e)
     if tower.input_norm:
         acc.add("embed/norm", _norm_flops(tower) * t * e)
-        acc.add("embed/dropout", dropout * DROPOUT_FLOPS * t * e)
+    acc.add("embed/dropout", dropout * DROPOUT_FLOPS * t * e)
     if e != d:
         acc.matmul("embed/project", t, e, d)
         acc.add("embed/project_bias", int(tower.use_bias) * t * d)
-    # The layers.
-    layer = _Terms()
-    _attention(layer, tower, "layers/self_attn", t, t, dropout)
-    if tower.memory_len:
-        _attention(layer, tower, "layers/cross_attn", t, tower.memory_len, dropout)
-    _ffn(layer, tower, t, dropout)
-    for name, v in layer.terms.items():
-        acc.add(name, tower.num_layers * v)
+    # The layers: dense ones, and those attending within the window (GPT-3's banded layers).
+    for windowed, count in ((False, tower.num_layers - tower.windowed_layers), (True, tower.windowed_layers)):
+        if not count:
+            continue
+        layer = _Terms()
+        _attention(layer, tower, "layers/self_attn", t, t, dropout, keys=tower.keys_per_query(t, windowed))
+        if tower.memory_len:
+            _attention(layer, tower, "layers/cross_attn", t, tower.memory_len, dropout)
+        _ffn(layer, tower, t, dropout)
+        for name, v in layer.terms.items():
+            acc.add(name, count * v)
+    if tower.final_norm:
+        acc.add("final_norm", _norm_flops(tower) * t * d)
     # Output heads.
     p = tower.lm_positions
     if p:
@@ -238,7 +275,7 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
             acc.add("lm_head/act", ACTIVATION_FLOPS * p * e)
             acc.add("lm_head/norm", _norm_flops(tower) * p * e)
         acc.matmul("lm_head/vocab", p, e if tower.lm_transform else d, tower.vocab_size)
-        acc.add("lm_head/vocab_bias", int(tower.use_bias) * p * tower.vocab_size)
+        acc.add("lm_head/vocab_bias", int(tower.use_bias and tower.lm_bias) * p * tower.vocab_size)
         acc.add("loss/lm_softmax", SOFTMAX_FLOPS * p * tower.vocab_size)
     if tower.pooler_classes:
         c = tower.pooler_classes
@@ -272,12 +309,14 @@ def non_embedding_params(tower: Tower) -> int:
     n = tower.num_layers * layer
     if tower.input_norm:
         n += norm * e
+    if tower.final_norm:
+        n += norm * d
     if e != d:
         n += e * d + b * d
     if tower.lm_positions:
         if tower.lm_transform:
             n += d * e + b * e + norm * e
-        n += b * tower.vocab_size  # the output bias; the projection is the tied word embedding
+        n += int(tower.use_bias and tower.lm_bias) * tower.vocab_size  # the output bias; the projection is tied
     if tower.pooler_classes:
         n += d * d + d + d * tower.pooler_classes + tower.pooler_classes
     if tower.token_classes:
@@ -322,7 +361,7 @@ def train_flops(towers: Sequence[Tower], batch: int, *, num_params: int = 0,
     return FlopsCount(terms)
 
 
-def palm_flops_per_token(num_params: int, num_layers: int, num_heads: int, head_dim: int, seq_len: int) -> float:
+def palm_flops_per_token(num_params: int, num_layers: int, num_heads: int, head_dim: int, seq_len: float) -> float:
     """PaLM's model FLOPs per trained token, `6N + 12·L·H·Q·T` (Chowdhery et al. 2022, Appendix B).
 
     `6N`: forward 2N (one multiply-add per parameter and token) and backward 4N. `12·L·H·Q·T`: the two
@@ -334,13 +373,21 @@ def palm_flops_per_token(num_params: int, num_layers: int, num_heads: int, head_
 def model_flops_per_token(towers: Sequence[Tower]) -> float:
     """PaLM model FLOPs per input token of the first tower, summed over towers (the numerator of MFU).
 
-    A frozen tower (`trainable=False`) runs forward only: a third of PaLM's forward + backward count.
+    A frozen tower (`trainable=False`) runs forward only: a third of PaLM's forward + backward count. A windowed
+    layer's attention term covers its window, not the whole sequence (`Tower.attention_window`).
     """
     tokens = towers[0].seq_len
+
+    def attended(tw: Tower) -> float:
+        # PaLM's T in 12·L·H·Q·T, averaged over the layers: the dense ones see T (+ memory), the windowed min(w, T).
+        t = tw.seq_len + tw.memory_len
+        dense = tw.num_layers - tw.windowed_layers
+        return (dense * t + tw.windowed_layers * tw.keys_per_query(t, True)) / tw.num_layers
+
     per_sequence = sum(
         (1.0 if tw.trainable else 1.0 / (1 + BACKWARD_FACTOR))
         * tw.seq_len * palm_flops_per_token(non_embedding_params(tw), tw.num_layers, tw.num_heads, tw.head_dim,
-                                            tw.seq_len + tw.memory_len)
+                                            attended(tw))
         for tw in towers)
     return per_sequence / tokens
 

@@ -126,6 +126,11 @@ class MultiHeadAttention(nn.Module):
         full-length input (self-attention: `[B, T_max, D]`, the cache size; cross-attention: the encoder output
         `[B, S, D]` or a dummy of its shape). Self-attention under `decode` must be `causal`.
       implementation: see `dot_product_attention`.
+      kernel_init: initializer of the key and value projections, and of the query and output ones unless
+        `query_init` / `out_init` are given.
+      query_init / out_init: initializers of the query and output projections; None = `kernel_init`. T5 folds
+        the 1/sqrt(K) score scale into the query's init (std (D·K)^-1/2 instead of D^-1/2) and starts the output
+        projection at std (H·K)^-1/2 (Mesh TensorFlow; HF `T5PreTrainedModel._init_weights`).
       causal: self-attention with a causal mask (GPT, T5 decoder, Transformer-XL with memory).
       window: with `causal`, a local band of `window` keys (GPT-3's sparse layers); `use_window` switches it per
         call.
@@ -142,10 +147,13 @@ class MultiHeadAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
     causal: bool = False
     window: int | None = None
+    query_init: nn.initializers.Initializer | None = None
+    out_init: nn.initializers.Initializer | None = None
 
     def _proj_in(self, name: str, d: int) -> Einsum:
+        init = self.query_init if name == "query" and self.query_init is not None else self.kernel_init
         return Einsum("BTD,DHK->BTHK", (d, self.num_heads, self.head_dim), (P_EMBED, P_HEADS, P_KV),
-                      use_bias=self.use_bias, kernel_init=self.kernel_init, dtype=self.dtype, name=name)
+                      use_bias=self.use_bias, kernel_init=init, dtype=self.dtype, name=name)
 
     @nn.compact
     def __call__(
@@ -220,7 +228,8 @@ class MultiHeadAttention(nn.Module):
             out_BTHK = jax.lax.cond(use_window, lambda: attend(True), lambda: attend(False))
         out_BTHK = shard(out_BTHK, BATCH, SEQ, HEADS, KV)
         y_BTD = Einsum("BTHK,HKD->BTD", (self.num_heads, self.head_dim, d), (P_HEADS, P_KV, P_EMBED),
-                       use_bias=self.use_bias, kernel_init=self.kernel_init, dtype=self.dtype, name="out")(out_BTHK)
+                       use_bias=self.use_bias, kernel_init=self.kernel_init if self.out_init is None else self.out_init,
+                       dtype=self.dtype, name="out")(out_BTHK)
         return shard(y_BTD, BATCH, SEQ, EMBED)
 
     def _create_cache(self, k_BSHK, v_BSHK):

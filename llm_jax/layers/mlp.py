@@ -46,6 +46,8 @@ class Mlp(nn.Module):
       gated: gated-linear-unit variant (T5 v1.1 gated-GELU).
       use_bias: biases on both projections (BERT/GPT yes, T5 no).
       dropout_rate: dropout on the hidden activation (T5) — BERT applies its dropout after `wo`, in the block.
+      kernel_init: initializer of the input projection(s), and of `wo` unless `out_init` is given.
+      out_init: initializer of `wo`; None = `kernel_init` (T5 starts `wo` at std F^-1/2, `wi` at D^-1/2).
     """
 
     hidden_size: int
@@ -55,6 +57,7 @@ class Mlp(nn.Module):
     dropout_rate: float = 0.0
     kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
     dtype: jnp.dtype = jnp.float32
+    out_init: nn.initializers.Initializer | None = None
 
     @nn.compact
     def __call__(self, x_BTD: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -69,4 +72,5 @@ class Mlp(nn.Module):
         h_BTF = shard(h_BTF, BATCH, SEQ, MLP)
         h_BTF = nn.Dropout(self.dropout_rate)(h_BTF, deterministic=deterministic)
         return Einsum("BTF,FD->BTD", (f, d), (P_MLP, P_EMBED), use_bias=self.use_bias,
-                      kernel_init=self.kernel_init, dtype=self.dtype, name="wo")(h_BTF)
+                      kernel_init=self.kernel_init if self.out_init is None else self.out_init, dtype=self.dtype,
+                      name="wo")(h_BTF)

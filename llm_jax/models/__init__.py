@@ -20,6 +20,8 @@ FAMILY_NAMES = (
     "albert",
     "distilbert",
     "electra",
+    "gpt",
+    "gpt1",
 )
 FAMILIES: dict[str, types.ModuleType] = {name: importlib.import_module(f"llm_jax.models.{name}")
                                          for name in FAMILY_NAMES}

@@ -18,6 +18,7 @@ OBJECTIVE_MODULES = (
     "mlm_sop",
     "distill",
     "rtd",
+    "clm",
 )
 for _module in OBJECTIVE_MODULES:
     importlib.import_module(f"llm_jax.objectives.{_module}")

@@ -7,6 +7,7 @@
     llm-jax describe [bert-base]
     llm-jax convert --from-hf DIR --out DIR | --to-hf RUN_OR_CKPT --out DIR
     llm-jax flops --config bert:size=base --convention electra --batch 256 --seq 512 --steps 1000000
+    llm-jax generate --model runs/gpt2-tiny --prompt "The cat" [--num-beams 4 | --temperature 0.8 --top-p 0.9] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ VERBS = {
     "describe": "Print a preset's architecture and parameter count (counted abstractly); no preset: every preset.",
     "convert": "Convert checkpoints: --from-hf HF_DIR --out DIR, or --to-hf RUN_OR_CKPT --out DIR.",
     "flops": "Training FLOPs of one step and of N steps (--config RECIPE[:ARG] [--convention ours|electra|palm]).",
+    "generate": "Continue a prompt with a model (--model RUN_OR_DIR --prompt TEXT): greedy, sampling or beam search.",
 }
 CONFIG_HELP = ("A recipe by name (`llm-jax recipes`: bert, roberta, ..., finetune) or a recipe file, then optionally "
                ":ARG (e.g. bert:size=tiny, my_recipe.py:size=tiny).")
@@ -360,6 +362,59 @@ def _convert(argv: list[str]) -> int:
     return 0
 
 
+def _generate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="llm-jax generate", description=VERBS["generate"],
+        epilog="Greedy unless --temperature/--top-k/--top-p (sampling) or --num-beams N > 1 (beam search) is given. "
+               "Each --prompt is one row of a batch (rows of different lengths are left-padded). Prints each "
+               "continuation, or with --json one line per prompt: {\"prompt_ids\", \"output_ids\", \"text\"} "
+               "(output_ids: the generated ids, a final end-of-text token included; text: they decoded).")
+    parser.add_argument("--model", required=True, help="a run / checkpoint / model directory of ours, or a Hugging "
+                        "Face checkpoint directory (with its tokenizer)")
+    parser.add_argument("--prompt", action="append", required=True, help="the text to continue; repeat for a batch")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate at most (default 32)")
+    parser.add_argument("--greedy", action="store_true", help="the most likely token at each step (the default)")
+    parser.add_argument("--temperature", type=float, help="sample, dividing the logits by T")
+    parser.add_argument("--top-k", type=int, help="sample among the K most likely tokens")
+    parser.add_argument("--top-p", type=float, help="sample from the nucleus of probability mass P")
+    parser.add_argument("--num-beams", type=int, default=1, help="beam search with N beams")
+    parser.add_argument("--length-penalty", type=float, default=1.0,
+                        help="beam search: score = log-probability / length ** this (default 1.0)")
+    parser.add_argument("--early-stopping", choices=("false", "true", "never"), default="false",
+                        help="beam search: when a prompt's search ends (default false, as transformers)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per prompt")
+    args = parser.parse_args(argv)
+    sampling = any(v is not None for v in (args.temperature, args.top_k, args.top_p))
+    if sum((args.greedy, sampling, args.num_beams > 1)) > 1:
+        parser.error("choose one strategy: --greedy, sampling (--temperature/--top-k/--top-p) or --num-beams N > 1")
+    import json
+
+    from llm_jax.generate import GenerationConfig, decoder_for, generate
+    from llm_jax.interop.native import load_pretrained
+
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens, do_sample=sampling,
+        temperature=1.0 if args.temperature is None else args.temperature,
+        top_k=args.top_k or 0, top_p=1.0 if args.top_p is None else args.top_p, num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
+        early_stopping={"false": False, "true": True}.get(args.early_stopping, args.early_stopping)).validate()
+    family, model_cfg, params, tokenizer = load_pretrained(args.model)
+    decoder = decoder_for(family, model_cfg)
+    if tokenizer is None:
+        raise FileNotFoundError(f"{args.model} has no tokenizer.json to encode the prompt with; export the model with "
+                                "its tokenizer (llm-jax convert) or point at its run directory.")
+    prompt_ids = [tokenizer.encode(text).ids for text in args.prompt]
+    out = generate(decoder, params, prompt_ids, config, seed=args.seed)
+    for ids, output_ids in zip(prompt_ids, out.sequences()):
+        text = tokenizer.decode(output_ids)
+        if args.json:
+            print(json.dumps({"prompt_ids": ids, "output_ids": output_ids, "text": text}, ensure_ascii=False))
+        else:
+            print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -370,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     handlers = {"pretrain": _pretrain, "finetune": _finetune, "recipes": _recipes, "describe": _describe,
-                "convert": _convert, "flops": _flops}
+                "convert": _convert, "flops": _flops, "generate": _generate}
     if verb not in handlers:
         print(f"llm-jax: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
         return 2

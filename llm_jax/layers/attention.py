@@ -12,7 +12,8 @@
 * `kv_BSD` makes it cross-attention (T5 decoder).
 * `decode=True` keeps a cache in the `cache` collection. Self-attention appends each call's keys/values to a
   causal KV cache; cross-attention projects the encoder's keys/values once, on the first decoding call, and
-  reuses them (the output length always comes from the query).
+  reuses them (the output length always comes from the query). `select_cache_rows` picks / repeats rows of such
+  a collection (beam search reorders its hypotheses with it).
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ import numpy as np
 
 from llm_jax.layers.linear import Einsum
 from llm_jax.layers.masks import banded_causal_mask, causal_mask
+from llm_jax.layers.stack import SCOPE as STACK_SCOPE
 from llm_jax.sharding import BATCH, EMBED, HEADS, KV, SEQ, P_EMBED, P_HEADS, P_KV, shard
 
 
 ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn", "auto")
+# The cache variables of `MultiHeadAttention` that hold one row per batch element (`[B, S, H, K]` in the layer); the
+# others (`cache_index`, `cross_filled`) are one value per layer, shared by the rows.
+BATCHED_CACHE_VARIABLES = ("cached_key", "cached_value", "cross_key", "cross_value")
 
 
 def _and(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
@@ -289,3 +294,30 @@ class MultiHeadAttention(nn.Module):
                                  self, source_BSD, (cached_k.value, cached_v.value))
         cached_k.value, cached_v.value, filled.value = k_BSHK, v_BSHK, jnp.array(True)
         return k_BSHK, v_BSHK
+
+
+def select_cache_rows(cache, rows_R: jax.Array):
+    """The rows `rows_R` of a `cache` collection of `MultiHeadAttention` layers, in that order (repeats allowed).
+
+    Beam search keeps each hypothesis in one row and, after every step, continues each surviving hypothesis from
+    its parent's keys and values; it also expands a prompt's row into one row per beam. The batched variables
+    (`BATCHED_CACHE_VARIABLES`) have the batch on axis 0 in the layer, and every `Stack` around the layer adds a
+    leading layer axis (its scope is named `layers`): the rows are taken on that axis. Per-layer counters and
+    flags, and any other variable of the collection, are kept as they are.
+
+    Args:
+      cache: the `cache` collection (a nested dict), as `apply(..., mutable=["cache"])` returns it.
+      rows_R: int `[R]`, row indices into the batch.
+
+    Returns:
+      The same tree with R rows.
+    """
+
+    def walk(node, stacks: int):
+        if not hasattr(node, "items"):  # a variable that is not a batched one
+            return node
+        return {name: jnp.take(child, rows_R, axis=stacks)
+                if name in BATCHED_CACHE_VARIABLES and not hasattr(child, "items")
+                else walk(child, stacks + (name == STACK_SCOPE)) for name, child in node.items()}
+
+    return walk(cache, 0)

@@ -26,7 +26,25 @@ over the registry).
 | `towers(cfg, seq_len, *, predicted_positions, heads)` | its stacks as `llm_jax.flops.Tower`s |
 | `FINETUNE_OPTIM(cfg) -> dict` (optional) | optimizer settings of its own fine-tuning recipe that `configs/finetune.py` applies (ELECTRA's layer-wise LR decay) |
 | `params_from(parent, parent_cfg, params, cfg) -> (cfg, params)` (optional) | how it starts from another family's weights (`model.init_from`), e.g. DistilBERT from alternate BERT layers |
+| `init_decode_state(cfg, params, tokens_BT, mask_BT, max_new_tokens) -> (state, logits_BV)`, `decode_step(cfg, params, state, tokens_B) -> (state, logits_BV)`, `reorder_decode_state(state, rows_R) -> state`, `stop_token_ids(cfg) -> tuple[int, ...]` (optional, all four or none) | its decoder steps, which `llm_jax.generate` drives (greedy, sampling, beam search): see "Decoder steps" below |
 | `HF_MODEL_TYPE`, `config_from_hf`, `config_to_hf`, and `HF_NAME_MAP`, `HF_ARCHITECTURE`, `HF_BASE_PREFIX`, `HF_TIED_WEIGHTS`, `HF_IGNORED`, `HF_INIT_IF_MISSING` (one checkpoint) or `HF_VIEWS` (several) | the Hugging Face checkpoint mapping (`llm_jax.interop`); absent for a family with no published checkpoint |
+
+Decoder steps (the optional decoding members). `llm_jax.generate` runs one jitted loop for every family that
+generates text, and knows nothing else about it:
+* `init_decode_state` is the prefill. It takes the prompts left-padded (`tokens_BT`, `mask_BT`: every row's last
+  token is real) and how many tokens will be generated, builds whatever the family decodes from — a decoder-only
+  model's KV cache filled with the prompt; an encoder-decoder's encoder output, its cross-attention cache and an
+  empty self-attention cache fed the decoder's start token — and returns it with the float32 logits of the first
+  new token. Its sizes follow from the shapes and `max_new_tokens` (static under jit); a prompt that does not fit
+  raises a ValueError at trace time.
+* `decode_step` feeds one token per row and returns the next token's logits; the state is a pytree with the same
+  shapes after every step (a `lax.while_loop` carries it).
+* `reorder_decode_state` returns the state of the rows `rows_R` (`[R]` int, repeats allowed): beam search expands
+  each prompt's row into its beams and, after every step, continues each surviving hypothesis from its parent's
+  state (`llm_jax.layers.select_cache_rows` does it for a cache collection).
+* `stop_token_ids` lists the ids that end a text (its end-of-text / end-of-sequence token).
+All four are pure functions of their arguments, traceable, and the same objects on every call (module attributes),
+so that the loop compiles once per shape.
 """
 
 from __future__ import annotations
@@ -144,6 +162,8 @@ _HF_CONTRACT: dict[str, Any] = {
     "config_from_hf": Callable,
     "config_to_hf": Callable,
 }
+# A family that generates text (`llm_jax.generate`) has all of these, or none.
+DECODING_MEMBERS = ("init_decode_state", "decode_step", "reorder_decode_state", "stop_token_ids")
 _HF_SINGLE_VIEW: dict[str, Any] = {
     "HF_NAME_MAP": dict,
     "HF_ARCHITECTURE": str,
@@ -168,6 +188,12 @@ def check_family(module: types.ModuleType) -> list[str]:
         elif not isinstance(getattr(module, name), kind):
             problems.append(f"{module.__name__}.{name} is a {type(getattr(module, name)).__name__}, not a "
                             f"{getattr(kind, '__name__', kind)}")
+    decoding = [name for name in DECODING_MEMBERS if hasattr(module, name)]
+    if decoding and len(decoding) < len(DECODING_MEMBERS):
+        problems.append(f"{module.__name__} has {decoding} but lacks "
+                        f"{[n for n in DECODING_MEMBERS if n not in decoding]}: the decoding members come together")
+    problems += [f"{module.__name__}.{name} is not callable" for name in decoding
+                 if not callable(getattr(module, name))]
     if problems:
         return problems
     if not issubclass(module.Config, CommonConfig):
@@ -187,5 +213,5 @@ def check_family(module: types.ModuleType) -> list[str]:
     return problems
 
 
-__all__ = ["CommonConfig", "InputFormat", "LM_KINDS", "PAD_SIDES", "RUNTIME_FIELDS",
+__all__ = ["CommonConfig", "DECODING_MEMBERS", "InputFormat", "LM_KINDS", "PAD_SIDES", "RUNTIME_FIELDS",
            "check_family"]

@@ -23,7 +23,8 @@ Incremental decoding: build the model with `decode=True` and `init` it on a `[B,
 collection then holds every layer's keys and values (`llm_jax.layers.MultiHeadAttention`, stacked `[L, …]` by
 `llm_jax.layers.Stack`) and the number of positions fed so far. Each `apply(..., mutable=["cache"])` appends its
 tokens. Left-padded batches pass `mask_BT` over all T_max cache slots and their per-row `positions_BT`
-(`positions_from_mask`).
+(`positions_from_mask`). `init_decode_state` / `decode_step` / `reorder_decode_state` wrap this as the family's
+decoder steps, which `llm_jax.generate` drives (the family contract's optional decoding members).
 
 Parameter layout and numerics follow Hugging Face `GPT2LMHeadModel`; `HF_NAME_MAP` maps the names (the fused
 `c_attn` Conv1D as three parts).
@@ -32,6 +33,7 @@ Parameter layout and numerics follow Hugging Face `GPT2LMHeadModel`; `HF_NAME_MA
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -52,6 +54,7 @@ from llm_jax.layers import (
     Stack,
     activation,
     padding_mask,
+    select_cache_rows,
 )
 from llm_jax.layers.embeddings import check_ids
 from llm_jax.models.family import CommonConfig, InputFormat
@@ -398,6 +401,112 @@ class GptLMHeadModel(nn.Module):
         return out.replace(logits_BTV=logits_BTV)
 
 
+# --------------------------------------------------------------------------------- incremental decoding
+
+
+@flax.struct.dataclass
+class DecodeState:
+    """What a GPT carries from one decoding step to the next (`init_decode_state`).
+
+    Attributes:
+      cache: the model's `cache` collection: every layer's keys and values `[L, B, S_max, H, K]`, the per-layer
+        write index and the number of positions fed.
+      mask_BS: `[B, S_max]` bool, the keys a row may attend to: its real prompt tokens (left padding is False) and
+        every slot after the prompt, which the generated tokens fill.
+      position_B: `[B]` int32, the position of each row's next token: its prompt length, then one more per step
+        (a left-padded row counts from its first real token, as `positions_from_mask` and Hugging Face do).
+      head_DV: the tied LM head's table, transposed once (`[D, V]`, compute dtype). Why: inside a decoding loop
+        XLA:CPU transposes the `[V, D]` token embedding for the head at every step — a copy of the whole table per
+        token, half of a small GPT-2's step time; carried transposed, each step is a plain matrix-vector product.
+    """
+
+    cache: Any
+    mask_BS: jax.Array
+    position_B: jax.Array
+    head_DV: jax.Array
+
+
+def _hidden(module, tokens_BT, **kwargs):
+    """The trunk's output alone (`method=` of an LM module): decoding computes the logits it needs itself."""
+    return module.transformer(tokens_BT, **kwargs).hidden_BTD
+
+
+def _logits(cfg, h_BD, head_DV) -> jax.Array:
+    """`[B, V]` float32 next-token logits from the last hidden states (the tied head, as `Embed.attend`)."""
+    return jnp.dot(h_BD.astype(jnp.dtype(cfg.dtype)), head_DV).astype(jnp.float32)
+
+
+def init_decode_state(cfg: Config, params, tokens_BT: jax.Array, mask_BT: jax.Array, max_new_tokens: int, *,
+                      model_cls: type = GptLMHeadModel) -> tuple[DecodeState, jax.Array]:
+    """The prefill: a KV cache for the prompt plus `max_new_tokens` − 1 tokens, filled with the prompt.
+
+    Traceable (the decoding loop jits it); the cache starts as zeros of the shapes `init` would give, so no forward
+    pass runs twice, and the head runs at the last position only.
+
+    Args:
+      cfg: the model's Config.
+      params: its params.
+      tokens_BT: int `[B, T]` prompts, left-padded (every row's last token is real).
+      mask_BT: bool `[B, T]`, True on real tokens.
+      max_new_tokens: how many tokens will be generated; the last one is never fed back, so the cache holds
+        S_max = T + max_new_tokens − 1 positions.
+      model_cls: the LM module (GPT-1 passes its own).
+
+    Returns:
+      `(state, logits_BV)`: the state before the first generated token, and that token's float32 logits.
+
+    Raises:
+      ValueError: S_max beyond `max_position_embeddings` (at trace time, before anything compiles).
+    """
+    b, t = tokens_BT.shape
+    s_max = t + max_new_tokens - 1
+    if max_new_tokens < 1 or s_max > cfg.max_position_embeddings:
+        raise ValueError(f"A {t}-token prompt and max_new_tokens={max_new_tokens} need {s_max} positions; the model "
+                         f"has {cfg.max_position_embeddings} (model.max_position_embeddings) and max_new_tokens must "
+                         f"be ≥ 1: shorten the prompt or generate fewer tokens.")
+    model = model_cls(cfg, decode=True)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((b, s_max), jnp.int32))["cache"]
+    cache = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+    mask_BS = jnp.concatenate([mask_BT.astype(bool), jnp.ones((b, s_max - t), bool)], axis=1)
+    positions_BT = positions_from_mask(mask_BT)
+    h_BTD, variables = model.apply({"params": params, "cache": cache}, tokens_BT, positions_BT=positions_BT,
+                                   mask_BT=mask_BS, mutable=["cache"], method=_hidden)
+    table_VD = params["transformer"]["embeddings"]["word_embeddings"]["embedding"]
+    head_DV = jnp.asarray(table_VD, jnp.dtype(cfg.dtype)).T
+    state = DecodeState(cache=variables["cache"], mask_BS=mask_BS, position_B=positions_BT[:, -1] + 1,
+                        head_DV=head_DV)
+    return state, _logits(cfg, h_BTD[:, -1], head_DV)
+
+
+def decode_step(cfg: Config, params, state: DecodeState, tokens_B: jax.Array, *,
+                model_cls: type = GptLMHeadModel) -> tuple[DecodeState, jax.Array]:
+    """Feeds one token per row (`[B]` int) at each row's next position; returns the new state and the next
+    token's float32 logits `[B, V]`."""
+    model = model_cls(cfg, decode=True)
+    h_B1D, variables = model.apply({"params": params, "cache": state.cache}, tokens_B[:, None],
+                                   positions_BT=state.position_B[:, None], mask_BT=state.mask_BS, mutable=["cache"],
+                                   method=_hidden)
+    state = state.replace(cache=variables["cache"], position_B=state.position_B + 1)
+    return state, _logits(cfg, h_B1D[:, 0], state.head_DV)
+
+
+def reorder_decode_state(state: DecodeState, rows_R: jax.Array) -> DecodeState:
+    """The state of rows `rows_R` (`[R]` int, repeats allowed): beam search's expansion and reordering."""
+    return state.replace(cache=select_cache_rows(state.cache, rows_R), mask_BS=state.mask_BS[rows_R],
+                         position_B=state.position_B[rows_R])
+
+
+def stop_token_ids(cfg: Config) -> tuple[int, ...]:
+    """The ids that end a generated text: `<|endoftext|>` (`eos_token_id`), when the Config knows it."""
+    return () if cfg.eos_token_id is None else (cfg.eos_token_id,)
+
+
+def decoding_for(model_cls: type):
+    """`(init_decode_state, decode_step)` bound to a child family's LM module (GPT-1's)."""
+    return (functools.partial(init_decode_state, model_cls=model_cls),
+            functools.partial(decode_step, model_cls=model_cls))
+
+
 # ------------------------------------------------------------------------------------- family contract
 # (llm_jax/models/family.py)
 
@@ -413,6 +522,8 @@ TOKENIZER = GPT2_TOKENIZER
 # left-pads its prompts itself (per-row positions, `positions_from_mask`).
 INPUT_FORMAT = InputFormat(pad_side="right")
 TRUNK_NAME = "transformer"
+# Decoding (optional members, `llm_jax.generate`): `init_decode_state`, `decode_step`, `reorder_decode_state` and
+# `stop_token_ids`, defined above.
 
 
 def build_trunk(cfg: Config, kind: str, **kwargs) -> GptModel:

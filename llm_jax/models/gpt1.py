@@ -106,6 +106,10 @@ TOKENIZER = dataclasses.replace(GPT1_TOKENIZER, special_tokens=(*GPT1_SPECIALS, 
 INPUT_FORMAT = gpt.INPUT_FORMAT
 TRUNK_NAME = "transformer"
 sequence_head = gpt.sequence_head
+# Decoding (optional members, `llm_jax.generate`): GPT-2's decoder steps run GPT-1's module.
+init_decode_state, decode_step = gpt.decoding_for(OpenAIGPTLMHeadModel)
+reorder_decode_state = gpt.reorder_decode_state
+stop_token_ids = gpt.stop_token_ids
 
 
 def build_trunk(cfg: Config, kind: str, **kwargs) -> OpenAIGPTModel:

@@ -31,6 +31,9 @@ def test_check_family_names_what_is_missing():
     fake.NAME = "fake"
     problems = models.check_family(fake)
     assert "llm_jax.models.fake lacks Config" in problems and "llm_jax.models.fake lacks towers" in problems
+    fake.decode_step = lambda *args: None  # the decoding members come together
+    assert any("lacks ['init_decode_state', 'reorder_decode_state', 'stop_token_ids']" in p
+               for p in models.check_family(fake))
 
 
 def test_no_family_name_branches_outside_models():
@@ -40,7 +43,7 @@ def test_no_family_name_branches_outside_models():
     files = [p for sub in ("train", "objectives", "eval", "interop", "data", "layers")
              for p in (ROOT / "llm_jax" / sub).rglob("*.py")]
     files += [ROOT / "llm_jax" / f for f in ("flops.py", "cli.py", "config.py", "recipes.py", "recipe_files.py",
-                                            "sharding.py")]
+                                            "sharding.py", "generate.py")]
     hits = [f"{path.relative_to(ROOT)}:{i}" for path in files
             for i, line in enumerate(path.read_text().splitlines(), 1)
             if pattern.search(line) and "# not a family branch" not in line]  # e.g. a FLOPs convention's name

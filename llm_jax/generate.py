@@ -136,16 +136,8 @@ class Decoder:
     stop_token_ids: tuple[int, ...] = ()
 
 
-def decoder_for(family: str, cfg, *, scan_unroll: bool | None = False) -> Decoder:
+def decoder_for(family: str, cfg) -> Decoder:
     """The decoder steps of a registered family.
-
-    Args:
-      family: a registered family name.
-      cfg: its Config.
-      scan_unroll: the layer loop of the decoding steps (the Config's runtime field `scan_unroll`); None keeps the
-        Config's. Default rolled. Why: in a step that feeds one token, XLA:CPU copies every layer's weights out of
-        the stacked `[L, …]` params either way, and unrolled it also re-concatenates the caches; rolled, a step of
-        a 6 × 256 GPT-2 took 6.4 instead of 9.1 ms at batch 1 (equal at batch 8), and compiles faster.
 
     Raises:
       ValueError: the family has none (an encoder such as BERT generates no text).
@@ -158,8 +150,6 @@ def decoder_for(family: str, cfg, *, scan_unroll: bool | None = False) -> Decode
     if missing:
         raise ValueError(f"The {family} family has no decoder steps ({module.LM_KIND} LM; it lacks {missing}): "
                          "generation needs a causal or sequence-to-sequence model.")
-    if scan_unroll is not None:
-        cfg = dataclasses.replace(cfg, scan_unroll=scan_unroll)
     return Decoder(cfg.validate(), module.init_decode_state, module.decode_step, module.reorder_decode_state,
                    tuple(int(i) for i in module.stop_token_ids(cfg)))
 

@@ -35,8 +35,7 @@ def _prompts(vocab: int, seed: int = 0) -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def hf_gpt2(require, tmp_path_factory):
-    """A random GPT2LMHeadModel (eager attention) and the same weights in ours (decoding with a rolled layer loop,
-    `decoder_for`'s default). Position embeddings ~ N(0, 1), the rest ~ N(0, 0.1²): the position then steers the next token, so a
+    """A random GPT2LMHeadModel (eager attention) and the same weights in ours. Position embeddings ~ N(0, 1), the rest ~ N(0, 0.1²): the position then steers the next token, so a
     random model's greedy text varies along the sequence instead of repeating one token, and a wrong position of a
     left-padded row shows."""
     torch, transformers = require("torch"), require("transformers")
@@ -154,16 +153,14 @@ def _full_pass_reference(model, params, prompts, config):
 
 
 def test_greedy_with_the_cache_equals_the_full_pass_at_every_step():
-    """A GPT-3-shaped model (odd layers banded, w = 3 < the sequence) decoding left-padded prompts, its layer loop
-    unrolled (the Config's choice kept: `scan_unroll=None`)."""
+    """A GPT-3-shaped model (odd layers banded, w = 3 < the sequence) decoding left-padded prompts."""
     cfg = models.make_config("gpt", vocab_size=97, hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64,
-                             max_position_embeddings=24, attention_window=3, scan_unroll=True)
+                             max_position_embeddings=24, attention_window=3, scan_unroll=False)
     rng = np.random.default_rng(3)
     flat = {k: (1.0 if "position" in k else 0.1) * rng.standard_normal(s).astype(np.float32)
             for k, s in state_dict.param_shapes("gpt", cfg).items()}
     params = traverse_util.unflatten_dict(flat, sep="/")
-    decoder = gen.decoder_for("gpt", cfg, scan_unroll=None)
-    assert decoder.cfg.scan_unroll
+    decoder = gen.decoder_for("gpt", cfg)
     prompts = _prompts(cfg.vocab_size, seed=4)
     config = gen.GenerationConfig(max_new_tokens=M, stop_token_ids=())
     ours = gen.generate(decoder, params, prompts, config)

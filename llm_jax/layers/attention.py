@@ -306,18 +306,18 @@ def select_cache_rows(cache, rows_R: jax.Array):
     flags, and any other variable of the collection, are kept as they are.
 
     Args:
-      cache: the `cache` collection (a nested dict), as `apply(..., mutable=["cache"])` returns it.
+      cache: a `cache` collection (nested dicts, as `apply(..., mutable=["cache"])` returns it), or any pytree of
+        them (e.g. a tuple of per-layer collections).
       rows_R: int `[R]`, row indices into the batch.
 
     Returns:
       The same tree with R rows.
     """
 
-    def walk(node, stacks: int):
-        if not hasattr(node, "items"):  # a variable that is not a batched one
-            return node
-        return {name: jnp.take(child, rows_R, axis=stacks)
-                if name in BATCHED_CACHE_VARIABLES and not hasattr(child, "items")
-                else walk(child, stacks + (name == STACK_SCOPE)) for name, child in node.items()}
+    def take(path, leaf):
+        names = [getattr(key, "key", None) for key in path]
+        if names and names[-1] in BATCHED_CACHE_VARIABLES:
+            return jnp.take(leaf, rows_R, axis=names.count(STACK_SCOPE))
+        return leaf
 
-    return walk(cache, 0)
+    return jax.tree_util.tree_map_with_path(take, cache)

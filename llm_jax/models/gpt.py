@@ -56,6 +56,7 @@ from llm_jax.layers import (
     padding_mask,
     select_cache_rows,
 )
+from llm_jax.layers.stack import SCOPE as STACK_SCOPE
 from llm_jax.layers.embeddings import check_ids
 from llm_jax.models.family import CommonConfig, InputFormat
 from llm_jax.sharding import BATCH, EMBED, P_EMBED, P_VOCAB, SEQ, VOCAB, shard
@@ -408,27 +409,47 @@ class GptLMHeadModel(nn.Module):
 class DecodeState:
     """What a GPT carries from one decoding step to the next (`init_decode_state`).
 
+    The decoding steps run the same modules as `GptLMHeadModel` — `Embeddings`, the family's `Block`, `ln_f`, the
+    tied head — but apply the layers one by one with weights sliced once per generation, instead of through the
+    layer scan. Why: XLA:CPU copies each layer's weights out of the stacked `[L, …]` params at every step of a
+    scan, and transposes the `[V, D]` token embedding for the head at every step — with both done once, a token of
+    a 6 × 256 GPT-2 at batch 1 took 3.6 ms instead of 9 (`benchmarks/generate.py`).
+
     Attributes:
-      cache: the model's `cache` collection: every layer's keys and values `[L, B, S_max, H, K]`, the per-layer
-        write index and the number of positions fed.
+      layers: each layer's params (a tuple of L trees, sliced from the stacked ones).
+      caches: each layer's `cache` collection (keys and values `[B, S_max, H, K]`, the write index).
       mask_BS: `[B, S_max]` bool, the keys a row may attend to: its real prompt tokens (left padding is False) and
         every slot after the prompt, which the generated tokens fill.
       position_B: `[B]` int32, the position of each row's next token: its prompt length, then one more per step
         (a left-padded row counts from its first real token, as `positions_from_mask` and Hugging Face do).
-      head_DV: the tied LM head's table, transposed once (`[D, V]`, compute dtype). Why: inside a decoding loop
-        XLA:CPU transposes the `[V, D]` token embedding for the head at every step — a copy of the whole table per
-        token, half of a small GPT-2's step time; carried transposed, each step is a plain matrix-vector product.
+      head_DV: the tied LM head's table, transposed once (`[D, V]`, compute dtype).
     """
 
-    cache: Any
+    layers: tuple
+    caches: tuple
     mask_BS: jax.Array
     position_B: jax.Array
     head_DV: jax.Array
 
 
-def _hidden(module, tokens_BT, **kwargs):
-    """The trunk's output alone (`method=` of an LM module): decoding computes the logits it needs itself."""
-    return module.transformer(tokens_BT, **kwargs).hidden_BTD
+def _forward(cfg, model_cls, params, layers, caches, tokens_BT, positions_BT, mask_BS):
+    """`GptModel.__call__` under `decode=True`, layer by layer: the last hidden states `[B, T, D]` and the new caches.
+    A banded layer's switch is a Python bool here (`Config.local_layers`), so each layer compiles its own pattern."""
+    trunk = model_cls.TRUNK
+    x_BTD = Embeddings(cfg).apply({"params": params["transformer"]["embeddings"]}, tokens_BT, positions_BT, True)
+    mask_BHTS = padding_mask(mask_BS)
+    local_L = cfg.local_layers()
+    block = trunk.BLOCK(cfg, decode=True)
+    new_caches = []
+    for i, (layer, cache) in enumerate(zip(layers, caches)):
+        is_local = None if local_L is None else bool(local_L[i])
+        x_BTD, variables = block.apply({"params": layer, "cache": cache}, x_BTD, mask_BHTS, is_local,
+                                       mutable=["cache"])
+        new_caches.append(variables["cache"])
+    if trunk.FINAL_NORM:
+        x_BTD = LayerNorm(cfg.layer_norm_eps, dtype=jnp.dtype(cfg.dtype)).apply(
+            {"params": params["transformer"]["ln_f"]}, x_BTD)
+    return x_BTD, tuple(new_caches)
 
 
 def _logits(cfg, h_BD, head_DV) -> jax.Array:
@@ -438,19 +459,19 @@ def _logits(cfg, h_BD, head_DV) -> jax.Array:
 
 def init_decode_state(cfg: Config, params, tokens_BT: jax.Array, mask_BT: jax.Array, max_new_tokens: int, *,
                       model_cls: type = GptLMHeadModel) -> tuple[DecodeState, jax.Array]:
-    """The prefill: a KV cache for the prompt plus `max_new_tokens` − 1 tokens, filled with the prompt.
+    """The prefill: KV caches for the prompt plus `max_new_tokens` − 1 tokens, filled with the prompt.
 
-    Traceable (the decoding loop jits it); the cache starts as zeros of the shapes `init` would give, so no forward
-    pass runs twice, and the head runs at the last position only.
+    Traceable (the decoding loop jits it); the caches start as zeros of the shapes `init` would give, and the head
+    runs at the last position only.
 
     Args:
       cfg: the model's Config.
-      params: its params.
+      params: its params (`GptLMHeadModel`'s tree).
       tokens_BT: int `[B, T]` prompts, left-padded (every row's last token is real).
       mask_BT: bool `[B, T]`, True on real tokens.
-      max_new_tokens: how many tokens will be generated; the last one is never fed back, so the cache holds
+      max_new_tokens: how many tokens will be generated; the last one is never fed back, so the caches hold
         S_max = T + max_new_tokens − 1 positions.
-      model_cls: the LM module (GPT-1 passes its own).
+      model_cls: the LM module whose trunk's `BLOCK` and `FINAL_NORM` to run (GPT-1 passes its own).
 
     Returns:
       `(state, logits_BV)`: the state before the first generated token, and that token's float32 logits.
@@ -464,16 +485,18 @@ def init_decode_state(cfg: Config, params, tokens_BT: jax.Array, mask_BT: jax.Ar
         raise ValueError(f"A {t}-token prompt and max_new_tokens={max_new_tokens} need {s_max} positions; the model "
                          f"has {cfg.max_position_embeddings} (model.max_position_embeddings) and max_new_tokens must "
                          f"be ≥ 1: shorten the prompt or generate fewer tokens.")
-    model = model_cls(cfg, decode=True)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((b, s_max), jnp.int32))["cache"]
-    cache = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+    stacked = params["transformer"]["decoder"]["stack"][STACK_SCOPE]["block"]
+    layers = tuple(jax.tree.map(lambda w: w[i], stacked) for i in range(cfg.num_layers))
+    block = model_cls.TRUNK.BLOCK(cfg, decode=True)
+    x_shape = jax.ShapeDtypeStruct((b, s_max, cfg.hidden_size), jnp.dtype(cfg.dtype))
+    shapes = jax.eval_shape(block.init, jax.random.key(0), x_shape, None)["cache"]
+    caches = tuple(jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes) for _ in range(cfg.num_layers))
     mask_BS = jnp.concatenate([mask_BT.astype(bool), jnp.ones((b, s_max - t), bool)], axis=1)
     positions_BT = positions_from_mask(mask_BT)
-    h_BTD, variables = model.apply({"params": params, "cache": cache}, tokens_BT, positions_BT=positions_BT,
-                                   mask_BT=mask_BS, mutable=["cache"], method=_hidden)
+    h_BTD, caches = _forward(cfg, model_cls, params, layers, caches, tokens_BT, positions_BT, mask_BS)
     table_VD = params["transformer"]["embeddings"]["word_embeddings"]["embedding"]
     head_DV = jnp.asarray(table_VD, jnp.dtype(cfg.dtype)).T
-    state = DecodeState(cache=variables["cache"], mask_BS=mask_BS, position_B=positions_BT[:, -1] + 1,
+    state = DecodeState(layers=layers, caches=caches, mask_BS=mask_BS, position_B=positions_BT[:, -1] + 1,
                         head_DV=head_DV)
     return state, _logits(cfg, h_BTD[:, -1], head_DV)
 
@@ -482,17 +505,15 @@ def decode_step(cfg: Config, params, state: DecodeState, tokens_B: jax.Array, *,
                 model_cls: type = GptLMHeadModel) -> tuple[DecodeState, jax.Array]:
     """Feeds one token per row (`[B]` int) at each row's next position; returns the new state and the next
     token's float32 logits `[B, V]`."""
-    model = model_cls(cfg, decode=True)
-    h_B1D, variables = model.apply({"params": params, "cache": state.cache}, tokens_B[:, None],
-                                   positions_BT=state.position_B[:, None], mask_BT=state.mask_BS, mutable=["cache"],
-                                   method=_hidden)
-    state = state.replace(cache=variables["cache"], position_B=state.position_B + 1)
+    h_B1D, caches = _forward(cfg, model_cls, params, state.layers, state.caches, tokens_B[:, None],
+                             state.position_B[:, None], state.mask_BS)
+    state = state.replace(caches=caches, position_B=state.position_B + 1)
     return state, _logits(cfg, h_B1D[:, 0], state.head_DV)
 
 
 def reorder_decode_state(state: DecodeState, rows_R: jax.Array) -> DecodeState:
     """The state of rows `rows_R` (`[R]` int, repeats allowed): beam search's expansion and reordering."""
-    return state.replace(cache=select_cache_rows(state.cache, rows_R), mask_BS=state.mask_BS[rows_R],
+    return state.replace(caches=select_cache_rows(state.caches, rows_R), mask_BS=state.mask_BS[rows_R],
                          position_B=state.position_B[rows_R])
 
 

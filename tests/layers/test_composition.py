@@ -89,6 +89,28 @@ def test_stack_cross_attention_decoding_equals_full_pass(unroll):
     assert bool(jnp.all(cache["layers"]["block"]["cross_attn"]["cross_filled"]))
 
 
+def test_select_cache_rows_continues_each_row_from_its_own_caches():
+    """Beam search's reordering through a Stack: rows [1, 0, 1] of the self- and cross-attention caches, fed the next
+    token of those rows, give those rows' outputs of the original caches."""
+    x, enc = _x(), _x(S, seed=3)
+    dec = _stack(True, cross=True)
+    variables = jax.jit(dec.init)(jax.random.key(1), x, IS_LOCAL_L, jnp.zeros_like(enc), None)
+    params = variables["params"]
+    step = jax.jit(lambda cache, x_B1D, enc: dec.apply({"params": params, "cache": cache}, x_B1D, IS_LOCAL_L, enc,
+                                                       mutable=["cache"]))
+    cache = variables["cache"]
+    for i in range(3):
+        cache = step(cache, x[:, i:i + 1], enc)[1]["cache"]
+    rows = jnp.array([1, 0, 1])
+    picked = layers.select_cache_rows(cache, rows)
+    attn = picked["layers"]["block"]["self_attn"]
+    assert attn["cached_key"].shape == (L, 3, T, H, K) and attn["cache_index"].tolist() == [3, 3]
+    assert picked["layers"]["block"]["cross_attn"]["cross_value"].shape == (L, 3, S, H, K)
+    want = step(cache, x[:, 3:4], enc)[0].x[rows]
+    got = step(picked, x[rows, 3:4], enc[rows])[0].x
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 class RelBlock(nn.Module):
     """Transformer-XL-style layer: relative attention over cat(memory, x) + MLP, per-layer u, v."""
 

@@ -73,7 +73,10 @@ def setup_ours(path, prompts, new_tokens):
     from llm_jax.generate import GenerationConfig, decoder_for, generate
     from llm_jax.interop import load_hf
 
+    import jax
+
     family, config, params = load_hf(path)
+    params = jax.device_put(params)  # resident, as the reference's weights are
     decoder = decoder_for(family, config)
     settings = GenerationConfig(max_new_tokens=new_tokens, stop_token_ids=())
     t0 = time.perf_counter()

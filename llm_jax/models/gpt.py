@@ -481,10 +481,12 @@ def init_decode_state(cfg: Config, params, tokens_BT: jax.Array, mask_BT: jax.Ar
     """
     b, t = tokens_BT.shape
     s_max = t + max_new_tokens - 1
-    if max_new_tokens < 1 or s_max > cfg.max_position_embeddings:
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be ≥ 1.")
+    if s_max > cfg.max_position_embeddings:
         raise ValueError(f"A {t}-token prompt and max_new_tokens={max_new_tokens} need {s_max} positions; the model "
-                         f"has {cfg.max_position_embeddings} (model.max_position_embeddings) and max_new_tokens must "
-                         f"be ≥ 1: shorten the prompt or generate fewer tokens.")
+                         f"has {cfg.max_position_embeddings} (model.max_position_embeddings): shorten the prompt or "
+                         f"generate fewer tokens.")
     stacked = params["transformer"]["decoder"]["stack"][STACK_SCOPE]["block"]
     layers = tuple(jax.tree.map(lambda w: w[i], stacked) for i in range(cfg.num_layers))
     block = model_cls.TRUNK.BLOCK(cfg, decode=True)

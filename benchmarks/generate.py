@@ -42,9 +42,15 @@ import traceback
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from throughput import DEFAULT_WORKER_ENV, DEFAULT_XLA_FLAGS, RESULTS, ForeignLoad, wait_for_quiet  # noqa: E402
+from throughput import (
+    DEFAULT_WORKER_ENV,
+    DEFAULT_XLA_FLAGS,
+    RESULTS,
+    ForeignLoad,
+    wait_for_quiet,
+)
 
-from llm_jax.eval.report import machine_info  # noqa: E402
+from llm_jax.eval.report import machine_info
 
 NAME = "generate"
 CORES = os.cpu_count() or 1
@@ -70,10 +76,10 @@ def prompts_for(batch: int, prompt_len: int, seed: int) -> list[list[int]]:
 
 
 def setup_ours(path, prompts, new_tokens):
+    import jax
+
     from llm_jax.generate import GenerationConfig, decoder_for, generate
     from llm_jax.interop import load_hf
-
-    import jax
 
     family, config, params = load_hf(path)
     params = jax.device_put(params)  # resident, as the reference's weights are

@@ -11,7 +11,8 @@ token's logits), one step (`decode_step`: one token per row in, the next logits 
 lengths are left-padded, so every row's last prompt token sits in the same column; each family gives its padded
 rows their own positions (a GPT counts from a row's first real token, as Hugging Face's `generate` does). The
 whole search — prefill, then a `lax.while_loop` that stops once every row has ended or after `max_new_tokens` —
-is one compiled function per (decoder, settings, batch shape).
+is one compiled function per decoder, batch shape, `max_new_tokens`, stop ids and strategy (greedy; sampling with
+or without each filter; the beam count); temperature, k, p, length penalty and early stopping are its arguments.
 
 What the strategies do (the semantics of Hugging Face `generate`, transformers 5, so that outputs compare token
 for token):
@@ -44,6 +45,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from llm_jax import models
+from llm_jax.models.family import DECODING_MEMBERS
 
 EARLY_STOPPING = (False, True, "never")
 # Hugging Face's finite "minus infinity" of beam scores: a masked score plus a log-probability stays ordered.
@@ -142,9 +146,6 @@ def decoder_for(family: str, cfg) -> Decoder:
     Raises:
       ValueError: the family has none (an encoder such as BERT generates no text).
     """
-    from llm_jax import models  # why lazy: generation sits above the models; nothing below imports it
-    from llm_jax.models.family import DECODING_MEMBERS
-
     module = models.family_module(family)
     missing = [name for name in DECODING_MEMBERS if not hasattr(module, name)]
     if missing:
@@ -433,8 +434,8 @@ def generate(decoder: Decoder, params, prompts: Sequence[Sequence[int]], config:
       decoder: the family's decoder steps (`decoder_for`).
       params: the model's params.
       prompts: B lists of token ids.
-      config: the strategy and limits (`stop_token_ids=None`: the decoder's). The search compiles once per
-        (decoder, config, batch size, longest prompt).
+      config: the strategy and limits (`stop_token_ids=None`: the decoder's); see the module docstring for what
+        makes the search compile again.
       seed: the sampling RNG seed (`jax.random.key`); unused by greedy and beam search.
 
     Returns:
@@ -450,7 +451,8 @@ def generate(decoder: Decoder, params, prompts: Sequence[Sequence[int]], config:
     vocab = decoder.cfg.vocab_size
     config.validate(vocab)
     tokens_BT, mask_BT = left_pad(prompts, config.pad_id)
-    bad = sorted({int(i) for i in tokens_BT[mask_BT] if not 0 <= i < vocab})
+    ids = tokens_BT[mask_BT]
+    bad = np.unique(ids[(ids < 0) | (ids >= vocab)]).tolist()
     if bad:
         raise ValueError(f"Prompt token ids {bad[:5]} are outside the model's vocabulary [0, {vocab}); was the "
                          "prompt encoded with the model's own tokenizer?")
@@ -460,5 +462,5 @@ def generate(decoder: Decoder, params, prompts: Sequence[Sequence[int]], config:
                           None if scores_B is None else np.asarray(scores_B))
 
 
-__all__ = ["Decoder", "EARLY_STOPPING", "GenerateOutput", "GenerationConfig", "decoder_for", "generate",
+__all__ = ["EARLY_STOPPING", "Decoder", "GenerateOutput", "GenerationConfig", "decoder_for", "generate",
            "generate_tokens", "left_pad", "top_k_filter", "top_p_filter", "warp_logits"]

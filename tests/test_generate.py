@@ -15,8 +15,7 @@ from flax import traverse_util
 
 from llm_jax import cli, models
 from llm_jax import generate as gen
-from llm_jax.interop import load_hf
-from llm_jax.interop import state_dict
+from llm_jax.interop import load_hf, state_dict
 from llm_jax.interop.native import load_pretrained
 from llm_jax.models import gpt
 
@@ -35,9 +34,9 @@ def _prompts(vocab: int, seed: int = 0) -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def hf_gpt2(require, tmp_path_factory):
-    """A random GPT2LMHeadModel (eager attention) and the same weights in ours. Position embeddings ~ N(0, 1), the rest ~ N(0, 0.1²): the position then steers the next token, so a
-    random model's greedy text varies along the sequence instead of repeating one token, and a wrong position of a
-    left-padded row shows."""
+    """A random GPT2LMHeadModel (eager attention) and the same weights in ours. Position embeddings ~ N(0, 1), the
+    rest ~ N(0, 0.1²): the position then steers the next token, so a random model's greedy text varies along the
+    sequence instead of repeating one token, and a wrong position of a left-padded row shows."""
     torch, transformers = require("torch"), require("transformers")
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(

@@ -488,7 +488,7 @@ def init_decode_state(cfg: Config, params, tokens_BT: jax.Array, mask_BT: jax.Ar
                          f"has {cfg.max_position_embeddings} (model.max_position_embeddings): shorten the prompt or "
                          f"generate fewer tokens.")
     stacked = params["transformer"]["decoder"]["stack"][STACK_SCOPE]["block"]
-    layers = tuple(jax.tree.map(lambda w: w[i], stacked) for i in range(cfg.num_layers))
+    layers = tuple(jax.tree.map(lambda w, i=i: w[i], stacked) for i in range(cfg.num_layers))
     block = model_cls.TRUNK.BLOCK(cfg, decode=True)
     x_shape = jax.ShapeDtypeStruct((b, s_max, cfg.hidden_size), jnp.dtype(cfg.dtype))
     shapes = jax.eval_shape(block.init, jax.random.key(0), x_shape, None)["cache"]

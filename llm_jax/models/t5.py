@@ -563,10 +563,10 @@ class ClassificationHead(nn.Module):
 def towers(cfg: Config, seq_len: int, *, predicted_positions: int, heads: tuple[str, ...]) -> tuple[Tower, ...]:
     """The encoder over the S = `seq_len` inputs and the decoder over the T = `predicted_positions` targets, which
     cross-attends to the S encoder states and predicts every one of its positions (the span-corruption targets
-    are shorter than the inputs: `objectives.span_corruption.span_lengths`)."""
+    are shorter than the inputs: `objectives.span_corruption.span_lengths`); each stack ends with an RMSNorm."""
     common = dict(d_model=cfg.d_model, num_heads=cfg.num_heads, head_dim=cfg.d_kv, d_ff=cfg.d_ff,
                   vocab_size=cfg.vocab_size, embedding_tables=1, gated_ffn=cfg.is_gated, use_bias=False,
-                  norm="rmsnorm", input_norm=False)
+                  norm="rmsnorm", input_norm=False, final_norm=True)
     encoder = Tower(num_layers=cfg.num_layers, seq_len=seq_len, **common)
     decoder = Tower(num_layers=cfg.num_decoder_layers, seq_len=predicted_positions, memory_len=seq_len,
                     lm_positions=predicted_positions if "lm" in heads else 0, lm_transform=False, **common)

@@ -115,6 +115,7 @@ def test_towers_count_encoder_decoder_and_cross_attention():
     assert (encoder.seq_len, encoder.memory_len, encoder.lm_positions) == (512, 0, 0)
     assert (decoder.seq_len, decoder.memory_len, decoder.lm_positions) == (114, 512, 114)
     assert encoder.gated_ffn and not encoder.use_bias and encoder.norm == "rmsnorm" and not encoder.input_norm
+    assert encoder.final_norm and decoder.final_norm
     # ELECTRA's flops_computation.py counts T5-11B as an encoder and a cross-attending decoder of 512 tokens each
     # (its MODEL_FLOPS row, 4.582e22 for 2048 × 1M steps): our preset's towers at those lengths give that row.
     t5_11b = dataclasses.replace(t5.PRESETS["t5-11b"], vocab_size=32000)
@@ -257,6 +258,34 @@ def test_incremental_decoding_with_caches_equals_teacher_forcing(hf_models):
         pieces.append(np.asarray(logits))
         i += n
     np.testing.assert_allclose(np.concatenate(pieces, 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_head_matches_t5_for_sequence_classification(require):
+    """The trunk under a classification head reads the decoder (inputs shifted right) at each row's last eos, through
+    HF's `T5ClassificationHead` (dense → tanh → out_proj), as `T5ForSequenceClassification` does."""
+    from llm_jax.models import heads
+
+    torch = require("torch")
+    transformers = require("transformers")
+    hf_cfg = _hf_config(transformers, "v1.0")
+    hf_cfg.num_labels, hf_cfg.decoder_start_token_id = 3, 0  # as published configs have it
+    hf = _randomize(torch, transformers.T5ForSequenceClassification(hf_cfg), 5, untie=False)
+    tensors = {k.removeprefix("transformer."): v.detach().numpy() for k, v in hf.state_dict().items()}
+    cfg = t5.config_from_hf(hf.config.to_dict())
+    trunk, report = state_dict.from_hf_state_dict("t5", cfg, tensors)
+    assert sorted(report.unexpected) == sorted(f"classification_head.{n}.{w}" for n in ("dense", "out_proj")
+                                               for w in ("weight", "bias"))
+    linear = lambda name: {"kernel": tensors[f"{name}.weight"].T, "bias": tensors[f"{name}.bias"]}
+    params = {"transformer": trunk["transformer"],
+              "classification_head": {"dense": linear("classification_head.dense"),
+                                      "out_proj": linear("classification_head.out_proj")}}
+    tokens, _, mask = _inputs()
+    tokens[np.arange(len(LENGTHS)), np.array(LENGTHS) - 1] = cfg.eos_token_id  # one eos per row, as HF requires
+    out = heads.build("t5", cfg, "classification", num_labels=3).apply(
+        {"params": params}, jnp.asarray(tokens, jnp.int32), mask_BT=jnp.asarray(mask))
+    with torch.no_grad():
+        theirs = hf.eval()(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask.astype(np.int64))).logits
+    np.testing.assert_allclose(out.logits_BC, theirs.numpy(), **MODEL_TOL)
 
 
 # -------------------------------------------------------------------------------------------- the objective

@@ -389,6 +389,21 @@ def test_loss_denominators_make_micro_batches_add_up():
     assert 0.0 <= float(m["accuracy"]) <= 1.0
 
 
+def test_recipe_is_adafactor_with_rsqrt_and_adamw_is_selectable():
+    from llm_jax.config import from_dict, load_config_file
+
+    small = from_dict(load_config_file(str(ROOT / "configs" / "t5.py:size=v1_1-small")))
+    assert (small.optim.name, small.optim.schedule, small.optim.learning_rate, small.optim.warmup_steps) == \
+        ("adafactor", "rsqrt", 0.01, 10_000)
+    assert (small.optim.weight_decay, small.optim.clip_norm, small.data.seq_len, small.data.vocab_size) == \
+        (0.0, 0.0, 512, 32100)
+    assert small.objective == objectives.config_for("span_corruption") and not small.model.tie_word_embeddings
+    adamw = from_dict(load_config_file(str(ROOT / "configs" / "t5.py:size=tiny,optim=adamw")))
+    assert (adamw.optim.name, adamw.optim.schedule) == ("adamw", "linear")
+    with pytest.raises(ValueError, match="optim='sgd'"):
+        load_config_file(str(ROOT / "configs" / "t5.py:size=tiny,optim=sgd"))
+
+
 # ------------------------------------------------------------------------------------ CLI pretrain + export
 
 

@@ -214,6 +214,21 @@ def test_from_transformers_matches(hf_models, variant):
         assert read_hf_config(path) == ("t5", cfg)
 
 
+def test_untied_head_missing_from_a_checkpoint_takes_the_embedding(hf_models, tmp_path):
+    """transformers 5 ties a v1.1 head to the embedding when the checkpoint has no `lm_head.weight` of its own (what
+    its `save_pretrained` writes for a tied model): our untied head then starts as that embedding."""
+    from safetensors.numpy import load_file, save_file
+
+    _, _, built = hf_models
+    shutil.copytree(built["v1.1"][1], tmp_path / "hf")
+    tensors = load_file(tmp_path / "hf" / "model.safetensors")
+    del tensors["lm_head.weight"]
+    save_file(tensors, tmp_path / "hf" / "model.safetensors")
+    loaded = load_hf_with_report(tmp_path / "hf")
+    assert loaded.report.initialized == () and not loaded.config.tie_word_embeddings
+    np.testing.assert_array_equal(loaded.params["lm_head"]["kernel"], tensors["shared.weight"].T)
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_ours_to_transformers_loads_cleanly_and_matches(hf_models, variant, tmp_path):
     torch, transformers, _ = hf_models

@@ -4,6 +4,8 @@ ALBERT-tiny trains with `mlm_sop` (n-gram MLM + sentence-order prediction over a
 DistilBERT-tiny with `distill`, whose teacher (a BERT-tiny with random params) is a frozen jit argument placed
 with `step.frozen_shardings`, as in `test_carry_frozen.py`. Every case goes through the same code: the
 objective's `required_models` say which frozen models to build, its `dummy_batch` which row fields it reads.
+ELECTRA-tiny trains with `rtd`: two passes over one params tree with Gumbel-max sampling from the step RNG in
+between, which must give the same replacements on every layout.
 """
 
 import dataclasses
@@ -42,6 +44,8 @@ CASES = {
     "albert-mlm_sop": Case("albert-tiny", {"name": "mlm_sop", "masking": "dynamic", "max_predictions": P}),
     "distilbert-distill": Case("distilbert-tiny", {"name": "distill", "masking": "dynamic", "max_predictions": P},
                                frozen={"teacher": "bert-tiny"}),
+    # Generator and discriminator in one params tree; replacements sampled with the step RNG on every layout.
+    "electra-rtd": Case("electra-tiny", {"name": "rtd", "max_predictions": P}),
 }
 
 

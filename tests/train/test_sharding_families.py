@@ -116,12 +116,13 @@ def references():
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-# Why not `fsdp` alone here: its rules are a subset of fsdp_tp's (the width over `fsdp`), which runs below; BERT's
-# test (test_sharding.py) covers the three rule sets, and each case here costs ~25 s of compilation on 2 cores.
+# One compiled step per (case, layout): `fsdp` on a 4-wide axis (the width split 4 ways, the batch over data × fsdp),
+# `fsdp_tp` on 2 × 2 × 2 (heads, FFN and vocabulary over `tensor` too).
 @pytest.mark.parametrize("mesh_cfg", [
     sharding.MeshConfig(data=8, rules="dp"),
+    sharding.MeshConfig(data=2, fsdp=4, rules="fsdp"),
     sharding.MeshConfig(data=2, fsdp=2, tensor=2, rules="fsdp_tp"),
-], ids=["dp", "fsdp_tp"])
+], ids=["dp", "fsdp", "fsdp_tp"])
 def test_same_loss_on_one_and_eight_devices(references, case, mesh_cfg):
     assert len(jax.devices()) == 8
     losses, state = _losses(CASES[case], mesh_cfg, jax.devices())

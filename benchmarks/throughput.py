@@ -2,16 +2,26 @@
 
     python benchmarks/throughput.py --config configs/bert.py:size=base --batch 8 --seq 128
     python benchmarks/throughput.py --config configs/bert.py:size=mini --config configs/bert.py:size=base
+    python benchmarks/throughput.py --config configs/albert.py:size=mini \
+        --config configs/distilbert.py:size=tiny,teacher=bert-tiny
 
 For each config and batch shape, one full training step (forward + backward + clipping + AdamW) of
 
 * ours: `llm_jax.train.step.make_train_step` jitted by `jit_train_step` on a 1-device mesh, the objective's
-  own loss (`make_objective(...).make_loss(model)`) and the config's optimizer (`make_optimizer`);
-* the reference: `BertForPreTraining` / `RobertaForMaskedLM` of transformers with the identical architecture,
-  the same batch and the same objective — the MLM head applied at the same P gathered positions, the
-  weighted MLM cross-entropy (+ NSP for BERT), global-norm clipping and AdamW with the same decay mask —
+  own loss (`make_objective(...).make_loss(model, frozen_models)`) and the config's optimizer (`make_optimizer`);
+* the reference: the family's transformers class (`HF_ARCHITECTURE`: `BertForPreTraining`, `RobertaForMaskedLM`,
+  `AlbertForPreTraining`, `DistilBertForMaskedLM`) with the identical architecture, the same batch and the same
+  objective — the MLM head applied at the same P gathered positions, the weighted MLM cross-entropy (+ NSP for
+  BERT, + SOP for ALBERT; distillation's T²·KL + MLM + hidden cosine for `distill`), global-norm clipping and
+  AdamW with the same decay mask —
 
 is timed on the same synthetic batch (random token ids: no tokenizer needed).
+
+Frozen models an objective reads (`required_models`: DistilBERT's teacher) run in the same step on both sides,
+forward only (ours: a non-donated jit argument, as the training loop passes it; the reference: the family's
+masked-LM class under `torch.no_grad()`). No checkpoint is read: the objective's field names a *preset*
+(`configs/distilbert.py:size=tiny,teacher=bert-tiny`), built with random params and the student's vocabulary, and
+the student starts from random params too (`model.init_from` is not read).
 
 How the two are kept fair on a small shared machine:
 * each runs in its own worker process, so neither framework's thread pool (XLA's Eigen/YNNPACK workers,
@@ -22,8 +32,9 @@ How the two are kept fair on a small shared machine:
 * steps alternate between the workers in ABBA order with a short pause before each, so a change in machine
   load hits both alike; the medians of ≥ 10 steps after warm-up give step time and tokens/s.
 
-FLOP/s and MFU use the analytical counts of `llm_jax.flops` against the f32 matmul peak measured in the
-same run (the best of a few large `jnp` matmuls in our worker, before and after the timed steps).
+FLOP/s and MFU use the analytical counts of `llm_jax.flops` (a frozen model counted forward only) against the
+f32 matmul peak measured in the same run (the best of a few large `jnp` matmuls in our worker, before and after
+the timed steps).
 Writes `benchmarks/results/throughput.{json,md}`, merging rows by (config, overrides, batch, seq).
 """
 
@@ -80,12 +91,36 @@ def load_run_config(spec: str, overrides: list[str]):
             value = raw
         d[section][field] = value
     run = from_dict(d)
+    frozen_configs_for(run, spec)  # a frozen model that is not a preset is refused before any worker starts
+    return run
+
+
+def frozen_configs_for(run, spec: str = "") -> dict:
+    """`{required model name: (family, Config)}` of the frozen models the run's objective reads (a teacher).
+
+    Each is the preset named by the objective's field of that name (`objective.teacher=bert-tiny`), with the
+    student's vocabulary (in training both read the same tokenizer's ids) and the student's run-time fields
+    (precision, remat, scan unrolling); random params, no checkpoint.
+
+    Raises:
+      SystemExit: a field that does not name a preset.
+    """
+    import dataclasses
+
+    from llm_jax import models
     from llm_jax.objectives import objective_class
 
-    if objective_class(run.objective.name).required_models:
-        raise SystemExit(f"--config {spec!r}: objective {run.objective.name!r} reads frozen models (a teacher); this "
-                         "benchmark replays single-model training only, so it cannot time it fairly yet.")
-    return run
+    out = {}
+    for name in objective_class(run.objective.name).required_models:
+        preset = getattr(run.objective, name, "")
+        if preset not in models.all_presets():
+            raise SystemExit(f"--config {spec!r}: objective.{name}={preset!r} is not a preset; this benchmark reads no "
+                             f"checkpoint and builds each frozen model from a preset name with random params: set "
+                             f"{name}=PRESET, one of {', '.join(sorted(models.all_presets()))}.")
+        family, cfg = models.get_preset(preset)
+        cfg = models.with_runtime(dataclasses.replace(cfg, vocab_size=run.model.vocab_size), run.model)
+        out[name] = (family, cfg)
+    return out
 
 
 def make_objective_for(run):
@@ -120,7 +155,8 @@ def synthetic_batch(run, batch: int, seq: int, seed: int = 0):
     out["mlm_weights"][:] = 1.0
     if "segment_ids" in out:
         out["segment_ids"][:, seq // 2:] = 1
-        out["nsp_label"] = rng.integers(0, 2, size=(batch,), dtype=np.int32)
+    for key in [k for k in out if k.endswith("_label")]:  # the sentence-pair head's labels (NSP, SOP)
+        out[key] = rng.integers(0, 2, size=(batch,), dtype=np.int32)
     return out
 
 
@@ -132,7 +168,9 @@ def setup_ours(run, batch_np, seed: int = 0, compiler_options: dict | None = Non
 
     `keep_hlo`: put the optimised HLO text in `meta["hlo_text"]` (for benchmarks/profile_step.py).
     """
+    import flax.linen as nn
     import jax
+    import numpy as np
 
     from llm_jax import flops, models
     from llm_jax.sharding import MeshConfig, global_batch_from_local, make_mesh, rules_for
@@ -145,22 +183,35 @@ def setup_ours(run, batch_np, seed: int = 0, compiler_options: dict | None = Non
     mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
     rules = rules_for("dp")
     state, shardings = step_lib.create_state(model, objective, tx, batch_np, mesh, rules, seed)
+    # Frozen models (a teacher): random params placed like the loop's (`load_frozen_models`), a non-donated argument.
+    frozen_models = {name: models.build(family, cfg) for name, (family, cfg) in frozen_configs_for(run).items()}
+    frozen_sh, frozen, frozen_counts = {}, {}, {}
+    for i, (name, module) in enumerate(frozen_models.items()):
+        boxed = step_lib.abstract_params(module, objective, batch_np)
+        frozen_sh[name] = step_lib.frozen_shardings(boxed, mesh, rules)
+        frozen_counts[name] = step_lib.count_params(boxed)
+        params = jax.jit(lambda key, m=module: step_lib.init_variables(
+            m, objective, batch_np, {"params": key})["params"])(jax.random.key(seed + 1 + i))
+        frozen[name] = step_lib.place(jax.tree.map(np.asarray, nn.meta.unbox(params)), frozen_sh[name])
+    extra = (frozen,) if frozen else ()  # the step takes `frozen` only when compiled with its shardings
     train_step = step_lib.jit_train_step(
-        step_lib.make_train_step(objective.make_loss(model), tx, schedule, seed=seed,
-                                 grad_accum_steps=run.optim.grad_accum_steps,
-                                 denominators_fn=objective.loss_denominators), shardings, mesh, batch_np)
+        step_lib.make_train_step(objective.make_loss(model, frozen_models=frozen_models or None), tx, schedule,
+                                 seed=seed, grad_accum_steps=run.optim.grad_accum_steps,
+                                 denominators_fn=objective.loss_denominators), shardings, mesh, batch_np,
+        frozen_sh or None)
     with step_lib.mesh_context(mesh, rules):
         batch = global_batch_from_local(batch_np, mesh)
         t0 = time.perf_counter()
-        compiled = train_step.lower(state, batch).compile(compiler_options=compiler_options)
+        compiled = train_step.lower(state, batch, *extra).compile(compiler_options=compiler_options)
         compile_s = time.perf_counter() - t0
     holder = {"state": state}
 
     def step_fn() -> float:
-        holder["state"], metrics = compiled(holder["state"], batch)
+        holder["state"], metrics = compiled(holder["state"], batch, *extra)
         return float(metrics["loss"])  # a device-to-host transfer: the step has finished when this returns
 
     meta = {"compile_s": compile_s, "parameters": step_lib.count_params(step_lib.abstract_params(model, objective, batch_np)),
+            "frozen_parameters": frozen_counts,
             "xla_dot_flops_per_step": flops.hlo_dot_flops(compiled), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if keep_hlo:
         meta["hlo_text"] = compiled.as_text()
@@ -186,27 +237,114 @@ def measure_jnp_peak(sizes=(2048, 4096), repeats: int = 3) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- reference
 
 
+# How the heads of each transformers class apply to its trunk's outputs: `(mlm, pair)`, `mlm(model, h_BPD)` the MLM
+# logits at the P gathered positions only (as ours and the original BERT compute them), `pair(model, pooled_BD)` the
+# sentence-pair logits (NSP, SOP); None where the class has no pair head.
+HF_HEADS = {
+    "BertForPreTraining": (lambda m, h_BPD: m.cls.predictions(h_BPD), lambda m, p_BD: m.cls.seq_relationship(p_BD)),
+    "BertForMaskedLM": (lambda m, h_BPD: m.cls.predictions(h_BPD), None),
+    "RobertaForMaskedLM": (lambda m, h_BPD: m.lm_head(h_BPD), None),
+    "AlbertForPreTraining": (lambda m, h_BPD: m.predictions(h_BPD), lambda m, p_BD: m.sop_classifier(p_BD)),
+    "DistilBertForMaskedLM": (
+        lambda m, h_BPD: m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h_BPD)))), None),
+}
+
+
+def hf_model(family: str, model_cfg, masked_lm: bool = False):
+    """The transformers model of a family's architecture, random params: its `HF_ARCHITECTURE`, or with `masked_lm`
+    its masked-LM class (`AutoModelForMaskedLM`: no pooler, for a frozen model that only the MLM head is read of)."""
+    import transformers
+
+    from llm_jax import models
+
+    fam = models.family_module(family)
+    # The family's own HF architecture from the config our exporter writes: no per-family code here.
+    hf_cfg = fam.config_to_hf(model_cfg)
+    config = transformers.AutoConfig.for_model(hf_cfg.pop("model_type"), **hf_cfg)
+    model = (transformers.AutoModelForMaskedLM.from_config(config) if masked_lm
+             else getattr(transformers, fam.HF_ARCHITECTURE)(config))
+    if type(model).__name__ not in HF_HEADS:
+        raise SystemExit(f"No reference heads for transformers {type(model).__name__}: add how its MLM (and pair) "
+                         "heads apply to HF_HEADS in benchmarks/throughput.py.")
+    return model
+
+
+def hf_forward(model, t: dict, pair: bool):
+    """`(last hidden [B, T, D], MLM logits at the batch's P positions [B, P, V], pair logits [B, 2] or None)`."""
+    import torch
+
+    mlm_head, pair_head = HF_HEADS[type(model).__name__]
+    kwargs = {"token_type_ids": t["segment_ids"]} if "segment_ids" in t else {}
+    out = getattr(model, model.base_model_prefix)(input_ids=t["inputs"], attention_mask=t["mask"], **kwargs)
+    hidden_BTD = out.last_hidden_state
+    gathered_BPD = torch.gather(hidden_BTD, 1, t["mlm_positions"][..., None].expand(-1, -1, hidden_BTD.shape[-1]))
+    return hidden_BTD, mlm_head(model, gathered_BPD), pair_head(model, out.pooler_output) if pair else None
+
+
+def _weighted_mlm_loss(logits_BPV, t: dict):
+    import torch
+
+    nll_BP = torch.nn.functional.cross_entropy(logits_BPV.transpose(1, 2), t["mlm_ids"], reduction="none")
+    return (nll_BP * t["mlm_weights"]).sum() / t["mlm_weights"].sum().clamp_min(1e-5)
+
+
+def reference_mlm_loss(objective, model, frozen: dict, t: dict):
+    """`Mlm`'s loss (mlm, mlm_nsp, mlm_sop): the weighted MLM cross-entropy + the pair head's over the rows."""
+    import torch
+
+    del frozen
+    pair = objective.pair_head
+    _, logits_BPV, pair_B2 = hf_forward(model, t, pair is not None)
+    loss = _weighted_mlm_loss(logits_BPV, t)
+    if pair:
+        loss = loss + torch.nn.functional.cross_entropy(pair_B2, t[f"{pair}_label"])
+    return loss
+
+
+def reference_distill_loss(objective, model, frozen: dict, t: dict):
+    """`Distill`'s loss: α_ce·T²·KL(teacher_T ‖ student_T) and α_mlm·MLM over the predicted positions,
+    α_cos·(1 − cos) of the last hidden states over the non-padding tokens; the teacher forward only, without dropout
+    or gradient (`llm_jax/objectives/distill.py`)."""
+    import torch
+    from torch.nn import functional as F
+
+    c = objective.cfg
+    with torch.no_grad():
+        t_hidden_BTD, t_logits_BPV, _ = hf_forward(frozen["teacher"], t, False)
+    s_hidden_BTD, s_logits_BPV, _ = hf_forward(model, t, False)
+    weights_BP, mask_BT = t["mlm_weights"], t["mask"].float()
+    kl_BP = F.kl_div(F.log_softmax(s_logits_BPV / c.temperature, -1), F.log_softmax(t_logits_BPV / c.temperature, -1),
+                     log_target=True, reduction="none").sum(-1)
+    ce_loss = c.temperature ** 2 * (kl_BP * weights_BP).sum() / weights_BP.sum().clamp_min(1e-5)
+    cos_BT = 1.0 - F.cosine_similarity(t_hidden_BTD, s_hidden_BTD, dim=-1, eps=1e-8)
+    cos_loss = (cos_BT * mask_BT).sum() / mask_BT.sum().clamp_min(1e-5)
+    return c.alpha_ce * ce_loss + c.alpha_mlm * _weighted_mlm_loss(s_logits_BPV, t) + c.alpha_cos * cos_loss
+
+
+# The PyTorch twin of each objective's loss, by the name of the objective class whose `make_loss` it uses
+# (mlm_nsp and mlm_sop use `Mlm`'s, with their pair head).
+REFERENCE_LOSSES = {"Mlm": reference_mlm_loss, "Distill": reference_distill_loss}
+
+
 def setup_reference(run, batch_np, seed: int = 0):
     """The transformers model, loss and AdamW step equivalent to ours: `(step_fn, meta)`."""
     import numpy as np
     import torch
-    import transformers
 
     torch.set_num_threads(CORES)
     torch.manual_seed(seed)
-    from llm_jax import models
-
-    fam = models.family_module(run.family)
     objective = make_objective_for(run)
-    if set(objective.heads) - {"mlm", "nsp"}:
-        raise SystemExit(f"No PyTorch reference step for objective {run.objective.name!r} (heads {objective.heads}) "
-                         "yet: the reference replays masked-LM (+ NSP) training only.")
-    # The family's own HF architecture from the config our exporter writes: no per-family code here.
-    hf_cfg = fam.config_to_hf(run.model)
-    config = transformers.AutoConfig.for_model(hf_cfg.pop("model_type"), **hf_cfg)
-    model = getattr(transformers, fam.HF_ARCHITECTURE)(config)
-    trunk = getattr(model, model.base_model_prefix)
-    (heads,) = [m for name, m in model.named_children() if name != model.base_model_prefix]
+    owner = next(c.__name__ for c in type(objective).__mro__ if "make_loss" in vars(c))
+    model = hf_model(run.family, run.model)
+    pair = getattr(objective, "pair_head", None)
+    if owner not in REFERENCE_LOSSES or (pair and HF_HEADS[type(model).__name__][1] is None):
+        raise SystemExit(f"No PyTorch reference step for objective {run.objective.name!r} with {type(model).__name__} "
+                         f"yet: the reference mirrors the losses of {sorted(REFERENCE_LOSSES)} (REFERENCE_LOSSES).")
+    loss_of = REFERENCE_LOSSES[owner]
+    frozen = {}
+    for name, (family, cfg) in frozen_configs_for(run).items():
+        frozen[name] = hf_model(family, cfg, masked_lm=tuple(objective.frozen_heads.get(name, objective.heads))
+                                == ("mlm",)).eval().requires_grad_(False)  # forward only, no dropout
     model.train()  # dropout on, as in our train step
 
     # AdamW as llm_jax.train.optim: no decay on biases and norm scales; global-norm clipping first.
@@ -219,38 +357,24 @@ def setup_reference(run, batch_np, seed: int = 0):
          {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}],
         lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps)
     t = {k: torch.from_numpy(np.asarray(v)) for k, v in batch_np.items()}
-    inputs, mask = t["inputs"].long(), t["mask"].long()
-    positions, ids, weights = t["mlm_positions"].long(), t["mlm_ids"].long(), t["mlm_weights"].float()
-    uses_nsp = "nsp" in objective.heads
-
-    def loss_fn():
-        kwargs = {"token_type_ids": t["segment_ids"].long()} if uses_nsp else {}
-        out = trunk(input_ids=inputs, attention_mask=mask, **kwargs)
-        hidden_BTD = out[0]
-        # The MLM head at the P masked positions only, as our model (and the original BERT) computes it.
-        gathered_BPD = torch.gather(hidden_BTD, 1, positions[..., None].expand(-1, -1, hidden_BTD.shape[-1]))
-        if uses_nsp:
-            logits_BPV, nsp_B2 = heads(gathered_BPD, out[1])
-        else:
-            logits_BPV = heads(gathered_BPD)
-        nll_BP = torch.nn.functional.cross_entropy(logits_BPV.transpose(1, 2), ids, reduction="none")
-        loss = (nll_BP * weights).sum() / weights.sum().clamp_min(1e-5)
-        if uses_nsp:
-            loss = loss + torch.nn.functional.cross_entropy(nsp_B2, t["nsp_label"].long())
-        return loss
+    t = {k: v.float() if v.is_floating_point() else v.long() for k, v in t.items()}
 
     def step_fn() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn()
+        loss = loss_of(objective, model, frozen, t)
         loss.backward()
         if o.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
         optimizer.step()
         return loss.item()
 
-    meta = {"reference": f"transformers {models.family_module(run.family).HF_ARCHITECTURE} (PyTorch eager, "
-                         f"attn_implementation={model.config._attn_implementation})",
-            "parameters": sum(p.numel() for p in model.parameters()), "torch_threads": torch.get_num_threads()}
+    described = (f"transformers {type(model).__name__} (PyTorch eager, "
+                 f"attn_implementation={model.config._attn_implementation})")
+    if frozen:
+        described += "; frozen " + ", ".join(f"{name} {type(m).__name__} (no_grad, eval)" for name, m in frozen.items())
+    meta = {"reference": described, "parameters": sum(p.numel() for p in model.parameters()),
+            "frozen_parameters": {name: sum(p.numel() for p in m.parameters()) for name, m in frozen.items()},
+            "torch_threads": torch.get_num_threads()}
     return step_fn, meta
 
 
@@ -438,7 +562,8 @@ def bench_one(ctx, spec: str, overrides: list[str], batch: int, seq: int, steps:
             ref.close()
     peak = max(max(v.values()) for k, v in peak_detail.items() if k.startswith("jnp"))
 
-    towers = flops.towers_for(run.family, run.model, run.objective, seq)
+    frozen_configs = frozen_configs_for(run, spec)
+    towers = flops.towers_for(run.family, run.model, run.objective, seq, frozen_configs=frozen_configs)
     train = flops.train_flops(towers, batch, num_params=ours.meta["parameters"])
     per_token = flops.model_flops_per_token(towers)
     tokens = batch * seq
@@ -447,8 +572,11 @@ def bench_one(ctx, spec: str, overrides: list[str], batch: int, seq: int, steps:
         "config": spec, "overrides": list(overrides), "family": run.family, "batch": batch, "seq": seq,
         "model": {k: getattr(run.model, k) for k in ("num_layers", "hidden_size", "num_heads", "intermediate_size",
                                                       "vocab_size", "dtype", "remat", "scan_unroll")},
-        "objective": run.objective.name, "max_predictions": run.objective.max_predictions,
+        "objective": run.objective.name, "max_predictions": make_objective_for(run).predicted_positions(seq),  # P
         "parameters": ours.meta["parameters"], "steps_timed": steps, "warmup": warmup,
+        "frozen": {name: {"preset": getattr(run.objective, name), "family": family,
+                          "parameters": ours.meta["frozen_parameters"][name]}
+                   for name, (family, _) in frozen_configs.items()},
         "compile_s": round(ours.meta["compile_s"], 1),
         "ours_step_s": ours_s, "ours_step_s_all": [round(x, 4) for x in times["ours"]],
         "ours_tokens_per_s": tokens / ours_s, "ours_cpu_s": statistics.median(cpu_times["ours"]),
@@ -466,6 +594,8 @@ def bench_one(ctx, spec: str, overrides: list[str], batch: int, seq: int, steps:
         if ref.meta["parameters"] != row["parameters"]:
             raise SystemExit(f"The reference has {ref.meta['parameters']:,} parameters, ours {row['parameters']:,}: "
                              "the architectures differ.")
+        for name, count in ref.meta["frozen_parameters"].items():
+            row["frozen"][name]["reference_parameters"] = count
         row.update(reference=ref.meta["reference"], torch_threads=ref.meta["torch_threads"],
                    omp_wait_policy=ref.meta["omp_wait_policy"],
                    reference_step_s=ref_s, reference_step_s_all=[round(x, 4) for x in times["ref"]],
@@ -508,6 +638,15 @@ def _fmt(value, spec: str, suffix: str = "") -> str:
     return "—" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _frozen_text(row: dict) -> str:
+    """The frozen models of a row (a teacher), as the `Runs:` list describes them."""
+    out = ""
+    for name, f in row.get("frozen", {}).items():
+        reference = f"; the reference's {f['reference_parameters']:,}" if "reference_parameters" in f else ""
+        out += f"frozen {name} {f['preset']} (random params, forward only; {f['parameters']:,} parameters{reference}); "
+    return out
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
         "# Training throughput: llm_jax vs Hugging Face transformers (PyTorch eager), CPU",
@@ -544,7 +683,7 @@ def markdown(rows: list[dict]) -> str:
             f"torch threads {r.get('torch_threads', '—')}, OMP_WAIT_POLICY={r.get('omp_wait_policy') or 'default'}; "
             f"reference: {r.get('reference') or '—'}; "
             f"model {r['model']}, objective {r['objective']} (P={r['max_predictions']}), {r['parameters']:,} parameters; "
-            f"{r['steps_timed']} timed steps after {r['warmup']} warm-up; compile {r['compile_s']} s; "
+            f"{_frozen_text(r)}{r['steps_timed']} timed steps after {r['warmup']} warm-up; compile {r['compile_s']} s; "
             f"other processes used {_fmt(r.get('foreign_cpu_share'), '.0%')} of the CPUs during the timed steps "
             f"(our processes at nice {r.get('nice', 0)}).")
     lines.append("")

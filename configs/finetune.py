@@ -11,7 +11,9 @@ overridden with --config.SECTION.KEY=VALUE.
 
 Defaults: BERT §4.1 (batch 32, 3 epochs, warmup 10 %, dropout 0.1), with the learning rate by model width — the
 small-BERT release of Turc et al. (2019) found {3e-4, 1e-4} best for its tiny/mini models, BERT-Base used
-{2e-5 … 5e-5}. Early stopping keeps the best validation params (patience 3 evaluations).
+{2e-5 … 5e-5}. Early stopping keeps the best validation params (patience 3 evaluations). A family's own recipe
+(`FINETUNE_OPTIM`, `FINETUNE_TRAIN` in its model file) overrides them: ELECTRA's layer-wise LR decay, GPT-1's
+auxiliary LM loss (train.aux_lm_weight=0.5) and warmup over 0.2 % of the steps.
 """
 
 import dataclasses
@@ -82,4 +84,6 @@ def get_config(arg: str = "model=bert-tiny,task=wordnet-supersense"):
         cfg.optim.update(getattr(models.family_module(found[0]), "FINETUNE_OPTIM", lambda c: {})(found[1]))
     cfg.mesh = dataclasses.asdict(MeshConfig())
     cfg.train = dataclasses.asdict(FinetuneTrain(epochs=per_task.get("epochs", 3.0), patience=3))
+    if found:  # e.g. GPT-1's auxiliary LM loss (Radford et al. 2018 §3.2, λ = 0.5)
+        cfg.train.update(getattr(models.family_module(found[0]), "FINETUNE_TRAIN", lambda c: {})(found[1]))
     return cfg

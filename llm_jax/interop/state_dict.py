@@ -378,9 +378,18 @@ def _read_view(family_name: str, view: HfView, shapes, tensors: Mapping[str, np.
     # A checkpoint that keeps only the tied copy (e.g. `cls.predictions.decoder.bias` of old BERT exports) still
     # provides the source tensor; when both are there they must agree, or our tied model would compute something
     # other than the checkpoint's.
+    # A tied name that this config maps to a param of its own (T5 v1.1's untied `lm_head`, absent from v1.0 configs:
+    # `HF_CONDITIONAL_PARAMS`) is read as that param; a checkpoint without it gets the source's values, which is what
+    # transformers' tying does.
+    entries = _entries(view, shapes)
+    own = {e.hf_name for e in entries.values() if not e.placeholders}
     tied_copies: list[str] = []
     for copy_name, source_name in view.tied_weights.items():
         copy_key, source_key = resolve(copy_name), resolve(source_name)
+        if copy_name in own:
+            if copy_key is None and source_key is not None:
+                tensors[copy_name] = tensors[source_key]
+            continue
         if copy_key is None:
             continue
         tied_copies.append(copy_key)
@@ -396,7 +405,7 @@ def _read_view(family_name: str, view: HfView, shapes, tensors: Mapping[str, np.
     flat: dict[str, np.ndarray] = {}
     missing: list[str] = []
     used: set[str] = set()
-    for path, entry in _entries(view, shapes).items():
+    for path, entry in entries.items():
         array = _read_entry(entry, shapes[path], tensors, resolve, used)
         if array is None:
             missing.append(path)

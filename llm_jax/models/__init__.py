@@ -22,6 +22,7 @@ FAMILY_NAMES = (
     "electra",
     "gpt",
     "gpt1",
+    "t5",
 )
 FAMILIES: dict[str, types.ModuleType] = {name: importlib.import_module(f"llm_jax.models.{name}")
                                          for name in FAMILY_NAMES}

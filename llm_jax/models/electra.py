@@ -107,8 +107,10 @@ PRESETS: dict[str, Config] = {
     "electra-large": with_generator(_LARGE, 0.25),
     "electra-mini": with_generator(Config(embedding_size=128, hidden_size=256, num_layers=4, num_heads=4,
                                           intermediate_size=1024), 0.25),
-    "electra-tiny": with_generator(Config(embedding_size=64, hidden_size=128, num_layers=2, num_heads=2,
-                                          intermediate_size=512), 0.25),
+    # Two 16-wide generator heads rather than the rule's one, so that tensor parallelism has heads to split.
+    "electra-tiny": dataclasses.replace(with_generator(Config(embedding_size=64, hidden_size=128, num_layers=2,
+                                                              num_heads=2, intermediate_size=512), 0.25),
+                                        generator_num_heads=2),
 }
 
 # ---------------------------------------------------------------------------------------------- modules

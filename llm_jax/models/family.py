@@ -20,9 +20,10 @@ over the registry).
 | `DEFAULT_OBJECTIVE` | the registered objective name of its original recipe |
 | `LM_KIND` | one of `LM_KINDS`: how it scores text (masked, causal, seq2seq, permutation) |
 | `TOKENIZER` | a `TokenizerSpec`: the kind it trains, its special tokens and role → token map, input template, HF class |
-| `INPUT_FORMAT` | where its classifier token goes, which side it pads (`InputFormat`) |
+| `INPUT_FORMAT` | how a task input is laid out (`InputFormat`, `llm_jax.data.input_format`): which side it pads, whether its classifier reads a template's token or the last real token, the task tokens and template fine-tuning adds (GPT-1's start / delimiter / extract), whether symmetric pairs run in both orders |
 | `TRUNK_NAME`, `build_trunk(cfg, kind, **module_kwargs)` | the encoder the fine-tuning heads sit on (built with `name=TRUNK_NAME`, the pretraining model's subtree name, so pretrained weights transplant); its output has `hidden_BTD` (and what its `sequence_head` reads) |
 | `sequence_head(cfg, trunk_out, *, kind, num_outputs, dropout, deterministic)` | pooling + output layer of its sequence classifiers (HF's `…ForSequenceClassification` / `…ForMultipleChoice`) |
+| `FINETUNE_TRAIN(cfg) -> dict` (optional) | `train` settings of its own fine-tuning recipe that `configs/finetune.py` applies (GPT-1's auxiliary LM weight, §3.2); a causal family's trunk has `attend(hidden_BTD) -> logits_BTV` (its tied LM head), which that loss reads |
 | `towers(cfg, seq_len, *, predicted_positions, heads)` | its stacks as `llm_jax.flops.Tower`s |
 | `FINETUNE_OPTIM(cfg) -> dict` (optional) | optimizer settings of its own fine-tuning recipe that `configs/finetune.py` applies (ELECTRA's layer-wise LR decay) |
 | `params_from(parent, parent_cfg, params, cfg) -> (cfg, params)` (optional) | how it starts from another family's weights (`model.init_from`), e.g. DistilBERT from alternate BERT layers |
@@ -57,10 +58,11 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from llm_jax.data.input_format import PAD_SIDES, InputFormat
 from llm_jax.data.tokenizer import TokenizerSpec
+from llm_jax.data.tokenizers.kinds import template_roles
 
 LM_KINDS = ("masked", "causal", "seq2seq", "permutation")
-PAD_SIDES = ("right", "left")
 
 # Fields of every Config that a run may change without changing the architecture (precision, memory, speed,
 # regularisation): taken from the run's config when weights come from a checkpoint.
@@ -120,23 +122,6 @@ class CommonConfig:
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"model.{name}={getattr(self, name)} must be in [0, 1).")
-
-
-@dataclasses.dataclass(frozen=True)
-class InputFormat:
-    """How a family lays out a task input beyond what its tokenizer's template adds (where the classifier token
-    goes is the template's and `sequence_head`'s business).
-
-    Attributes:
-      pad_side: `right`, or `left` (XLNet, so that its last-position `<cls>` is the last position of every row);
-        the fine-tuning encoder (`llm_jax.data.features.encode`) reads it.
-    """
-
-    pad_side: str = "right"
-
-    def __post_init__(self):
-        if self.pad_side not in PAD_SIDES:
-            raise ValueError(f"InputFormat(pad_side={self.pad_side!r}): choose one of {PAD_SIDES}.")
 
 
 # name → the type (or predicate) a family module's attribute must satisfy.
@@ -207,6 +192,13 @@ def check_family(module: types.ModuleType) -> list[str]:
         problems.append(f"{module.__name__}.build_trunk does not take (cfg, kind, name=...)")
     if module.LM_KIND not in LM_KINDS:
         problems.append(f"{module.__name__}.LM_KIND={module.LM_KIND!r} is not one of {LM_KINDS}")
+    fmt = module.INPUT_FORMAT
+    if fmt.template is not None:  # every token the fine-tuning template places has a role
+        given = set(module.TOKENIZER.roles) | {role for role, _ in fmt.task_tokens}
+        lacking = [r for r in template_roles(fmt.template) if r not in given]
+        if lacking:
+            problems.append(f"{module.__name__}.INPUT_FORMAT's template {fmt.template!r} needs the roles {lacking}, "
+                            "which neither TOKENIZER.roles nor INPUT_FORMAT.task_tokens give")
     for name, cfg in module.PRESETS.items():
         if not isinstance(cfg, module.Config):
             problems.append(f"preset {name!r} is not a {module.__name__}.Config")

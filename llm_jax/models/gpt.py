@@ -543,7 +543,13 @@ TOKENIZER = GPT2_TOKENIZER
 # exactly what the unpadded one does, at the positions it was pretrained at (0, 1, …); the classifier finds the
 # last real token from the mask (`Output.pooled_BD`), as HF's GPT2ForSequenceClassification does. Generation
 # left-pads its prompts itself (per-row positions, `positions_from_mask`).
-INPUT_FORMAT = InputFormat(pad_side="right")
+# Task inputs are plain text: the classifier reads the last real token, no classifier token is added (HF's
+# GPT2ForSequenceClassification). Neither GPT-2 nor GPT-3 was fine-tuned in its paper, so nothing prescribes a pair
+# format; the two texts of a pair are joined by <|endoftext|>, the delimiter GPT-2/3 saw between documents, rather
+# than run together (transformers' GPT-2 tokenizer concatenates them). Pads with <|endoftext|> too (no pad token;
+# padded positions are masked).
+INPUT_FORMAT = InputFormat(pad_side="right", classifier_token=False, task_tokens=(("sep", TOKENIZER.roles["eod"]),),
+                           template="sep_between")
 TRUNK_NAME = "transformer"
 # Decoding (optional members, `llm_jax.generate`): `init_decode_state`, `decode_step`, `reorder_decode_state` and
 # `stop_token_ids`, defined above.

@@ -11,6 +11,19 @@ Face `OpenAIGPTLMHeadModel`):
 Our pretraining packs documents with an end-of-document token between them (`objectives/clm.py`), as GPT-2/3 did;
 the paper trained on BooksCorpus as contiguous text and its published vocabulary has no such token, so the
 tokenizer trained here adds one (`<|endoftext|>`) after `<unk>`.
+
+Fine-tuning (§3.3, Figure 1) uses task-specific input transformations — `INPUT_FORMAT`, which
+`llm_jax.data.input_format` and `llm_jax.models.heads` read:
+* classification: `_start_ text _classify_`; entailment (any asymmetric pair): `_start_ premise _delimiter_
+  hypothesis _classify_`; multiple choice: `_start_ context _delimiter_ answer _classify_` per choice, a softmax
+  over the choices' scores; similarity (a symmetric pair, `TaskSpec.symmetric`): both orders, each run through the
+  model, the two final-token states added element-wise before the linear output layer;
+* the three tokens, spelled as in the original fine-tuning code (finetune-transformer-lm's `train.py`; the paper
+  writes start, delimiter `$` and extract), are added to the vocabulary when the tokenizer lacks them, after its
+  last id; their embedding rows start at N(0, 0.02²) like that code's `np.random.randn(n_special, n_embd) * 0.02`
+  (Hugging Face's `resize_token_embeddings` would draw them around the mean of the old rows instead);
+* the classifier is a bias-free linear layer on the last token's state, after dropout 0.1 (§4.1; `sequence_head`);
+* an auxiliary LM loss on the transformed inputs with λ = 0.5 (§3.2, §4.1: `FINETUNE_TRAIN`; `train.aux_lm_weight`).
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from llm_jax.data.tokenizer import GPT1_ROLES, GPT1_SPECIALS, GPT1_TOKENIZER
 from llm_jax.flops import Tower
 from llm_jax.layers import LayerNorm
 from llm_jax.models import gpt
+from llm_jax.models.family import InputFormat
 from llm_jax.sharding import BATCH, EMBED, SEQ, shard
 
 Output = gpt.Output
@@ -103,7 +117,9 @@ EOD = "<|endoftext|>"
 # openai-gpt's lower-cased `</w>` BPE (<unk> only), plus the document delimiter our pretraining packs with.
 TOKENIZER = dataclasses.replace(GPT1_TOKENIZER, special_tokens=(*GPT1_SPECIALS, EOD),
                                 roles=types.MappingProxyType({**GPT1_ROLES, "eod": EOD}))
-INPUT_FORMAT = gpt.INPUT_FORMAT
+INPUT_FORMAT = InputFormat(
+    pad_side="right", classifier_token=True, both_orders=True, template="start_delim_extract",
+    task_tokens=(("bos", "_start_"), ("sep", "_delimiter_"), ("cls", "_classify_")))
 TRUNK_NAME = "transformer"
 sequence_head = gpt.sequence_head
 # Decoding (optional members, `llm_jax.generate`): GPT-2's decoder steps run GPT-1's module.
@@ -116,6 +132,18 @@ def build_trunk(cfg: Config, kind: str, **kwargs) -> OpenAIGPTModel:
     """The decoder every fine-tuning head sits on (§3.3: the task heads read its final activations)."""
     del kind
     return OpenAIGPTModel(cfg, **kwargs)
+
+
+def FINETUNE_TRAIN(cfg: Config) -> dict[str, Any]:  # noqa: N802 (a family attribute, read by configs/finetune.py)
+    """§4.1's fine-tuning settings: the auxiliary LM loss at λ = 0.5, warmup over 0.2 % of training."""
+    del cfg
+    return {"aux_lm_weight": 0.5, "warmup_ratio": 0.002}
+
+
+def FINETUNE_OPTIM(cfg: Config) -> dict[str, Any]:  # noqa: N802 (a family attribute, read by configs/finetune.py)
+    """§4.1 (and the original code's defaults): Adam with ε = 1e-8 and, at GPT-1's width, learning rate 6.25e-5
+    (smaller CPU models keep the recipe's width-based rate); weight decay 0.01 and clipping at 1 are the recipe's."""
+    return {"eps": 1e-8, **({"learning_rate": 6.25e-5} if cfg.hidden_size >= 768 else {})}
 
 
 def towers(cfg: Config, seq_len: int, *, predicted_positions: int, heads: tuple[str, ...]) -> tuple[Tower, ...]:

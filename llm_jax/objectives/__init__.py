@@ -19,6 +19,7 @@ OBJECTIVE_MODULES = (
     "distill",
     "rtd",
     "clm",
+    "span_corruption",
 )
 for _module in OBJECTIVE_MODULES:
     importlib.import_module(f"llm_jax.objectives.{_module}")

@@ -45,7 +45,7 @@ from llm_jax.config import section
 from llm_jax.data.features import encode
 from llm_jax.data.loader import DeterministicLoader
 from llm_jax.data.tasks import Task, TaskConfig, few_shot_subset, labels_of, load_task, with_metrics
-from llm_jax.data.tokenizer import save_tokenizer
+from llm_jax.data.tokenizer import load_tokenizer, save_tokenizer
 from llm_jax.eval.predict import Predictor, majority_baseline, score
 from llm_jax.eval.zero_shot import zero_shot
 from llm_jax.models import heads
@@ -60,7 +60,7 @@ from llm_jax.train.metrics import MetricWriter
 from llm_jax.train.optim import OptimConfig, make_optimizer
 from llm_jax.train.pipeline import DataConfig
 from llm_jax.train.runner import run_loop
-from llm_jax.train.sources import ModelSource, resolve_model
+from llm_jax.train.sources import ModelSource, for_task_inputs, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,9 @@ class FinetuneTrain:
         The final validation and test scores always use the whole splits.
       patience: stop after this many evaluations without improvement of the first metric (0 = never).
       checkpoint_every: steps between checkpoints (0 = only at the end / on preemption).
+      aux_lm_weight: λ of the auxiliary LM loss on the task inputs (GPT-1 §3.2: `task + λ · LM`, λ = 0.5 in
+        §4.1), for causal families; 0 = none. `configs/finetune.py` takes the family's recipe value
+        (`FINETUNE_TRAIN`: 0.5 for GPT-1; none for GPT-2/3, which their papers never fine-tune).
       max_to_keep / max_consecutive_skips / progress / stop_after: as in pretraining.
     """
 
@@ -144,6 +147,7 @@ class FinetuneTrain:
     eval_examples: int = 0
     patience: int = 0
     checkpoint_every: int = 0
+    aux_lm_weight: float = 0.0
     max_to_keep: int = 2
     max_consecutive_skips: int = 5
     progress: bool = True
@@ -158,6 +162,8 @@ class FinetuneTrain:
             raise ValueError("train.eval_every, eval_examples, patience, checkpoint_every, stop_after must be ≥ 0.")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"train.warmup_ratio={self.warmup_ratio} must be in [0, 1).")
+        if not self.aux_lm_weight >= 0.0:
+            raise ValueError(f"train.aux_lm_weight={self.aux_lm_weight} must be ≥ 0 (0 = no auxiliary LM loss).")
         return self
 
 
@@ -265,8 +271,14 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
     task = Task(with_metrics(task.spec, cfg.task.metrics), task.splits)
     spec = task.spec
     source = resolve_model(cfg.model, tokenizer_config(cfg.data), workdir)
-    if jax.process_index() == 0 and not (workdir / "tokenizer.json").exists():
-        save_tokenizer(source.tokenizer, workdir)  # the run directory is self-contained
+    fam = models.family_module(source.family)
+    if tcfg.aux_lm_weight > 0 and fam.LM_KIND != "causal":
+        raise ValueError(f"train.aux_lm_weight={tcfg.aux_lm_weight}: the auxiliary LM loss needs a causal LM, and "
+                         f"{source.family} is a {fam.LM_KIND} LM; set train.aux_lm_weight=0.")
+    # The family's task tokens (GPT-1's start / delimiter / extract) and template; the vocabulary grows by the
+    # tokens added, and the pretrained token table by as many fresh rows (`heads.transplant_trunk`).
+    pretrained_vocab = source.config.vocab_size
+    source, roles = for_task_inputs(source)
     if cfg.data.seq_len > source.config.max_seq_len:
         raise ValueError(f"data.seq_len={cfg.data.seq_len} is longer than the model's {source.config.max_seq_len} "
                          "positions; shorten it.")
@@ -276,6 +288,9 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
                 "model_source": dataclasses.asdict(cfg.model)}
     check_workdir(workdir, resolved, keys=("family", "model", "source", "task", "data"))
     write_json(workdir / "config.json", resolved)
+    saved = workdir / "tokenizer.json"
+    if jax.process_index() == 0 and (not saved.exists() or load_tokenizer(saved).to_str() != source.tokenizer.to_str()):
+        save_tokenizer(source.tokenizer, workdir)  # the run directory is self-contained, task tokens included
     if cfg.data.train_examples == 0:
         scored = zero_shot(source.family, source.config, source.params, source.tokenizer, task,
                            seq_len=cfg.data.seq_len, batch_size=cfg.data.eval_batch_size, seed=tcfg.seed)
@@ -290,8 +305,8 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
     # ---- data
     t0 = time.time()
     enc_kw = dict(doc_stride=cfg.data.doc_stride, max_query_length=cfg.data.max_query_length,
-                  type_vocab_size=source.config.num_token_types,
-                  pad_side=models.family_module(source.family).INPUT_FORMAT.pad_side)
+                  type_vocab_size=source.config.num_token_types, fmt=fam.INPUT_FORMAT, roles=roles,
+                  symmetric=spec.symmetric)
     train_records = _train_rows(task, cfg)
     train = encode(spec.kind, source.tokenizer, train_records, cfg.data.seq_len, **enc_kw)
     check_token_ids(train.arrays["inputs"], source.config.vocab_size)
@@ -329,7 +344,7 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
     eval_every = tcfg.eval_every or max(steps_per_epoch, math.ceil(total / 10))
     model = heads.build(source.family, source.config, spec.kind, spec.num_labels, cfg.model.classifier_dropout)
     dummy = {k: np.zeros((tcfg.batch_size,) + v.shape[1:], v.dtype) for k, v in train_arrays.items()}
-    objective = TaskObjective(spec.kind, cw)
+    objective = TaskObjective(spec.kind, cw, tcfg.aux_lm_weight)
     # The boxed abstract params carry the logical `layers` axis that layer-wise LR decay reads depth from.
     tx, schedule = make_optimizer(optim_cfg, total, params=step_lib.abstract_params(model, objective, dummy))
     init_params = None
@@ -337,7 +352,8 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
         one = {k: v[:1] for k, v in dummy.items()}
         fresh = nn.meta.unbox(jax.jit(lambda k: step_lib.init_variables(model, objective, one, {"params": k})[
             "params"])(jax.random.key(tcfg.seed)))
-        init_params, _ = heads.transplant_trunk(source.family, fresh, source.params)
+        init_params, _ = heads.transplant_trunk(source.family, fresh, source.params,
+                                                vocab_sizes=(pretrained_vocab, source.config.vocab_size))
     state, shardings = step_lib.create_state(model, objective, tx, dummy, mesh, rules, tcfg.seed,
                                              params=init_params)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))

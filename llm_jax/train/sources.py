@@ -11,6 +11,7 @@ import pathlib
 from typing import Any
 
 from llm_jax import models
+from llm_jax.data.input_format import finetuning_tokenizer
 from llm_jax.data.tokenizer import special_ids
 from llm_jax.train.pipeline import DataConfig, get_tokenizer
 
@@ -97,4 +98,20 @@ def resolve_model(source: ModelSource, tokenizer_cfg: DataConfig, workdir: pathl
     return Source(family, config, params, tok, str(path))
 
 
-__all__ = ["ModelSource", "Source", "resolve_model"]
+def for_task_inputs(source: Source) -> tuple[Source, dict[str, str]]:
+    """`source` made ready for its family's task inputs (`INPUT_FORMAT`, `llm_jax.data.input_format`): the
+    tokenizer with the family's task tokens and template (`finetuning_tokenizer`), and the Config's vocabulary
+    grown to hold the tokens added (the params are not touched: `heads.transplant_trunk` grows their token table).
+
+    Returns:
+      `(source, roles)`: the new source and the role map task encoding uses (the family's roles and task tokens).
+    """
+    fam = models.family_module(source.family)
+    ready = finetuning_tokenizer(source.tokenizer, fam.INPUT_FORMAT, fam.TOKENIZER.roles)
+    config, size = source.config, ready.tokenizer.get_vocab_size()
+    if size > config.vocab_size:
+        config = config.with_vocabulary(size, special_ids(ready.tokenizer, ready.roles))
+    return dataclasses.replace(source, tokenizer=ready.tokenizer, config=config), ready.roles
+
+
+__all__ = ["ModelSource", "Source", "for_task_inputs", "resolve_model"]

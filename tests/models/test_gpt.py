@@ -495,3 +495,20 @@ def test_cli_run_exports_to_gpt2(require, gpt_run, tmp_path):
     np.testing.assert_allclose(ours.logits_BTV, theirs, **MODEL_TOL)
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert hf_tok("The cat sat.")["input_ids"] == tokenizer.encode("The cat sat.").ids
+
+
+def test_finetune_from_the_gpt2_run(gpt_run, tmp_path):
+    """`llm-jax finetune` from a GPT-2 run: rows padded with <|endoftext|> (the family's role map: GPT-2 has no
+    padding token), plain text without a classifier token, the classifier on the last real token; the vocabulary
+    unchanged and no auxiliary LM loss by default (`tests/models/test_gpt1_finetune.py` has GPT-1's)."""
+    recipe = f"{ROOT / 'configs' / 'finetune.py'}:model={gpt_run},task=wordnet-supersense"
+    assert cli.main(["finetune", "--config", recipe,
+                     "--workdir", str(tmp_path), "--config.train.progress=False", "--config.data.seq_len=32",
+                     "--config.data.train_examples=32", "--config.train.batch_size=8", "--config.train.steps=4",
+                     "--config.train.eval_every=4", "--config.train.eval_examples=16"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["test"]) == {"accuracy", "macro_f1", "majority_baseline"}
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"]["vocab_size"] == json.loads((gpt_run / "config.json").read_text())["model"]["vocab_size"]
+    assert config["train"]["aux_lm_weight"] == 0.0
+    assert not any("lm_loss" in r for r in read_metrics(tmp_path))

@@ -4,6 +4,8 @@ ALBERT-tiny trains with `mlm_sop` (n-gram MLM + sentence-order prediction over a
 DistilBERT-tiny with `distill`, whose teacher (a BERT-tiny with random params) is a frozen jit argument placed
 with `step.frozen_shardings`, as in `test_carry_frozen.py`. Every case goes through the same code: the
 objective's `required_models` say which frozen models to build, its `dummy_batch` which row fields it reads.
+ELECTRA-tiny trains with `rtd`: two passes over one params tree with Gumbel-max sampling from the step RNG in
+between, which must give the same replacements on every layout.
 """
 
 import dataclasses
@@ -42,6 +44,8 @@ CASES = {
     "albert-mlm_sop": Case("albert-tiny", {"name": "mlm_sop", "masking": "dynamic", "max_predictions": P}),
     "distilbert-distill": Case("distilbert-tiny", {"name": "distill", "masking": "dynamic", "max_predictions": P},
                                frozen={"teacher": "bert-tiny"}),
+    # Generator and discriminator in one params tree; replacements sampled with the step RNG on every layout.
+    "electra-rtd": Case("electra-tiny", {"name": "rtd", "max_predictions": P}),
 }
 
 
@@ -112,12 +116,13 @@ def references():
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-# Why not `fsdp` alone here: its rules are a subset of fsdp_tp's (the width over `fsdp`), which runs below; BERT's
-# test (test_sharding.py) covers the three rule sets, and each case here costs ~25 s of compilation on 2 cores.
+# One compiled step per (case, layout): `fsdp` on a 4-wide axis (the width split 4 ways, the batch over data × fsdp),
+# `fsdp_tp` on 2 × 2 × 2 (heads, FFN and vocabulary over `tensor` too).
 @pytest.mark.parametrize("mesh_cfg", [
     sharding.MeshConfig(data=8, rules="dp"),
+    sharding.MeshConfig(data=2, fsdp=4, rules="fsdp"),
     sharding.MeshConfig(data=2, fsdp=2, tensor=2, rules="fsdp_tp"),
-], ids=["dp", "fsdp_tp"])
+], ids=["dp", "fsdp", "fsdp_tp"])
 def test_same_loss_on_one_and_eight_devices(references, case, mesh_cfg):
     assert len(jax.devices()) == 8
     losses, state = _losses(CASES[case], mesh_cfg, jax.devices())

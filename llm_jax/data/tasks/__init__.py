@@ -86,7 +86,8 @@ def load_task(cfg: TaskConfig) -> Task:
     if name in ("squad", "squad_v2"):
         return _squad(cfg, name)
     if name == "local":
-        return load_local(cfg)
+        task = load_local(cfg)
+        return Task(dataclasses.replace(task.spec, symmetric=True), task.splits) if cfg.symmetric else task
     raise ValueError(f"Unknown task {cfg.name!r}; known tasks: {', '.join(task_names())}.")
 
 

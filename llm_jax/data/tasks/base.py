@@ -36,6 +36,8 @@ class TaskConfig:
       metrics: comma-separated metric names (first = the one early stopping follows); empty = the task's own.
       choices_field: `local` `multiple_choice` only: the field with the list of candidate answers.
       mark_spans: mark target-word spans in the text (bundled pair tasks); see `llm_jax.data.tasks`.
+      symmetric: `local` pair tasks only: the two texts have no inherent order (a similarity or paraphrase task,
+        `TaskSpec.symmetric`).
     """
 
     name: str = "wordnet-supersense"
@@ -49,10 +51,18 @@ class TaskConfig:
     metrics: str = ""
     choices_field: str = "choices"
     mark_spans: bool = True
+    symmetric: bool = False
 
     def validate(self) -> "TaskConfig":
         if self.kind not in KINDS:
             raise ValueError(f"task.kind={self.kind!r} is not a task kind; choose one of {KINDS}.")
+        if self.symmetric and self.name != "local":
+            raise ValueError(f"task.symmetric=True is for local tasks; {self.name!r} declares whether its pairs are "
+                             "symmetric itself. Drop the override.")
+        if self.symmetric and (self.kind not in ("classification", "regression") or len(split_list(self.text_fields))
+                               != 2):
+            raise ValueError(f"task.symmetric=True needs a pair task (classification or regression with two "
+                             f"task.text_fields); got kind={self.kind!r}, text_fields={self.text_fields!r}.")
         return self
 
 
@@ -72,6 +82,10 @@ class TaskSpec:
       test_labels: whether the test split has labels. When False (GLUE's hidden test labels, a local test file
         without labels) every test record's `label` is None: predictions are written, metrics are not.
       unanswerable: span tasks only: questions may have no answer (SQuAD 2.0), so "" can be predicted.
+      symmetric: pair tasks only: the two texts have no inherent order — a similarity relation such as
+        paraphrase or "the same sense", where swapping them never changes the label (Radford et al. 2018 §3.3,
+        "Similarity"); an asymmetric pair (premise → hypothesis, sentence → definition) is entailment-style.
+        A family whose `InputFormat.both_orders` is set encodes a symmetric pair in both orders.
       description: one line for people.
     """
 
@@ -85,6 +99,7 @@ class TaskSpec:
     test_labels: bool = True
     unanswerable: bool = False
     description: str = ""
+    symmetric: bool = False
 
     @property
     def main_metric(self) -> str:

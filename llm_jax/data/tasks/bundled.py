@@ -15,6 +15,9 @@ from llm_jax.data.corpus import bundled_dir
 from llm_jax.data.tasks import fields
 from llm_jax.data.tasks.base import TaskSpec
 
+# Pair order: `wordnet-wic` asks whether two usage examples share a sense, a symmetric relation (swapping them
+# never changes the label), so it is a similarity task (`symmetric=True`); `wordnet-gloss` pairs a sentence with a
+# definition, an asymmetric, entailment-style pair.
 # Zero-shot prompts: the WordNet corpus the models are pretrained on writes definitions as "lemma: definition."
 # and the prompts reuse that shape; the verbalizers are common words, so that even a small trained vocabulary
 # has most of them as single pieces (`llm_jax.eval.cloze` says which are not).
@@ -34,7 +37,7 @@ BUNDLED: dict[str, TaskSpec] = {
     "wordnet-wic": TaskSpec(
         "wordnet-wic", "classification", 2, ("different sense", "same sense"), ("accuracy", "f1"),
         prompt="{text_a}? {mask}, {text_b}", verbalizers=("no", "yes"),
-        description="is the marked word used in the same sense in both sentences?"),
+        description="is the marked word used in the same sense in both sentences?", symmetric=True),
 }
 
 _REINSTALL = "reinstall llm_jax (pip install --force-reinstall llm_jax) so its package data is copied intact"

@@ -28,10 +28,15 @@ class GlueTask:
     test: str = "test"
 
 
+# The paraphrase / similarity pairs, whose two texts have no inherent order: the "Semantic similarity" column of
+# Radford et al. 2018, Table 4 (the rest of the pair tasks there are entailment-style).
+SYMMETRIC = ("mrpc", "qqp", "stsb")
+
+
 def _glue(name, fields, num_labels, labels, metrics, prompt="", verbalizers=(), description="", **splits):
     kind = "regression" if num_labels == 1 else "classification"
     spec = TaskSpec(name, kind, num_labels, labels, metrics, prompt, verbalizers, test_labels=False,
-                    description=description)
+                    description=description, symmetric=name in SYMMETRIC)
     return GlueTask(splits.pop("config", name), fields, spec, **splits)
 
 

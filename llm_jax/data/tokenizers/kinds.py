@@ -40,10 +40,13 @@ KINDS = ("wordpiece", "bytelevel_bpe", "gpt1_bpe", "unigram", "wordlevel")
 #   cls_last          A <sep> B <sep> <cls>, token types 0/1/2: the classifier token comes last (XLNet's
 #                     run_classifier)
 #   eos_only          A </s> B </s> (T5 §2.4: every input and target ends with EOS)
+#   start_delim_extract  <bos> A <cls> and <bos> A <sep> B <cls>: Radford et al. 2018 §3.3 / Figure 1, start,
+#                     delimiter and extract tokens around a text or a pair; the classifier reads the last token
+#   sep_between       A alone, and A <sep> B: plain text with only a delimiter between the two texts of a pair
 # (Layouts, not family names: a family names the one it uses.)
-TEMPLATES = ("cls_first", "cls_first_double", "cls_last", "eos_only")
+TEMPLATES = ("cls_first", "cls_first_double", "cls_last", "eos_only", "start_delim_extract", "sep_between")
 _TEMPLATE_ROLES = {"cls_first": ("cls", "sep"), "cls_first_double": ("cls", "sep"), "cls_last": ("cls", "sep"),
-                   "eos_only": ("eos",)}
+                   "eos_only": ("eos",), "start_delim_extract": ("bos", "sep", "cls"), "sep_between": ("sep",)}
 
 # Special tokens in id order, as in each model's published vocabulary.
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -125,6 +128,17 @@ def _sentences(texts: Iterable[str]) -> Iterator[str]:
                 yield line
 
 
+def template_roles(template: str) -> tuple[str, ...]:
+    """The roles whose tokens a template (one of :data:`TEMPLATES`) places.
+
+    Raises:
+      ValueError: Unknown template.
+    """
+    if template not in TEMPLATES:
+        raise ValueError(f"Unknown template {template!r}: choose one of {', '.join(TEMPLATES)}.")
+    return _TEMPLATE_ROLES[template]
+
+
 def set_template(tok: tokenizers.Tokenizer, template: str | None, roles: Mapping[str, str]) -> None:
     """Sets the post-processor that wraps segments in the family's special tokens (see :data:`TEMPLATES`).
 
@@ -145,8 +159,17 @@ def set_template(tok: tokenizers.Tokenizer, template: str | None, roles: Mapping
         tok.post_processor = processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B {eos}",
                                                            special_tokens=list(ids.items()))
         return
+    if template == "sep_between":
+        sep = roles["sep"]
+        tok.post_processor = processors.TemplateProcessing(single="$A", pair=f"$A {sep} $B",
+                                                           special_tokens=list(ids.items()))
+        return
     cls, sep = roles["cls"], roles["sep"]
-    if template == "cls_first_double":
+    if template == "start_delim_extract":
+        start = roles["bos"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{start} $A {cls}", pair=f"{start} $A {sep} $B {cls}", special_tokens=list(ids.items()))
+    elif template == "cls_first_double":
         tok.post_processor = processors.RobertaProcessing((sep, ids[sep]), (cls, ids[cls]), trim_offsets=True,
                                                           add_prefix_space=False)
     elif template == "cls_first":
@@ -338,6 +361,7 @@ __all__ = [
     "XLNET_TOKENIZER",
     "TokenizerSpec",
     "set_template",
+    "template_roles",
     "tokenizer_kind",
     "train_tokenizer",
 ]

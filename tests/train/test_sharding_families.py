@@ -5,7 +5,8 @@ DistilBERT-tiny with `distill`, whose teacher (a BERT-tiny with random params) i
 with `step.frozen_shardings`, as in `test_carry_frozen.py`. Every case goes through the same code: the
 objective's `required_models` say which frozen models to build, its `dummy_batch` which row fields it reads.
 ELECTRA-tiny trains with `rtd`: two passes over one params tree with Gumbel-max sampling from the step RNG in
-between, which must give the same replacements on every layout.
+between, which must give the same replacements on every layout. GPT-3-tiny trains with `clm` and T5-tiny with
+`span_corruption` (each on the layouts its case names).
 """
 
 import dataclasses
@@ -21,8 +22,10 @@ from llm_jax.objectives import config_for, make_objective
 from llm_jax.train import step as step_lib
 from llm_jax.train.optim import OptimConfig, make_optimizer
 
-SPECIAL = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
 VOCAB, B, T, P = 128, 8, 32, 6
+# BERT's special ids, the end-of-document / end-of-sequence token the causal LM and T5 pack with, and T5's
+# sentinels (the top of the 128-token vocabulary).
+SPECIAL = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4, eod=5, eos=5, sentinels=tuple(range(VOCAB - 1, VOCAB - 11, -1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +36,13 @@ class Case:
       preset: the model preset (its family is the preset's).
       objective: the objective's config fields (`name` included).
       frozen: `{required model name: preset}` of the frozen models the objective reads.
+      layouts: the 8-device meshes (`LAYOUTS`) it runs on; each costs one compilation (~20–40 s on 2 cores).
     """
 
     preset: str
     objective: dict
     frozen: dict = dataclasses.field(default_factory=dict)
+    layouts: tuple[str, ...] = ("dp", "fsdp", "fsdp_tp")
 
 
 CASES = {
@@ -46,6 +51,18 @@ CASES = {
                                frozen={"teacher": "bert-tiny"}),
     # Generator and discriminator in one params tree; replacements sampled with the step RNG on every layout.
     "electra-rtd": Case("electra-tiny", {"name": "rtd", "max_predictions": P}),
+    # fsdp_tp splits the batch (data × fsdp), the width (fsdp) and heads / MLP / vocabulary (tensor) at once, the
+    # most the rule sets do (fsdp's rules are a subset); GPT-3-tiny has one dense and one banded layer.
+    "gpt3-clm": Case("gpt3-tiny", {"name": "clm"}, layouts=("fsdp_tp",)),
+    # Encoder, decoder, cross-attention, the relative position bias and the tied vocabulary projection.
+    "t5-span_corruption": Case("t5-tiny", {"name": "span_corruption"}, layouts=("dp", "fsdp_tp")),
+}
+# One compiled step per (case, layout): `fsdp` on a 4-wide axis (the width split 4 ways, the batch over data × fsdp),
+# `fsdp_tp` on 2 × 2 × 2 (heads, FFN and vocabulary over `tensor` too).
+LAYOUTS = {
+    "dp": sharding.MeshConfig(data=8, rules="dp"),
+    "fsdp": sharding.MeshConfig(data=2, fsdp=4, rules="fsdp"),
+    "fsdp_tp": sharding.MeshConfig(data=2, fsdp=2, tensor=2, rules="fsdp_tp"),
 }
 
 
@@ -115,15 +132,9 @@ def references():
     return {name: _losses(case, sharding.MeshConfig(data=1), jax.devices()[:1])[0] for name, case in CASES.items()}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-# One compiled step per (case, layout): `fsdp` on a 4-wide axis (the width split 4 ways, the batch over data × fsdp),
-# `fsdp_tp` on 2 × 2 × 2 (heads, FFN and vocabulary over `tensor` too).
-@pytest.mark.parametrize("mesh_cfg", [
-    sharding.MeshConfig(data=8, rules="dp"),
-    sharding.MeshConfig(data=2, fsdp=4, rules="fsdp"),
-    sharding.MeshConfig(data=2, fsdp=2, tensor=2, rules="fsdp_tp"),
-], ids=["dp", "fsdp", "fsdp_tp"])
-def test_same_loss_on_one_and_eight_devices(references, case, mesh_cfg):
+@pytest.mark.parametrize("case,layout", [(c, layout) for c in sorted(CASES) for layout in CASES[c].layouts])
+def test_same_loss_on_one_and_eight_devices(references, case, layout):
+    mesh_cfg = LAYOUTS[layout]
     assert len(jax.devices()) == 8
     losses, state = _losses(CASES[case], mesh_cfg, jax.devices())
     assert np.all(np.isfinite(losses)) and losses[0] != losses[1]  # two real steps, the first one updated

@@ -22,7 +22,9 @@ Modules: `T5Model` (the shared embedding, the encoder and the decoder: the trunk
 returns `Output` with the decoder's `logits_BTV`. `encode` runs the encoder alone; `run_decoder` runs the decoder on
 encoder states. Built with `decode=True`, the decoder keeps a self-attention KV cache and a cross-attention cache
 (the encoder's keys/values projected once) in the `cache` collection, so that incremental decoding equals the full
-teacher-forced pass (tests/models/test_t5.py).
+teacher-forced pass (tests/models/test_t5.py). `init_decode_state` / `decode_step` / `reorder_decode_state` /
+`stop_token_ids` wrap this as the family's decoder steps, which `llm_jax.generate` drives (greedy, sampling, beam
+search): the encoder once over the input, the decoder from `decoder_start_token_id` to `</s>`.
 
 Parameter layout and numerics follow Hugging Face `T5ForConditionalGeneration`; `HF_NAME_MAP` maps the names.
 transformers 5 reads a v1.1 configuration (`tie_word_embeddings=false`) as "tied, no rescale" unless the

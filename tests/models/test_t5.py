@@ -1,6 +1,7 @@
 """T5: parameter counts equal Hugging Face's, HF parity both ways for v1.0 (ReLU, tied) and v1.1 (gated-GELU,
-untied), incremental decoding with the caches equals teacher forcing, the span-corruption objective, and a CLI
-pretraining run on the bundled corpus exported to transformers and back."""
+untied), incremental decoding with the caches equals teacher forcing, greedy and beam search equal transformers'
+`generate`, the span-corruption objective, and a CLI pretraining run on the bundled corpus exported to transformers
+and back, and generating from the export."""
 
 import dataclasses
 import json
@@ -526,3 +527,27 @@ def test_convert_both_ways_and_the_tokenizer_in_transformers(cli_run, tmp_path, 
 def test_describe_prints_the_untied_v1_1_count(capsys):
     assert cli.main(["describe", "t5-v1_1-small"]) == 0
     assert "parameters: 76961152" in capsys.readouterr().out
+
+
+def test_cli_generates_from_an_exported_t5(cli_run, tmp_path, capsys, require):
+    """`llm-jax generate` on a Hugging Face T5 directory (the pretrained run exported with its tokenizer): the prompt
+    is the encoder input (with the tokenizer's final `</s>`), the output the decoder's greedy tokens, which equal
+    transformers' `generate` on the same directory."""
+    torch, transformers = require("torch"), require("transformers")
+    assert cli.main(["convert", "--to-hf", str(cli_run), "--out", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    prompts = ("The cat <extra_id_0> the mat.", "In the beginning")
+    argv = ["generate", "--model", str(tmp_path / "hf"), "--max-new-tokens", "6", "--json"]
+    assert cli.main(argv + [a for p in prompts for a in ("--prompt", p)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(rows) == len(prompts)
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    for row, prompt in zip(rows, prompts):
+        assert set(row) == {"prompt_ids", "output_ids", "text"}
+        assert row["prompt_ids"] == tok(prompt).input_ids and row["prompt_ids"][-1] == 1  # ends with </s>
+        assert 1 <= len(row["output_ids"]) <= 6 and row["text"] == tok.decode(row["output_ids"],
+                                                                              skip_special_tokens=True)
+        with torch.no_grad():
+            theirs = hf.generate(torch.tensor([row["prompt_ids"]]), max_new_tokens=6, do_sample=False)[0, 1:]
+        assert row["output_ids"] == theirs[:len(row["output_ids"])].tolist()

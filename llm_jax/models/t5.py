@@ -22,7 +22,9 @@ Modules: `T5Model` (the shared embedding, the encoder and the decoder: the trunk
 returns `Output` with the decoder's `logits_BTV`. `encode` runs the encoder alone; `run_decoder` runs the decoder on
 encoder states. Built with `decode=True`, the decoder keeps a self-attention KV cache and a cross-attention cache
 (the encoder's keys/values projected once) in the `cache` collection, so that incremental decoding equals the full
-teacher-forced pass (tests/models/test_t5.py).
+teacher-forced pass (tests/models/test_t5.py). `init_decode_state` / `decode_step` / `reorder_decode_state` /
+`stop_token_ids` wrap this as the family's decoder steps, which `llm_jax.generate` drives (greedy, sampling, beam
+search): the encoder once over the input, the decoder from `decoder_start_token_id` to `</s>`.
 
 Parameter layout and numerics follow Hugging Face `T5ForConditionalGeneration`; `HF_NAME_MAP` maps the names.
 transformers 5 reads a v1.1 configuration (`tie_word_embeddings=false`) as "tied, no rescale" unless the
@@ -42,7 +44,8 @@ import jax.numpy as jnp
 
 from llm_jax.data.tokenizer import T5_TOKENIZER
 from llm_jax.flops import Tower
-from llm_jax.layers import Einsum, Embed, Mlp, MultiHeadAttention, RMSNorm, Stack, activation, padding_mask
+from llm_jax.layers import (Einsum, Embed, Mlp, MultiHeadAttention, RMSNorm, Stack, activation, padding_mask,
+                            select_cache_rows)
 from llm_jax.models.family import CommonConfig, InputFormat
 from llm_jax.sharding import BATCH, EMBED, SEQ, VOCAB, P_EMBED, P_HEADS, P_VOCAB, shard
 
@@ -504,6 +507,101 @@ class T5ForConditionalGeneration(nn.Module):
         return out.replace(logits_BTV=self.logits(out.decoder_hidden_BTD))
 
 
+# --------------------------------------------------------------------------------- incremental decoding
+
+
+@flax.struct.dataclass
+class DecodeState:
+    """What T5 carries from one decoding step to the next (`init_decode_state`).
+
+    Attributes:
+      cache: the decoder's `cache` collection (`T5ForConditionalGeneration(decode=True)`): each layer's
+        self-attention KV cache `[B, T_max, H, K]` and cross-attention keys/values `[B, S, H, K]`, and the stack's
+        decoded-position count and key positions.
+      encoded_BSD: the encoder output `[B, S, D]` (read by the cross-attention cache's first fill; kept in the
+        state so that beam search reorders it with the caches).
+      encoder_mask_BS: `[B, S]` bool, the real input tokens (the cross-attention mask at every step).
+    """
+
+    cache: Any
+    encoded_BSD: jax.Array
+    encoder_mask_BS: jax.Array
+
+
+def _decoder_apply(cfg: Config, params, cache, tokens_BT, encoded_BSD, encoder_mask_BS):
+    """One cached decoder call on `[B, T]` ids: `(new cache, float32 logits [B, T, V])`."""
+    model = T5ForConditionalGeneration(cfg, decode=True)
+    out, variables = model.apply({"params": params, "cache": cache}, tokens_BT, encoded_BSD,
+                                 encoder_mask_BS=encoder_mask_BS, method="run_decoder", mutable=["cache"])
+    return variables["cache"], out.logits_BTV
+
+
+def init_decode_state(cfg: Config, params, tokens_BT: jax.Array, mask_BT: jax.Array,
+                      max_new_tokens: int) -> tuple[DecodeState, jax.Array]:
+    """The prefill: the encoder over the inputs (once), then the decoder fed `decoder_start_token_id` (T5 §3.1,
+    HF `generate`: the padding id) with empty caches for `max_new_tokens` decoder positions.
+
+    The prompt is the encoder input; the generated tokens are decoder tokens only. Left-padded inputs give the
+    same encoder output on the real tokens as right-padded ones (the position bias is relative and padded keys are
+    masked). Traceable (the decoding loop jits it); the caches start as zeros of the shapes the cache-creating
+    call would give.
+
+    Args:
+      cfg: the model's Config.
+      params: its params (`T5ForConditionalGeneration`'s tree).
+      tokens_BT: int `[B, S]` encoder inputs (padded on either side).
+      mask_BT: bool `[B, S]`, True on real tokens.
+      max_new_tokens: how many tokens will be generated; the decoder holds the start token and all but the last of
+        them, so T_max = `max_new_tokens` positions.
+
+    Returns:
+      `(state, logits_BV)`: the state after the start token, and the first generated token's float32 logits.
+
+    Raises:
+      ValueError: `max_new_tokens` < 1.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be ≥ 1.")
+    b = tokens_BT.shape[0]
+    mask_BS = mask_BT.astype(bool)
+    model = T5ForConditionalGeneration(cfg, decode=True)
+    encoded_BSD = model.apply({"params": params}, tokens_BT, mask_BT=mask_BS, method="encode")
+    start_BT = jnp.full((b, max_new_tokens), cfg.decoder_start_token_id, jnp.int32)
+    shapes = jax.eval_shape(lambda p, x, e, m: model.apply({"params": p}, x, e, encoder_mask_BS=m,
+                                                           method="run_decoder", mutable=["cache"])[1]["cache"],
+                            params, start_BT, encoded_BSD, mask_BS)
+
+    def empty(path, leaf):
+        # The stack's key positions are 0 … T_max − 1; everything else (caches, counters, flags) starts at zero.
+        if getattr(path[-1], "key", None) == "key_positions":
+            return jnp.arange(leaf.shape[0], dtype=leaf.dtype)
+        return jnp.zeros(leaf.shape, leaf.dtype)
+
+    cache = jax.tree_util.tree_map_with_path(empty, shapes)
+    cache, logits_B1V = _decoder_apply(cfg, params, cache, start_BT[:, :1], encoded_BSD, mask_BS)
+    return DecodeState(cache=cache, encoded_BSD=encoded_BSD, encoder_mask_BS=mask_BS), logits_B1V[:, 0]
+
+
+def decode_step(cfg: Config, params, state: DecodeState, tokens_B: jax.Array) -> tuple[DecodeState, jax.Array]:
+    """Feeds one decoder token per row (`[B]` int) at the next decoder position; returns the new state and the next
+    token's float32 logits `[B, V]`."""
+    cache, logits_B1V = _decoder_apply(cfg, params, state.cache, tokens_B[:, None].astype(jnp.int32),
+                                       state.encoded_BSD, state.encoder_mask_BS)
+    return state.replace(cache=cache), logits_B1V[:, 0]
+
+
+def reorder_decode_state(state: DecodeState, rows_R: jax.Array) -> DecodeState:
+    """The state of rows `rows_R` (`[R]` int, repeats allowed): the decoder caches, the encoder output and its mask
+    (beam search's expansion and reordering)."""
+    return DecodeState(cache=select_cache_rows(state.cache, rows_R), encoded_BSD=state.encoded_BSD[rows_R],
+                       encoder_mask_BS=state.encoder_mask_BS[rows_R])
+
+
+def stop_token_ids(cfg: Config) -> tuple[int, ...]:
+    """The ids that end a generated text: `</s>` (`eos_token_id`)."""
+    return (cfg.eos_token_id,)
+
+
 # ------------------------------------------------------------------------------------- family contract
 # (llm_jax/models/family.py)
 
@@ -517,6 +615,8 @@ TOKENIZER = T5_TOKENIZER
 INPUT_FORMAT = InputFormat(pad_side="right")
 # HF's `base_model_prefix`; everything but the untied output projection.
 TRUNK_NAME = "transformer"
+# Decoding (optional members, `llm_jax.generate`): `init_decode_state`, `decode_step`, `reorder_decode_state` and
+# `stop_token_ids`, defined above.
 
 
 def build_trunk(cfg: Config, kind: str, **kwargs) -> T5Model:

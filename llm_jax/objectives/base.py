@@ -293,3 +293,19 @@ def weighted_cross_entropy(logits_BPV: jax.Array, ids_BP: jax.Array, weights_BP:
     loss = jnp.sum(nll_BP * loss_w) / loss_denom
     accuracy = jnp.sum((jnp.argmax(logits_BPV, -1) == ids_BP) * weights_BP) / acc_denom
     return loss, accuracy
+
+
+def token_loss_fn(objective: "Objective", model, *, targets: str, weights: str, denominator: str) -> LossFn:
+    """The loss of an objective whose model output has `logits_BTV` predicting `batch[targets]` at every position
+    with weight `batch[weights]` (a causal LM, an encoder-decoder's decoder): weighted cross-entropy in nats,
+    normalised by `loss_denominators(batch)[denominator]`, and top-1 `accuracy`."""
+
+    def loss_fn(params, batch, rng, *, carry=None, frozen=None, denominators=None, deterministic=False):
+        del frozen
+        denominators = objective.loss_denominators(batch) if denominators is None else denominators
+        args, kwargs = objective.init_inputs(batch)
+        out = model.apply({"params": params}, *args, **kwargs, deterministic=deterministic, rngs={"dropout": rng})
+        loss, acc = weighted_cross_entropy(out.logits_BTV, batch[targets], batch[weights], denominators[denominator])
+        return loss, ({"loss": loss, "accuracy": acc}, carry)
+
+    return loss_fn

@@ -24,7 +24,7 @@ from llm_jax.objectives.base import (
     ObjectiveConfigBase,
     check_token_ids,
     register,
-    weighted_cross_entropy,
+    token_loss_fn,
 )
 
 
@@ -117,14 +117,4 @@ class Clm(Objective):
         """`loss(params, batch, rng, ...) -> (loss, (metrics, carry))` for a causal LM whose output has
         `logits_BTV`."""
 
-        def loss_fn(params, batch, rng, *, carry=None, frozen=None, denominators=None, deterministic=False):
-            del frozen
-            denominators = self.loss_denominators(batch) if denominators is None else denominators
-            args, kwargs = self.init_inputs(batch)
-            out = model.apply({"params": params}, *args, **kwargs, deterministic=deterministic,
-                              rngs={"dropout": rng})
-            loss, acc = weighted_cross_entropy(out.logits_BTV, batch["targets"], batch["weights"],
-                                               denominators["clm"])
-            return loss, ({"loss": loss, "accuracy": acc}, carry)
-
-        return loss_fn
+        return token_loss_fn(self, model, targets="targets", weights="weights", denominator="clm")

@@ -39,7 +39,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from llm_jax.objectives.base import Objective, ObjectiveConfigBase, check_token_ids, register, weighted_cross_entropy
+from llm_jax.objectives.base import Objective, ObjectiveConfigBase, check_token_ids, register, token_loss_fn
 
 # Mixed into each row's seed so that these draws never coincide with another objective's stream.
 _STREAM = 3_000_017
@@ -271,17 +271,7 @@ class SpanCorruption(Objective):
         """`loss(params, batch, rng, ...) -> (loss, (metrics, carry))` for an encoder-decoder whose output has
         `logits_BTV` over the decoder positions: mean target cross-entropy (nats) and top-1 `accuracy`."""
 
-        def loss_fn(params, batch, rng, *, carry=None, frozen=None, denominators=None, deterministic=False):
-            del frozen
-            denominators = self.loss_denominators(batch) if denominators is None else denominators
-            args, kwargs = self.init_inputs(batch)
-            out = model.apply({"params": params}, *args, **kwargs, deterministic=deterministic,
-                              rngs={"dropout": rng})
-            loss, acc = weighted_cross_entropy(out.logits_BTV, batch["targets"], batch["target_weights"],
-                                               denominators["targets"])
-            return loss, ({"loss": loss, "accuracy": acc}, carry)
-
-        return loss_fn
+        return token_loss_fn(self, model, targets="targets", weights="target_weights", denominator="targets")
 
 
 __all__ = ["SpanCorruption", "SpanCorruptionConfig", "SpanLengths", "corrupt_spans", "corrupted_lengths",

@@ -120,6 +120,13 @@ class Config(CommonConfig):
             return {}
         return {"memory": jnp.zeros((batch_size, self.num_layers, self.mem_len, self.hidden_size), jnp.float32)}
 
+    def with_memory(self, *, mem_len: int, clamp_len: int | None = None, same_length: bool | None = None) -> Config:
+        """This Config with another memory length (and, when given, `clamp_len` / `same_length`): evaluation
+        settings, which change no parameter (`llm_jax.eval.recurrent`)."""
+        return dataclasses.replace(self, mem_len=mem_len,
+                                   clamp_len=self.clamp_len if clamp_len is None else clamp_len,
+                                   same_length=self.same_length if same_length is None else same_length).validate()
+
     def with_vocabulary(self, vocab_size: int, special) -> Config:
         """This Config sized for a tokenizer: its vocabulary, `<eos>` id, and the cutoffs that still fit inside it
         (a smaller word-level vocabulary than the preset's keeps its first clusters)."""
@@ -404,7 +411,7 @@ def towers(cfg: Config, seq_len: int, *, predicted_positions: int, heads: tuple[
     del heads
     return (Tower(num_layers=cfg.num_layers, d_model=cfg.hidden_size, num_heads=cfg.num_heads, head_dim=cfg.head_dim,
                   d_ff=cfg.intermediate_size, vocab_size=cfg.vocab_size, seq_len=seq_len,
-                  embed_dim=cfg.embedding_size, embedding_tables=1, input_norm=False,
+                  embedding_tables=1, input_norm=False,
                   lm_positions=min(predicted_positions, seq_len), lm_transform=False, attention_memory=cfg.mem_len,
                   relative_positions=True, attention_bias=False, vocab_clusters=vocab_clusters(cfg)),)
 

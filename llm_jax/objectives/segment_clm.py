@@ -126,8 +126,8 @@ class SegmentClm(Objective):
                               mask_BT=batch["mask"], deterministic=deterministic, rngs={"dropout": rng})
             weights = batch["weights"].astype(jnp.float32)
             loss = jnp.sum(out.nll_BT * weights) / jnp.maximum(denominators["clm"], 1e-5)
-            new_carry = {} if out.memory is None else {"memory": out.memory.astype(memory.dtype)
-                                                       if memory is not None else out.memory}
-            return loss, ({"loss": loss}, new_carry if carry else carry)
+            if not carry:  # no memory to carry (mem_len = 0, or a caller without a carry)
+                return loss, ({"loss": loss}, carry)
+            return loss, ({"loss": loss}, {"memory": out.memory})
 
         return loss_fn

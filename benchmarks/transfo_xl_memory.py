@@ -167,7 +167,9 @@ def main(argv=None) -> int:
           f"attention length of 3,800 on GPUs). Timed on a second pass (compiled programs reused), batch 1 stream "
           f"for the recurrent model, 64 windows per call for the vanilla one.\n\n"
           f"Total {time.time() - t0:.0f}s on {machine_line(info)}.\n")
-    payload = {"model": str(model), "settings": {k_: v for k_, v in vars(args).items() if k_ not in ("out",)},
+    # Names, not machine paths, in the committed results.
+    payload = {"model": pathlib.Path(model).name,
+               "settings": {k_: v for k_, v in vars(args).items() if k_ not in ("out", "workdir", "model")},
                "perplexity_vs_memory": rows,
                "speed": {name: {"perplexity": r.perplexity, "predictions": r.predictions, "seconds": r.seconds,
                                 "predictions_per_s": r.predictions_per_s, "seg_len": r.seg_len, "mem_len": r.mem_len}

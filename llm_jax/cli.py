@@ -207,7 +207,8 @@ def format_results(results: dict) -> str:
         metrics += [m for m in results[s] if m not in metrics]
     lines = [f"  {'split':<12}" + "".join(f"{m:>20}" for m in metrics)]
     for s in splits:
-        cells = "".join(f"{results[s][m]:>20.4f}" if m in results[s] else f"{'—':>20}" for m in metrics)
+        cells = "".join(f"{'—':>20}" if m not in results[s] else f"{results[s][m]:>20}" if isinstance(results[s][m], int)
+                        else f"{results[s][m]:>20.4f}" for m in metrics)  # counts (non_label_outputs) as integers
         lines.append(f"  {s:<12}{cells}")
     return "\n".join(lines)
 

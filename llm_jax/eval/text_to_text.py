@@ -10,7 +10,6 @@ number for a regression task, counts as wrong (label −1 / score −1.0, T5's p
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -112,16 +111,4 @@ def score_texts(spec: TaskSpec, labels: TextLabels, split: str, records: list[di
     return {**scores, NON_LABEL_METRIC: non_label}, rows
 
 
-@dataclasses.dataclass(frozen=True)
-class TextToTextEval:
-    """What evaluating one split needs: the predictor, the task's labels, and the decoding settings (for the
-    summary)."""
-
-    predictor: TextPredictor
-    labels: TextLabels
-
-    def __call__(self, spec: TaskSpec, split: str, params, records, encoded) -> tuple[dict[str, float], list[dict]]:
-        return score_texts(spec, self.labels, split, records, self.predictor(params, encoded.arrays))
-
-
-__all__ = ["NON_LABEL_METRIC", "TextPredictor", "TextToTextEval", "score_texts"]
+__all__ = ["NON_LABEL_METRIC", "TextPredictor", "score_texts"]

@@ -729,8 +729,10 @@ HF_NAME_MAP: dict[str, tuple[str, str]] = {
 }
 HF_ARCHITECTURE = "T5ForConditionalGeneration"
 HF_MODEL_TYPE = "t5"
-# Our names are those of `T5ForConditionalGeneration`, which carry no prefix.
-HF_BASE_PREFIX = ""
+# HF's `base_model_prefix`. Our names are those of `T5ForConditionalGeneration`, which carry no prefix; checkpoints of
+# `T5ForSequenceClassification` / `T5ForQuestionAnswering` hold the same trunk under `transformer.` and load too
+# (their task head is reported as unexpected; the untied `lm_head` of v1.1, which they lack, is then missing).
+HF_BASE_PREFIX = "transformer"
 # transformers' `_tied_weights_keys`. `lm_head.weight` is a tied copy only where our config ties it (v1.0); an
 # untied config (v1.1) maps it to `lm_head/kernel` of its own (`state_dict._read_view`).
 HF_TIED_WEIGHTS: dict[str, str] = {

@@ -229,6 +229,8 @@ def _finetune(argv: list[str]) -> int:
               "  --config.train.patience=3 --config.train.eval_every=100    early stopping on the dev metric\n"
               "  --config.data.balance=class_weights  imbalanced labels\n"
               "  --config.model.random_init=True     same architecture and tokenizer, random weights\n"
+              "  --config.data.num_beams=4           T5 (text to text): evaluate with beam search (default greedy)\n"
+              "  --config.data.text_to_text=False    T5: a classification head instead of text to text\n"
               "Writes DIR/results.json, DIR/predictions/{validation,test}.jsonl, DIR/best/, DIR/summary.json.")
         return 0
     parsed = _parse_config("finetune", argv)

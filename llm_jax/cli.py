@@ -207,7 +207,8 @@ def format_results(results: dict) -> str:
         metrics += [m for m in results[s] if m not in metrics]
     lines = [f"  {'split':<12}" + "".join(f"{m:>20}" for m in metrics)]
     for s in splits:
-        cells = "".join(f"{results[s][m]:>20.4f}" if m in results[s] else f"{'—':>20}" for m in metrics)
+        cells = "".join(f"{'—':>20}" if m not in results[s] else f"{results[s][m]:>20}" if isinstance(results[s][m], int)
+                        else f"{results[s][m]:>20.4f}" for m in metrics)  # counts (non_label_outputs) as integers
         lines.append(f"  {s:<12}{cells}")
     return "\n".join(lines)
 
@@ -228,6 +229,8 @@ def _finetune(argv: list[str]) -> int:
               "  --config.train.patience=3 --config.train.eval_every=100    early stopping on the dev metric\n"
               "  --config.data.balance=class_weights  imbalanced labels\n"
               "  --config.model.random_init=True     same architecture and tokenizer, random weights\n"
+              "  --config.data.num_beams=4           T5 (text to text): evaluate with beam search (default greedy)\n"
+              "  --config.data.text_to_text=False    T5: a classification head instead of text to text\n"
               "Writes DIR/results.json, DIR/predictions/{validation,test}.jsonl, DIR/best/, DIR/summary.json.")
         return 0
     parsed = _parse_config("finetune", argv)

@@ -29,6 +29,7 @@ over the registry).
 | `params_from(parent, parent_cfg, params, cfg) -> (cfg, params)` (optional) | how it starts from another family's weights (`model.init_from`), e.g. DistilBERT from alternate BERT layers |
 | `init_decode_state(cfg, params, tokens_BT, mask_BT, max_new_tokens) -> (state, logits_BV)`, `decode_step(cfg, params, state, tokens_B) -> (state, logits_BV)`, `reorder_decode_state(state, rows_R) -> state`, `stop_token_ids(cfg) -> tuple[int, ...]` (optional, all four or none) | its decoder steps, which `llm_jax.generate` drives (greedy, sampling, beam search): see "Decoder steps" below |
 | `Config.init_memory(batch_size) -> dict`, `Config.with_memory(*, mem_len, clamp_len, same_length) -> Config` (optional) | a segment-recurrent family (Transformer-XL): the memory a run's carry starts from (batch-major leaves, what `segment_clm`'s `init_carry` returns) and the Config with other evaluation memory settings (`llm_jax.eval.recurrent`); its pretraining module then takes `memory=` and `labels_BT=` and returns `nll_BT` and the next `memory` |
+| `text_to_text_inputs(cfg, tokens_BT, mask_BT, targets_BT) -> (args, kwargs)` (optional; needs the decoding members) | the family fine-tunes text to text (T5 §2.4, `llm_jax.train.text_to_text`): the `PRETRAINING_MODEL` call whose `logits_BTV` predict the target tokens by teacher forcing (an encoder-decoder's decoder reads the targets shifted right behind its start token); generated text is mapped back to labels |
 | `HF_MODEL_TYPE`, `config_from_hf`, `config_to_hf`, and `HF_NAME_MAP`, `HF_ARCHITECTURE`, `HF_BASE_PREFIX`, `HF_TIED_WEIGHTS`, `HF_IGNORED`, `HF_INIT_IF_MISSING` (one checkpoint) or `HF_VIEWS` (several) | the Hugging Face checkpoint mapping (`llm_jax.interop`); absent for a family with no published checkpoint |
 
 Decoder steps (the optional decoding members). `llm_jax.generate` runs one jitted loop for every family that
@@ -150,6 +151,8 @@ _HF_CONTRACT: dict[str, Any] = {
 }
 # A family that generates text (`llm_jax.generate`) has all of these, or none.
 DECODING_MEMBERS = ("init_decode_state", "decode_step", "reorder_decode_state", "stop_token_ids")
+# A family that fine-tunes text to text has this member (and the decoding members).
+TEXT_TO_TEXT_MEMBER = "text_to_text_inputs"
 _HF_SINGLE_VIEW: dict[str, Any] = {
     "HF_NAME_MAP": dict,
     "HF_ARCHITECTURE": str,
@@ -180,6 +183,9 @@ def check_family(module: types.ModuleType) -> list[str]:
                         f"{[n for n in DECODING_MEMBERS if n not in decoding]}: the decoding members come together")
     problems += [f"{module.__name__}.{name} is not callable" for name in decoding
                  if not callable(getattr(module, name))]
+    if hasattr(module, TEXT_TO_TEXT_MEMBER) and (not decoding or not callable(getattr(module, TEXT_TO_TEXT_MEMBER))):
+        problems.append(f"{module.__name__}.{TEXT_TO_TEXT_MEMBER} must be callable and needs the decoding members "
+                        f"{DECODING_MEMBERS}: text-to-text evaluation decodes")
     if problems:
         return problems
     if not issubclass(module.Config, CommonConfig):
@@ -207,4 +213,4 @@ def check_family(module: types.ModuleType) -> list[str]:
 
 
 __all__ = ["CommonConfig", "DECODING_MEMBERS", "InputFormat", "LM_KINDS", "PAD_SIDES", "RUNTIME_FIELDS",
-           "check_family"]
+           "TEXT_TO_TEXT_MEMBER", "check_family"]

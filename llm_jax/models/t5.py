@@ -602,6 +602,19 @@ def stop_token_ids(cfg: Config) -> tuple[int, ...]:
     return (cfg.eos_token_id,)
 
 
+def text_to_text_inputs(cfg: Config, tokens_BT: jax.Array, mask_BT: jax.Array,
+                        targets_BT: jax.Array) -> tuple[tuple, dict[str, Any]]:
+    """Teacher forcing for text-to-text fine-tuning (T5 §2.4, §3.1.3): the `PRETRAINING_MODEL` call that predicts
+    `targets_BT` (`[B, T]`, the target text + `</s>`, padded) from the inputs `[B, S]` (+ mask) — the decoder reads
+    the targets shifted right behind `decoder_start_token_id` (`shift_right`).
+
+    Returns:
+      `(args, kwargs)` of `T5ForConditionalGeneration.__call__`.
+    """
+    return (tokens_BT,), {"mask_BT": mask_BT,
+                          "decoder_tokens_BT": shift_right(targets_BT, cfg.decoder_start_token_id)}
+
+
 # ------------------------------------------------------------------------------------- family contract
 # (llm_jax/models/family.py)
 
@@ -616,7 +629,8 @@ INPUT_FORMAT = InputFormat(pad_side="right")
 # HF's `base_model_prefix`; everything but the untied output projection.
 TRUNK_NAME = "transformer"
 # Decoding (optional members, `llm_jax.generate`): `init_decode_state`, `decode_step`, `reorder_decode_state` and
-# `stop_token_ids`, defined above.
+# `stop_token_ids`, defined above; with them `text_to_text_inputs` makes text-to-text T5's way to fine-tune (§2.4:
+# every task as an input text with a task prefix → a target text, trained by teacher forcing, scored by decoding).
 
 
 def build_trunk(cfg: Config, kind: str, **kwargs) -> T5Model:
@@ -715,8 +729,10 @@ HF_NAME_MAP: dict[str, tuple[str, str]] = {
 }
 HF_ARCHITECTURE = "T5ForConditionalGeneration"
 HF_MODEL_TYPE = "t5"
-# Our names are those of `T5ForConditionalGeneration`, which carry no prefix.
-HF_BASE_PREFIX = ""
+# HF's `base_model_prefix`. Our names are those of `T5ForConditionalGeneration`, which carry no prefix; checkpoints of
+# `T5ForSequenceClassification` / `T5ForQuestionAnswering` hold the same trunk under `transformer.` and load too
+# (their task head is reported as unexpected; the untied `lm_head` of v1.1, which they lack, is then missing).
+HF_BASE_PREFIX = "transformer"
 # transformers' `_tied_weights_keys`. `lm_head.weight` is a tied copy only where our config ties it (v1.0); an
 # untied config (v1.1) maps it to `lm_head/kernel` of its own (`state_dict._read_view`).
 HF_TIED_WEIGHTS: dict[str, str] = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from llm_jax.data.tasks.text import TextTemplate
+
 KINDS = ("classification", "regression", "token_classification", "span", "multiple_choice")
 SPLITS = ("train", "validation", "test")
 DEFAULT_METRICS = {
@@ -87,6 +89,8 @@ class TaskSpec:
         "Similarity"); an asymmetric pair (premise → hypothesis, sentence → definition) is entailment-style.
         A family whose `InputFormat.both_orders` is set encodes a symmetric pair in both orders.
       description: one line for people.
+      text: how the task reads as text to text (T5 §2.4: a task-prefixed input, label words or a rounded score as
+        the target; `llm_jax.data.tasks.text`); None = the task has no text-to-text form.
     """
 
     name: str
@@ -100,6 +104,7 @@ class TaskSpec:
     unanswerable: bool = False
     description: str = ""
     symmetric: bool = False
+    text: TextTemplate | None = None
 
     @property
     def main_metric(self) -> str:

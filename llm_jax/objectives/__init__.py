@@ -18,6 +18,9 @@ OBJECTIVE_MODULES = (
     "mlm_sop",
     "distill",
     "rtd",
+    "electra15",
+    "replace_mlm",
+    "all_tokens_mlm",
     "clm",
     "span_corruption",
 )

@@ -71,7 +71,7 @@ def test_replace_mlm_predicts_originals_from_generator_samples():
     np.testing.assert_allclose(loss, m["gen_mlm_loss"] + m["mlm_loss"], rtol=1e-6)
     assert 0.5 < m["replaced_fraction"] <= 1.0  # untrained generator: nearly every sample is wrong
     # Both towers learn: the discriminator's MLM head and the generator receive gradients.
-    grads = jax.grad(lambda p: loss_fn(p, batch, jax.random.key(3), deterministic=True)[0])(params)
+    grads = jax.jit(jax.grad(lambda p, b: loss_fn(p, b, jax.random.key(3), deterministic=True)[0]))(params, batch)
     g = traverse_util.flatten_dict(grads, sep="/")
     assert np.abs(np.asarray(g["discriminator_mlm_head/transform/kernel"])).sum() > 0
     assert any(np.abs(np.asarray(v)).sum() > 0 for k, v in g.items() if k.startswith("generator/"))
@@ -111,7 +111,14 @@ def test_all_tokens_mlm_has_a_loss_at_every_token():
 
 def test_flops_count_the_discriminator_mlm_heads():
     cfg = dataclasses.replace(electra.PRESETS["electra-tiny"], vocab_size=1000)
-    counts = {name: flops.step_flops("electra", cfg, objectives.config_for(name, max_predictions=10), 8, 64).total
-              for name in ("rtd", "electra15", "replace_mlm", "all_tokens_mlm")}
+    names = ("rtd", "electra15", "replace_mlm", "all_tokens_mlm")
+    towers = {n: flops.towers_for("electra", cfg, objectives.config_for(n, max_predictions=10), 64) for n in names}
+    # (the discriminator's vocabulary positions, its per-token classes): RTD's head; Replace MLM's MLM head at the
+    # 10 masked positions only; All-Tokens MLM's at all 64 positions plus the copy gate.
+    heads = {n: (t[1].lm_positions, t[1].token_classes) for n, t in towers.items()}
+    assert heads == {"rtd": (0, 1), "electra15": (0, 1), "replace_mlm": (10, 0), "all_tokens_mlm": (64, 1)}
+    assert all(t[0] == towers["rtd"][0] for t in towers.values())  # the same generator everywhere
+    counts = {n: flops.step_flops("electra", cfg, objectives.config_for(n, max_predictions=10), 8, 64).total
+              for n in names}
     assert counts["electra15"] == counts["rtd"]
-    assert counts["rtd"] < counts["replace_mlm"] < counts["all_tokens_mlm"]
+    assert counts["all_tokens_mlm"] > max(counts["rtd"], counts["replace_mlm"])

@@ -3,7 +3,7 @@
 Usage: `llm-jax pretrain --config configs/electra.py:size=tiny --workdir runs/electra-tiny`
        `llm-jax pretrain --config configs/electra.py:size=tiny,objective=all_tokens_mlm ...` (Table 5 ablations)
 sizes: tiny, mini for CPU (generator ¼ of the discriminator's width; a 2,000-piece WordPiece vocabulary trained on
-the corpus, 64-token rows, batch 16, lr 5e-3, no dropout, 1,200 steps: `recipes.cpu_learning_scale`); small (the
+the corpus, 64-token rows, batch 16, lr 2e-3, no dropout, 1,200 steps: `recipes.cpu_learning_scale`); small (the
 released model: a full-size generator), small-paper (the paper's Table 1 model: a 64-wide generator), base (generator ⅓), large (generator ¼). Recipe: google-research/electra `configure_pretraining.py` and
 the paper's Table 6 — lr 5e-4 (small) / 2e-4 (base, large), batch 128 / 256 / 2048, steps 1M / 766K / 400K, seq 128
 (small) / 512, warmup 10K, linear decay, weight decay 0.01, Adam ε 1e-6, mask 15 % (25 % for large), λ = 50.

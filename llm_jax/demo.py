@@ -35,10 +35,10 @@ import jax
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TASK = "wordnet-supersense"
 
-# The demo's recipe, tuned for a few minutes on 2 CPU cores: a 2,000-piece vocabulary, no dropout, and small batches
-# (more updates for the same compute) at a peak rate of 2e-3 — the settings with which the held-out MLM loss goes clearly
-# below the corpus's unigram entropy (benchmarks/NOTES.md, "A recipe that learns"; the previous recipe, vocabulary
-# 4,000, dropout 0.1, lr 2e-3, batch 32 × 600 steps, ended at the unigram level and learned word frequencies only).
+# The demo's recipe, tuned for a few minutes on 2 CPU cores: a 2,000-piece vocabulary, no dropout, and small
+# batches (more updates for the same compute) at a peak rate of 2e-3 — the settings with which the held-out MLM loss
+# goes clearly below the corpus's unigram entropy (benchmarks/NOTES.md, "A recipe that learns"; the previous
+# recipe, vocabulary 4,000, dropout 0.1, lr 2e-3, batch 32 × 600 steps, ended near the unigram level).
 PRETRAIN = {
     "train.steps": 1200, "train.batch_size": 16, "data.seq_len": 64, "data.vocab_size": 2000,
     "objective.max_predictions": 10,  # 15 % of 64 tokens

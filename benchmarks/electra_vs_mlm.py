@@ -308,10 +308,13 @@ def main(argv: list[str] | None = None) -> int:
                 row["tasks"] = {task: finetune_one(row, task, root, args.finetune_examples) for task in tasks}
                 rows.append(row)
     agg = aggregate(rows, tasks)
+    run_seconds = sum((r["pretrain_seconds"] or 0.0) + sum(t.get("wall_seconds", 0.0) for t in r["tasks"].values())
+                      for r in rows)
     header = (f"# ELECTRA vs MLM at equal pretraining compute{' (quick)' if args.quick else ''}\n\n"
               f"Budgets {', '.join(f'{b:.1e}' for b in budgets)} FLOPs ({args.convention} convention), seeds "
               f"{seeds}, fine-tuned with one recipe on {', '.join(tasks)}; test accuracy mean ± std over seeds. "
-              f"This invocation took {(time.time() - t_start) / 60:.1f} min (finished runs are reused).")
+              f"The runs took {run_seconds / 60:.1f} min of wall time in all (pretraining and fine-tuning); this "
+              f"invocation {(time.time() - t_start) / 60:.1f} min (finished runs are reused).")
     text = markdown(agg, tasks, unigram, header)
     out.parent.mkdir(parents=True, exist_ok=True)
     md = out.with_suffix(".md")

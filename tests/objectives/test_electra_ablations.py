@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from flax import traverse_util
 
 from llm_jax import flops, models, objectives
@@ -72,7 +73,7 @@ def test_replace_mlm_predicts_originals_from_generator_samples():
     assert 0.5 < m["replaced_fraction"] <= 1.0  # untrained generator: nearly every sample is wrong
     # Both towers learn: the discriminator's MLM head and the generator receive gradients.
     grads = jax.jit(jax.grad(lambda p, b: loss_fn(p, b, jax.random.key(3), deterministic=True)[0]))(params, batch)
-    g = traverse_util.flatten_dict(grads, sep="/")
+    g = traverse_util.flatten_dict(nn.unbox(grads), sep="/")
     assert np.abs(np.asarray(g["discriminator_mlm_head/transform/kernel"])).sum() > 0
     assert any(np.abs(np.asarray(v)).sum() > 0 for k, v in g.items() if k.startswith("generator/"))
     # RTD's parameter tree (and so HF export) is untouched by the ablation's head.

@@ -118,6 +118,7 @@ class TextEncoder:
             raise ValueError("The model has no tokenizer.json to split words with; point at its run directory or "
                              "export it with its tokenizer (llm-jax convert).")
         self._fam = fam
+        self._memo: dict[tuple, tuple[np.ndarray, list[str]]] = {}  # WEAT 1–4 share their attribute sets
         self._tok = _plain(self.tokenizer)
         self._trunk_params = self.params[fam.TRUNK_NAME]
 
@@ -204,6 +205,12 @@ class TextEncoder:
         Raises:
           ValueError: an unknown level, or one of the errors of `static`, `word`, `sentence`.
         """
+        key = (tuple(examples), level, layer, piece, pooling)
+        if key not in self._memo:
+            self._memo[key] = self._embed(examples, level, layer=layer, piece=piece, pooling=pooling)
+        return self._memo[key]
+
+    def _embed(self, examples, level, *, layer, piece, pooling):
         if level not in LEVELS:
             raise ValueError(f"level={level!r}: choose one of {LEVELS}.")
         if level != "sentence" and pooling != "classifier":

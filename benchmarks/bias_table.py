@@ -169,10 +169,11 @@ def render(payload: dict, tests) -> str:
           "million parameters trained for 60–200 steps (details below) on the bundled corpus — Python "
           "documentation, the King James Bible and WordNet glosses — with an 8,000-piece vocabulary: most WEAT words are split into several pieces or never occur in that "
           "text, so their vectors mostly reflect spelling, piece frequency and the few contexts they were seen "
-          "in. Their effect sizes show that the whole pipeline runs on every family and what a measurement on "
-          "such a model looks like (often large |d| with large p: a handful of words move d a lot); they say "
-          "nothing about the social biases of real BERT, GPT-2 or T5 models, and with p above 0.05 not even that "
-          "the tiny model holds an association. The MiniLM column is a real, widely used sentence encoder.", ""]
+          "in. Their effect sizes show that the whole pipeline runs on every family and what a measurement on such a "
+          "model looks like — |d| up to about 1 either way, mostly with p above 0.05 —; they say nothing about the "
+          "social biases of real BERT, GPT-2 or T5 models. At sentence level each word gives five sentences that "
+          "are not independent samples, so small p-values there are easier to get and weaker evidence. "
+          "The MiniLM column is a real, widely used sentence encoder.", ""]
     for level in LEVELS:
         header = ["test", "X vs Y", "A vs B", *columns, "GloVe (Caliskan)"]
         rows = []
@@ -192,7 +193,10 @@ def render(payload: dict, tests) -> str:
            "The gender direction is the first principal component of Bolukbasi et al.'s ten definitional pairs "
            "(she/he, woman/man, …) in each model's own static vectors; the gender-neutral sets (WEAT 6: career and "
            "family words; 7 and 8: math, science and arts words) are projected off it and the gendered sets kept "
-           "(`llm_jax.eval.debias`). d before → after (p before → after):", ""]
+           "(`llm_jax.eval.debias`). d before → after (p before → after). The projection moves d but does not bring "
+           "it to 0, and can overshoot (WEAT 7 and 8 on MiniLM turn negative): the sets differ along more than the "
+           "one definitional direction, the point Gonen & Goldberg 2019 ('Lipstick on a Pig') make about hard "
+           "debiasing.", ""]
     header = ["test", *columns]
     rows = []
     for i, name in enumerate(GENDER_TESTS):

@@ -8,6 +8,7 @@
     llm-jax convert --from-hf DIR --out DIR | --to-hf RUN_OR_CKPT --out DIR
     llm-jax flops --config bert:size=base --convention electra --batch 256 --seq 512 --steps 1000000
     llm-jax generate --model runs/gpt2-tiny --prompt "The cat" [--num-beams 4 | --temperature 0.8 --top-p 0.9] [--json]
+    llm-jax bias --model runs/bert-tiny [--tests weat1,weat2] [--level static|word|sentence] [--std sample] [--json]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ VERBS = {
     "convert": "Convert checkpoints: --from-hf HF_DIR --out DIR, or --to-hf RUN_OR_CKPT --out DIR.",
     "flops": "Training FLOPs of one step and of N steps (--config RECIPE[:ARG] [--convention ours|electra|palm]).",
     "generate": "Continue a prompt with a model (--model RUN_OR_DIR --prompt TEXT): greedy, sampling or beam search.",
+    "bias": "Social-bias association tests (WEAT 1-10, SEAT) on a model's word or sentence vectors (--model DIR).",
 }
 CONFIG_HELP = ("A recipe by name (`llm-jax recipes`: bert, roberta, ..., finetune) or a recipe file, then optionally "
                ":ARG (e.g. bert:size=tiny, my_recipe.py:size=tiny).")
@@ -418,6 +420,64 @@ def _generate(argv: list[str]) -> int:
     return 0
 
 
+def _bias(argv: list[str]) -> int:
+    from llm_jax.eval import bias, embeddings
+
+    parser = argparse.ArgumentParser(
+        prog="llm-jax bias", description=VERBS["bias"],
+        epilog="Prints one row per test: test, targets X vs Y, attributes A vs B, the effect size d (positive: X goes "
+               "with A), the one-sided permutation p-value (* = from sampled partitions, else exact) and the set "
+               "sizes (sentence level: sentences). With --json: a JSON list of objects with test, effect_size, "
+               "p_value, std, level (and statistic, exact, partitions, n, targets, attributes).")
+    parser.add_argument("--model", required=True, help="a run / checkpoint / model directory of ours, or a Hugging "
+                        "Face checkpoint directory (with its tokenizer)")
+    parser.add_argument("--tests", default=",".join(bias.WEAT_NAMES),
+                        help="comma-separated: weat1 … weat10 (shipped) or paths to test files in the sent-bias "
+                             "schema (default: all ten)")
+    parser.add_argument("--level", choices=embeddings.LEVELS, default="word",
+                        help="static input embeddings, the word alone through the model (default), or sentences "
+                             "from bleached templates (SEAT)")
+    parser.add_argument("--std", choices=bias.STDS, default="sample",
+                        help="effect-size denominator: sample (ddof 1, Caliskan / sent-bias; default) or population "
+                             "(ddof 0, WEFE)")
+    parser.add_argument("--layer", type=int, help="word level / mean pooling: read layer L (1 … number of layers; "
+                        "negative from the top) instead of the model's output")
+    parser.add_argument("--piece", choices=embeddings.PIECE_POOLINGS, default="auto",
+                        help="static / word level: a word's first piece, last piece or mean of its pieces (auto: "
+                             "first; a causal model's contextual word: last)")
+    parser.add_argument("--pooling", choices=embeddings.SENTENCE_POOLINGS, default=None,
+                        help="sentence level: as the family's classifier pools (default) or the mean of the tokens")
+    parser.add_argument("--samples", type=int, default=bias.EXACT_LIMIT,
+                        help=f"partitions drawn when there are more than {bias.EXACT_LIMIT:,} (default "
+                             f"{bias.EXACT_LIMIT:,})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the drawn partitions (default 0)")
+    parser.add_argument("--ties", choices=bias.TIES, default="sent-bias",
+                        help="count partitions equal to the observed one (sent-bias, default) or not (caliskan)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    args = parser.parse_args(argv)
+    import json
+
+    from llm_jax.interop.native import load_pretrained
+
+    if args.pooling is not None and args.level != "sentence":
+        parser.error("--pooling applies to --level sentence")
+    tests = bias.resolve_tests([t.strip() for t in args.tests.split(",") if t.strip()])
+    encoder = embeddings.TextEncoder(*load_pretrained(args.model))
+    rows = []
+    for test in tests:
+        vectors = [encoder.embed(s.examples, args.level, layer=args.layer, piece=args.piece,
+                                 pooling=args.pooling or "classifier")[0] for s in test.sets()]
+        result = bias.weat(*vectors, std=args.std, n_samples=args.samples, seed=args.seed, ties=args.ties)
+        rows.append(bias.result_row(test, result, args.level))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"{args.model}: level {args.level}, effect size d with the {args.std} std, one-sided p "
+              f"({args.ties} ties; * sampled, {args.samples:,} partitions)")
+        print(bias.format_table(rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -428,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     handlers = {"pretrain": _pretrain, "finetune": _finetune, "recipes": _recipes, "describe": _describe,
-                "convert": _convert, "flops": _flops, "generate": _generate}
+                "convert": _convert, "flops": _flops, "generate": _generate, "bias": _bias}
     if verb not in handlers:
         print(f"llm-jax: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
         return 2

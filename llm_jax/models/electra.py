@@ -281,6 +281,10 @@ LM_KIND = "masked"
 TOKENIZER = BERT_TOKENIZER
 INPUT_FORMAT = bert.INPUT_FORMAT
 TRUNK_NAME = "electra"
+# Bias tests (`llm_jax.eval.embeddings`): the discriminator's token table (shared with the generator) and
+# `[CLS]`'s state (the classification head is all new).
+TOKEN_EMBEDDING = bert.TOKEN_EMBEDDING
+pooled_features = bert.first_token_features
 
 
 def build_trunk(cfg: Config, kind: str, **kwargs) -> ElectraModel:

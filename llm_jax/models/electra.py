@@ -246,6 +246,13 @@ class ElectraForPreTraining(nn.Module):
                                                                generator_hidden_BTD=gen.hidden_BTD)
 
 
+def replaced_token_logits(cfg: Config, params, tokens_BT: jax.Array, mask_BT: jax.Array) -> jax.Array:
+    """The discriminator's float32 replaced-token logits `[B, T]` (> 0: "replaced", §2) on ids `[B, T]` with padding
+    mask `mask_BT`: the family's scoring member (`llm_jax.eval.score.original_log_probs`)."""
+    return ElectraForPreTraining(cfg).apply({"params": params}, tokens_BT, mask_BT=mask_BT,
+                                            method="run_discriminator").rtd_logits_BT
+
+
 # ------------------------------------------------------------------------------------- family contract
 # (llm_jax/models/family.py)
 

@@ -4,7 +4,8 @@ Module conventions the trainer relies on: every module keeps its Config as `cfg`
 contract (DESIGN §5.5: `tokens_BT`, keyword `segment_ids_BT`, `positions_BT`, `mask_BT`, `deterministic`, plus
 what the family's objectives pass) and returns a dataclass with `hidden_BTD`; a masked LM (`LM_KIND="masked"`)
 takes `mlm_positions_BP`, returns `mlm_logits_BTV` and keeps its MLM head under `mlm_head` (the cloze scorer
-reads it).
+reads it); a causal LM's pretraining model returns next-token `logits_BTV` (the scorers and
+perplexity of `llm_jax.eval.score` read them).
 
 A family is one file in `llm_jax/models/` plus one line in the registry (`models/__init__.py`). Code outside
 `models/` reaches a family only through the names below — it never branches on a family's name or reads a field
@@ -28,6 +29,8 @@ over the registry).
 | `FINETUNE_OPTIM(cfg) -> dict` (optional) | optimizer settings of its own fine-tuning recipe that `configs/finetune.py` applies (ELECTRA's layer-wise LR decay) |
 | `params_from(parent, parent_cfg, params, cfg) -> (cfg, params)` (optional) | how it starts from another family's weights (`model.init_from`), e.g. DistilBERT from alternate BERT layers |
 | `init_decode_state(cfg, params, tokens_BT, mask_BT, max_new_tokens) -> (state, logits_BV)`, `decode_step(cfg, params, state, tokens_B) -> (state, logits_BV)`, `reorder_decode_state(state, rows_R) -> state`, `stop_token_ids(cfg) -> tuple[int, ...]` (optional, all four or none) | its decoder steps, which `llm_jax.generate` drives (greedy, sampling, beam search): see "Decoder steps" below |
+| `target_logits(cfg, params, tokens_BS, mask_BS, targets_BT) -> logits_BTV` (optional; seq2seq) | teacher forcing: float32 logits predicting the targets given the source (the decoder reads the targets shifted right behind its start token); `llm_jax.eval.score` scores targets with it |
+| `replaced_token_logits(cfg, params, tokens_BT, mask_BT) -> logits_BT` (optional) | a replaced-token detector's float32 logits (> 0: replaced; ELECTRA's discriminator), which `llm_jax.eval.score` reads as how original a text looks (the discriminator zero-shot scorer) |
 | `HF_MODEL_TYPE`, `config_from_hf`, `config_to_hf`, and `HF_NAME_MAP`, `HF_ARCHITECTURE`, `HF_BASE_PREFIX`, `HF_TIED_WEIGHTS`, `HF_IGNORED`, `HF_INIT_IF_MISSING` (one checkpoint) or `HF_VIEWS` (several) | the Hugging Face checkpoint mapping (`llm_jax.interop`); absent for a family with no published checkpoint |
 
 Decoder steps (the optional decoding members). `llm_jax.generate` runs one jitted loop for every family that

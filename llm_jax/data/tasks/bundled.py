@@ -20,7 +20,8 @@ from llm_jax.data.tasks.base import TaskSpec
 # definition, an asymmetric, entailment-style pair.
 # Zero-shot prompts: the WordNet corpus the models are pretrained on writes definitions as "lemma: definition."
 # and the prompts reuse that shape; the verbalizers are common words, so that even a small trained vocabulary
-# has most of them as single pieces (`llm_jax.eval.cloze` says which are not).
+# has most of them as single pieces (`llm_jax.eval.cloze` says which are not). The in-context templates (causal and
+# encoder-decoder models, `llm_jax.eval.in_context`) put the same words last, where a continuation is scored.
 BUNDLED: dict[str, TaskSpec] = {
     "wordnet-supersense": TaskSpec(
         "wordnet-supersense", "classification", 10,
@@ -29,15 +30,18 @@ BUNDLED: dict[str, TaskSpec] = {
         ("accuracy", "macro_f1"),
         prompt="a kind of {mask}: {text_a}.",
         verbalizers=("act", "animal", "device", "body", "idea", "message", "food", "place", "person", "plant"),
-        description="noun supersense of a WordNet definition, 10 balanced classes"),
+        description="noun supersense of a WordNet definition, 10 balanced classes",
+        template="Definition: {text_a}.\nA kind of: {answer}"),
     "wordnet-gloss": TaskSpec(
         "wordnet-gloss", "classification", 2, ("other sense", "this sense"), ("accuracy", "f1"),
         prompt="{text_a}? {mask}, {text_b}", verbalizers=("no", "yes"),
-        description="is the definition the sense of the marked word in the sentence?"),
+        description="is the definition the sense of the marked word in the sentence?",
+        template="Sentence: {text_a}\nDefinition: {text_b}\nIs that the sense of the marked word? {answer}"),
     "wordnet-wic": TaskSpec(
         "wordnet-wic", "classification", 2, ("different sense", "same sense"), ("accuracy", "f1"),
         prompt="{text_a}? {mask}, {text_b}", verbalizers=("no", "yes"),
-        description="is the marked word used in the same sense in both sentences?", symmetric=True),
+        description="is the marked word used in the same sense in both sentences?", symmetric=True,
+        template="1: {text_a}\n2: {text_b}\nIs the marked word used in the same sense? {answer}"),
 }
 
 _REINSTALL = "reinstall llm_jax (pip install --force-reinstall llm_jax) so its package data is copied intact"

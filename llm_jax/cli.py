@@ -490,9 +490,9 @@ def _evaluate(argv: list[str]) -> int:
             print(f"perplexity {result['perplexity']:.4f}  nll/token {result['nll_per_token']:.4f} nats  "
                   f"tokens {result['tokens']}  (window {window}, stride {stride}, {result['windows']} windows)")
         return 0
+    from llm_jax.config import section
     from llm_jax.data.tasks import TaskConfig, load_task
     from llm_jax.eval.in_context import InContextConfig, evaluate_in_context
-    from llm_jax.config import section
 
     options = {}
     for item in args.task_option:

@@ -418,5 +418,17 @@ def evaluate_in_context(family: str, config, params, tokenizer: tokenizers.Token
             "majority_baseline": base, **overflow.as_dict()}
 
 
-__all__ = ["InContextConfig", "NORMALIZE", "SCORERS", "SEPARATOR", "answer_of", "candidates", "default_template",
-           "demonstrations", "encode_pair", "evaluate_in_context", "fill", "split_template"]
+__all__ = [
+    "NORMALIZE",
+    "SCORERS",
+    "SEPARATOR",
+    "InContextConfig",
+    "answer_of",
+    "candidates",
+    "default_template",
+    "demonstrations",
+    "encode_pair",
+    "evaluate_in_context",
+    "fill",
+    "split_template",
+]

@@ -356,7 +356,7 @@ def pseudo_log_likelihood(family: str, config, params, sequences: Sequence[Seque
         outside the vocabulary.
     """
     _require(family, "masked", "A pseudo-log-likelihood")
-    skip = set(int(i) for i in skip_ids)
+    skip = {int(i) for i in skip_ids}
     rows = []  # (sequence index, position)
     for s, seq in enumerate(sequences):
         if len(seq) > config.max_seq_len:

@@ -2,7 +2,6 @@
 and an encoder-decoder (tiny, random weights: the numbers are the scorers', checked elsewhere against transformers)."""
 
 import json
-import pathlib
 
 import jax
 import numpy as np
@@ -89,7 +88,7 @@ def test_electra_discriminator_as_a_zero_shot_learner(runs, capsys):
     out = _evaluate(capsys, "--model", runs["electra"], "--task", "wordnet-wic", "--scorer", "discriminator",
                     "--limit", LIMIT)
     assert out["scorer"] == "discriminator" and out["n"] == int(LIMIT)
-    family, config, params, tok = load_pretrained(runs["electra"])
+    _, config, params, tok = load_pretrained(runs["electra"])
     task = load_task(TaskConfig("wordnet-wic"))
     records = task.splits["validation"][:int(LIMIT)]
     from llm_jax.data.tokenizer import special_ids

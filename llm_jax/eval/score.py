@@ -242,21 +242,56 @@ def causal_perplexity(family: str, config, params, ids: Sequence[int], *, window
     return Perplexity(nll, count, len(spans))
 
 
-def perplexity_function(family: str):
-    """The perplexity evaluation of a family: the sliding window for a causal LM.
+# A segment-recurrent model's segment when `--window` is not given (its positions are unbounded).
+DEFAULT_SEGMENT = 128
 
-    The dispatch point for other ways of reading long text (a segment-recurrent family's memory): chosen by the
-    family's members and kind, never its name.
+
+def memory_perplexity(family: str, config, params, ids: Sequence[int], *, window: int | None = None,
+                      stride: int | None = None, batch_size: int = BATCH, mem_len: int | None = None,
+                      clamp_len: int | None = None) -> Perplexity:
+    """Perplexity of a token sequence under a segment-recurrent LM (Transformer-XL, Dai et al. §3.2): the text read
+    as one stream in segments of `window` tokens, each attending to the memory of the previous `mem_len` positions
+    (`llm_jax.eval.recurrent.recurrent_perplexity`).
+
+    Args:
+      ids: the text's token ids.
+      window: tokens per segment (default `DEFAULT_SEGMENT`).
+      stride: must be None or `window`: segments follow each other, the memory carries the context.
+      batch_size: unused (one stream, so the memory holds the text that precedes every segment).
+      mem_len / clamp_len: memory positions per layer and the distance clamp (None: the model's Config).
+
+    Returns:
+      A `Perplexity` over the predictions of the full segments (`windows` = segments); a last part shorter than
+      a segment is not scored.
+
+    Raises:
+      ValueError: a stride that is not the window, a text shorter than one segment, ids outside the vocabulary.
+    """
+    del batch_size
+    from llm_jax.eval.recurrent import recurrent_perplexity
+
+    window = window or DEFAULT_SEGMENT
+    if stride not in (None, window):
+        raise ValueError(f"--stride {stride}: a segment-recurrent model reads segments one after the other "
+                         "(stride = window); set how much it remembers with --mem-len instead.")
+    ids = np.asarray(ids, np.int32)
+    check_ids(ids, config.vocab_size, "token ids (model.vocab_size)")
+    result = recurrent_perplexity(family, config, params, ids, seg_len=window,
+                                  mem_len=config.mem_len if mem_len is None else mem_len, clamp_len=clamp_len)
+    return Perplexity(result.nll * result.predictions, result.predictions, result.predictions // window)
+
+
+def perplexity_function(family: str):
+    """The perplexity evaluation of a family: the sliding window for a causal LM, segments with memory for a
+    segment-recurrent one (its Config has the memory members, models/family.py).
+
+    Chosen by the family's members and kind, never its name.
 
     Raises:
       ValueError: a family with no perplexity (masked or seq2seq LMs).
     """
     if hasattr(models.family_module(family).Config, "init_memory"):
-        # A segment-recurrent family (memory members, models/family.py) reads long text segment by segment with
-        # its memory: `llm_jax.eval.recurrent`, whose settings (segment and memory lengths) are not a window and
-        # stride. Refused here rather than scored by windows without memory.
-        raise ValueError(f"{family} is segment-recurrent: its perplexity is llm_jax.eval.recurrent."
-                         "recurrent_perplexity (segment and memory lengths), which llm-jax evaluate does not run yet.")
+        return memory_perplexity
     if _kind(family) == "causal":
         return causal_perplexity
     raise ValueError(f"Perplexity needs a causal LM; {family} is a {_kind(family)} LM (score it with "

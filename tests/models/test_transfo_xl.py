@@ -299,3 +299,28 @@ def test_evaluation_with_memory(txl_run):
     assert window.nll == pytest.approx(whole.nll, rel=1e-5) and window.method == "sliding_window"
     with pytest.raises(ValueError, match="no full segment"):
         recurrent.recurrent_perplexity(family, cfg, params, ids[:10], seg_len=32, mem_len=0)
+
+
+def test_evaluate_cli_reads_the_text_with_memory(txl_run, tmp_path, capsys):
+    """`llm-jax evaluate --task perplexity` on a Transformer-XL run: segments of --window tokens with --mem-len
+    positions of memory, equal to `recurrent_perplexity` on the same ids; --stride is refused (segments follow)."""
+    from llm_jax.interop.native import load_pretrained
+
+    family, cfg, params, tok = load_pretrained(txl_run)
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(["in the beginning god created the heaven and the earth ."] * 12), encoding="utf-8")
+    ids = tok.encode(text.read_text(encoding="utf-8"), add_special_tokens=False).ids
+    results = {}
+    for mem in (0, 32):
+        assert cli.main(["evaluate", "--model", str(txl_run), "--task", "perplexity", "--data", str(text),
+                         "--window", "16", "--mem-len", str(mem), "--json"]) == 0
+        results[mem] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        direct = recurrent.recurrent_perplexity(family, cfg, params, ids, seg_len=16, mem_len=mem)
+        assert results[mem]["tokens"] == direct.predictions == (len(ids) - 1) // 16 * 16
+        assert results[mem]["nll_per_token"] == pytest.approx(direct.nll, rel=1e-6)
+        assert results[mem]["mem_len"] == mem and results[mem]["window"] == 16
+    # The memory is read (20 training steps do not teach the model to exploit it, so no direction is asserted).
+    assert results[32]["nll_per_token"] != results[0]["nll_per_token"]
+    with pytest.raises(ValueError, match="stride"):
+        cli.main(["evaluate", "--model", str(txl_run), "--task", "perplexity", "--data", str(text),
+                  "--window", "16", "--stride", "8"])

@@ -97,6 +97,18 @@ class Tower:
       token_classes: C of a per-token classifier behind dense + activation (ELECTRA's discriminator: 1).
       trainable: False for a frozen model the loss only reads (a distillation teacher): a training step runs
         it forward once, without dropout and without a backward pass, and the optimizer does not touch it.
+      attention_bias: biases on the attention projections; None = `use_bias` (XLNet: none there, but biases on
+        the feed-forward and the vocabulary projection).
+      attention_keys: keys per query of the self-attention when they are not this tower's own T positions (an
+        XLNet query stream reads the content stream's T keys at its P positions); 0 = `seq_len`.
+      shared_kv: the self-attention reads another tower's keys and values (XLNet's query stream shares the
+        content stream's, Yang et al. 2019 §2.3): no key / value (or relative position) projections here, and
+        no parameters of its own in the layers.
+      relative_positions: R, the relative position encodings each layer projects and scores every query against
+        before the shift (Transformer-XL / XLNet, Dai et al. 2019 §3.3): a `[R, D]·[D, H·K]` projection, a
+        `[T, H·K]·[H·K, R]` score term, the content / position biases u, v; 0 = none.
+      segment_terms: XLNet's relative segment encoding (§2.5): each query scored against the two segment
+        embeddings (same / different) with its bias s, and the chosen score added.
     """
 
     num_layers: int
@@ -122,6 +134,15 @@ class Tower:
     trainable: bool = True
     attention_window: int = 0
     windowed_layers: int = 0
+    attention_bias: bool | None = None
+    attention_keys: int = 0
+    shared_kv: bool = False
+    relative_positions: int = 0
+    segment_terms: bool = False
+
+    @property
+    def attn_bias(self) -> bool:
+        return self.use_bias if self.attention_bias is None else self.attention_bias
 
     def __post_init__(self):
         if self.attention_window < 0 or not 0 <= self.windowed_layers <= self.num_layers:
@@ -202,12 +223,24 @@ def _attention(acc: _Terms, tower: Tower, prefix: str, t: int, s: int, dropout: 
     value projections still run over all S positions.
     """
     d, hk, h = tower.d_model, tower.num_heads * tower.head_dim, tower.num_heads
-    bias = int(tower.use_bias)
+    bias = int(tower.attn_bias)
     w = s if keys is None else keys
+    own_kv = not (tower.shared_kv and prefix.endswith("self_attn"))
     acc.matmul(f"{prefix}/q", t, d, hk)
-    acc.matmul(f"{prefix}/kv", 2 * s, d, hk)
-    acc.add(f"{prefix}/qkv_bias", bias * (t + 2 * s) * hk)
+    if own_kv:
+        acc.matmul(f"{prefix}/kv", 2 * s, d, hk)
+    acc.add(f"{prefix}/qkv_bias", bias * (t + 2 * s * own_kv) * hk)
     acc.matmul(f"{prefix}/scores", t, hk, w)  # Σ_h [T, K]·[K, S] = 2·T·S·H·K
+    if tower.relative_positions and prefix.endswith("self_attn"):
+        r = tower.relative_positions
+        if own_kv:
+            acc.matmul(f"{prefix}/rel_pos", r, d, hk)  # W_r R (a query stream reuses the content stream's)
+        acc.matmul(f"{prefix}/rel_scores", t, hk, r)  # (q + v)·W_r R against every row, then the shift
+        acc.add(f"{prefix}/rel_biases", 2 * t * hk)  # q + u, q + v
+        acc.add(f"{prefix}/rel_sum", h * t * w)
+    if tower.segment_terms and prefix.endswith("self_attn"):
+        acc.matmul(f"{prefix}/seg_scores", t, hk, 2)  # (q + s)·e for e ∈ {same, different}
+        acc.add(f"{prefix}/seg_select_sum", t * hk + 2 * h * t * w)
     acc.add(f"{prefix}/scale", h * t * w)
     acc.add(f"{prefix}/softmax", SOFTMAX_FLOPS * h * t * w)
     acc.add(f"{prefix}/probs_dropout", dropout * DROPOUT_FLOPS * h * t * w)
@@ -246,7 +279,7 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
     # Input: lookups (gathers), their sum, norm, dropout, and ALBERT's E → D projection.
     if dense_embedding_lookup:
         acc.matmul("embed/lookup", t, tower.vocab_size, e)
-    acc.add("embed/sum", (tower.embedding_tables - 1) * t * e)
+    acc.add("embed/sum", max(tower.embedding_tables - 1, 0) * t * e)
     if tower.input_norm:
         acc.add("embed/norm", _norm_flops(tower) * t * e)
     acc.add("embed/dropout", dropout * DROPOUT_FLOPS * t * e)
@@ -258,7 +291,8 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
         if not count:
             continue
         layer = _Terms()
-        _attention(layer, tower, "layers/self_attn", t, t, dropout, keys=tower.keys_per_query(t, windowed))
+        s_self = tower.attention_keys or t
+        _attention(layer, tower, "layers/self_attn", t, s_self, dropout, keys=tower.keys_per_query(s_self, windowed))
         if tower.memory_len:
             _attention(layer, tower, "layers/cross_attn", t, tower.memory_len, dropout)
         _ffn(layer, tower, t, dropout)
@@ -300,9 +334,16 @@ def non_embedding_params(tower: Tower) -> int:
     Equals the model's parameter count minus its `embedding` tables for unshared stacks (tested).
     """
     d, hk, f, e = tower.d_model, tower.num_heads * tower.head_dim, tower.d_ff, tower.e
-    b = int(tower.use_bias)
+    b, ba = int(tower.use_bias), int(tower.attn_bias)
     norm = 2 if tower.norm == "layernorm" else 1
-    attn = 4 * d * hk + b * (3 * hk + d) + norm * d
+    # A tower that shares another's keys and values (XLNet's query stream) applies its q and output projections,
+    # its norms and feed-forward to its own positions; the parameters are the other tower's, counted there too.
+    own = 0 if tower.shared_kv else 1
+    attn = (2 + 2 * own) * d * hk + ba * ((1 + 2 * own) * hk + d) + norm * d
+    if tower.relative_positions:
+        attn += own * (d * hk + 2 * hk)  # W_r and the u, v biases
+    if tower.segment_terms:
+        attn += own * 3 * hk  # the segment embeddings (same, different) and the bias s
     n_in = 2 if tower.gated_ffn else 1
     ffn = n_in * d * f + f * d + b * (n_in * f + d) + norm * d
     layer = attn * (2 if tower.memory_len else 1) + ffn
@@ -380,7 +421,7 @@ def model_flops_per_token(towers: Sequence[Tower]) -> float:
 
     def attended(tw: Tower) -> float:
         # PaLM's T in 12·L·H·Q·T, averaged over the layers: the dense ones see T (+ memory), the windowed min(w, T).
-        t = tw.seq_len + tw.memory_len
+        t = (tw.attention_keys or tw.seq_len) + tw.memory_len
         dense = tw.num_layers - tw.windowed_layers
         return (dense * t + tw.windowed_layers * tw.keys_per_query(t, True)) / tw.num_layers
 

@@ -20,6 +20,7 @@ OBJECTIVE_MODULES = (
     "rtd",
     "clm",
     "span_corruption",
+    "plm",
 )
 for _module in OBJECTIVE_MODULES:
     importlib.import_module(f"llm_jax.objectives.{_module}")

@@ -227,9 +227,9 @@ class Plm(Objective):
 
     def bind_tokenizer(self, tokenizer) -> None:
         """Which pieces start a word: `▁…`, special pieces `<…>` and punctuation (the reference's
-        `_is_start_piece`)."""
+        `_is_start_piece`); an id the vocabulary does not name counts as one."""
         vocab = tokenizer.get_vocab()
-        starts = np.zeros(max(self.vocab_size, max(vocab.values()) + 1), bool)
+        starts = np.ones(max(self.vocab_size, max(vocab.values(), default=-1) + 1), bool)  # unknown ids: starts
         for piece, i in vocab.items():
             starts[i] = piece.startswith("\u2581") or piece.startswith("<") or piece in _PUNCTUATION
         self._word_start_V = starts
@@ -240,7 +240,7 @@ class Plm(Objective):
         """Rows `reuse ++ A <sep> B <sep> <cls>` of B parallel streams, stream-major (see the module docstring).
 
         Returns:
-          `{"inputs": int32 [N, T], "segment_ids": int32 [N, T]}`, N a multiple of `batch_size`.
+          `{"tokens": int32 [N, T], "segment_ids": int32 [N, T]}`, N a multiple of `batch_size`.
 
         Raises:
           ValueError: no tokens, ids outside the vocabulary, or a corpus too short for one batch of rows.
@@ -288,7 +288,7 @@ class Plm(Objective):
             raise ValueError(f"The corpus ({stream.size} tokens) is too short for one batch of {b} streams of rows of "
                              f"{seq_len} tokens (each stream needs more than {seq_len}); use a larger corpus, a "
                              "smaller batch or shorter rows.")
-        return {"inputs": np.stack(rows).astype(np.int32), "segment_ids": np.stack(segs)}
+        return {"tokens": np.stack(rows).astype(np.int32), "segment_ids": np.stack(segs)}
 
     def prepare(self, examples: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
         """Draws each row's predicted spans and factorization order (from (seed, epoch, example index)).
@@ -298,7 +298,7 @@ class Plm(Objective):
           `target_mapping` float32 `[B, P, T]`; `targets` int32 and `weights` float32 `[B, P]` (0 on padding rows
           of the mapping, where fewer than P positions were predictable).
         """
-        inputs = np.asarray(examples["inputs"], np.int32)
+        inputs = np.asarray(examples["tokens"], np.int32)
         b, t = inputs.shape
         reuse, perm, predict = self.cfg.lengths(t)
         n1 = predict * (t - reuse) // t

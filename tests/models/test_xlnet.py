@@ -264,7 +264,7 @@ def test_no_prediction_sees_its_own_token_or_a_later_one():
     rows[:, 23] = SPECIAL.cls
     segments = np.zeros((b, t), np.int32)
     segments[:, 17:23], segments[:, 23] = 1, 2
-    batch = objective.prepare({"inputs": rows, "segment_ids": segments, "epoch": np.zeros(b, int),
+    batch = objective.prepare({"tokens": rows, "segment_ids": segments, "epoch": np.zeros(b, int),
                                "example_index": np.arange(b)}, seed=3)
     model = xlnet.XLNetModel(cfg)
     args, kwargs = objective.init_inputs(batch)

@@ -5,8 +5,8 @@ DistilBERT-tiny with `distill`, whose teacher (a BERT-tiny with random params) i
 with `step.frozen_shardings`, as in `test_carry_frozen.py`. Every case goes through the same code: the
 objective's `required_models` say which frozen models to build, its `dummy_batch` which row fields it reads.
 ELECTRA-tiny trains with `rtd`: two passes over one params tree with Gumbel-max sampling from the step RNG in
-between, which must give the same replacements on every layout. GPT-3-tiny trains with `clm` and T5-tiny with
-`span_corruption` (each on the layouts its case names).
+between, which must give the same replacements on every layout. GPT-3-tiny trains with `clm`, T5-tiny with
+`span_corruption` and XLNet-tiny with `plm` and a carried memory (each on the layouts its case names).
 """
 
 import dataclasses
@@ -56,6 +56,9 @@ CASES = {
     "gpt3-clm": Case("gpt3-tiny", {"name": "clm"}, layouts=("fsdp_tp",)),
     # Encoder, decoder, cross-attention, the relative position bias and the tied vocabulary projection.
     "t5-span_corruption": Case("t5-tiny", {"name": "span_corruption"}, layouts=("dp", "fsdp_tp")),
+    # Both streams, the permutation mask and target mapping, relative positions and segments, and the memory
+    # carried from the first step into the second (`state.carry`, split like the batch).
+    "xlnet-plm": Case("xlnet-tiny", {"name": "plm", "mem_len": 8}, layouts=("dp", "fsdp_tp")),
 }
 # One compiled step per (case, layout): `fsdp` on a 4-wide axis (the width split 4 ways, the batch over data × fsdp),
 # `fsdp_tp` on 2 × 2 × 2 (heads, FFN and vocabulary over `tensor` too).

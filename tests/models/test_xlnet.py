@@ -289,3 +289,150 @@ def test_no_prediction_sees_its_own_token_or_a_later_one():
             assert np.all(g_T[~hidden & unique] > 0.0), (r, i, np.flatnonzero(g_T[~hidden & unique] == 0))
             checked += 1
     assert checked >= 2 * 6
+
+
+# ------------------------------------------------------------------------------------- permutation LM objective
+
+
+def _docs(n_docs=6, seed=0):
+    """Documents of numbered sentences (ids ≥ 8, every sentence a few distinct pieces)."""
+    rng = np.random.default_rng(seed)
+    return [[rng.integers(8, 60, rng.integers(3, 9)) for _ in range(rng.integers(4, 9))] for _ in range(n_docs)]
+
+
+def test_rows_are_reuse_then_a_sep_b_sep_cls_of_parallel_streams():
+    objective = plm.Plm(plm.PlmConfig(), SPECIAL, 64)
+    b, t = 2, 24
+    rows = objective.build_examples(_docs(), t, seed=0, batch_size=b)
+    tokens, segments = rows["tokens"], rows["segment_ids"]
+    assert tokens.shape[0] % b == 0 and tokens.shape[0] >= 2 * b and tokens.shape[1] == t
+    reuse = t // 2
+    stream = np.concatenate([s for doc in _docs() for s in [*doc, np.asarray([SPECIAL.eod])]])
+    streams = stream[:b * (stream.size // b)].reshape(b, -1)
+    for n in range(tokens.shape[0] // b):
+        for r in range(b):
+            row, seg = tokens[n * b + r], segments[n * b + r]
+            # The reused part continues stream r where the previous row's did (the memory precedes it).
+            np.testing.assert_array_equal(row[:reuse], streams[r, n * reuse:(n + 1) * reuse])
+            assert row[-1] == SPECIAL.cls and seg[-1] == 2
+            seps = np.flatnonzero(row[reuse:] == SPECIAL.sep) + reuse
+            assert seps[-1] == t - 2 and np.all(seg[:seps[-2] + 1] == 0) and np.all(seg[seps[-2] + 1:t - 1] == 1)
+    with pytest.raises(ValueError, match="too short"):
+        objective.build_examples(_docs(1), t, seed=0, batch_size=16)
+    with pytest.raises(ValueError, match="perm_size"):
+        plm.PlmConfig(perm_size=5).lengths(24)
+
+
+def test_prepare_draws_partial_prediction_over_a_factorization_order():
+    """P = T / K predictions per row, each of its own token, never `<sep>` / `<cls>`; the unpredicted tokens are seen
+    by every position and see no predicted one of their part; the reused part never sees the new part (which sees
+    all of it); a predicted position
+    never sees itself (the content stream's mask adds the diagonal back in the model); draws depend on (seed,
+    epoch, example) only."""
+    objective = plm.Plm(plm.PlmConfig(partial_prediction_k=6), SPECIAL, 64)
+    t = 48
+    rows = objective.build_examples(_docs(12), t, seed=0, batch_size=4)
+    pick = {"tokens": rows["tokens"][:4], "segment_ids": rows["segment_ids"][:4], "epoch": np.zeros(4, int),
+            "example_index": np.arange(4)}
+    batch = objective.prepare(pick, seed=1)
+    assert batch["target_mapping"].shape == (4, 8, t) and batch["perm_mask"].shape == (4, t, t)
+    reuse = t // 2
+    for r in range(4):
+        x, perm = batch["inputs"][r], batch["perm_mask"][r]
+        where = np.argmax(batch["target_mapping"][r], -1)[batch["weights"][r] > 0]
+        assert where.size >= 6 and np.all(batch["targets"][r, :where.size] == x[where])
+        assert not np.isin(x[where], [SPECIAL.sep, SPECIAL.cls]).any()
+        predicted = np.zeros(t, bool)
+        predicted[where] = True
+        functional = np.isin(x, [SPECIAL.sep, SPECIAL.cls])
+        plain = ~predicted & ~functional
+        first = np.arange(t) < reuse
+        assert not perm[~first][:, plain].any() and not perm[first][:, plain & first].any()
+        for part in (first, ~first):  # within a part; the new part sees all of the reused one (earlier in order)
+            assert perm[plain & part][:, predicted & part].all()
+        assert perm[:reuse, reuse:].all() and perm[where, where].all()
+        # The predicted tokens of a part follow one order: i sees j or j sees i, never both.
+        for lo, hi in ((0, reuse), (reuse, t)):
+            sub = predicted[lo:hi]
+            block = perm[lo:hi, lo:hi][sub][:, sub]
+            off = ~np.eye(sub.sum(), dtype=bool)
+            assert np.all((block != block.T)[off])
+    again = objective.prepare(pick, seed=1)
+    np.testing.assert_array_equal(again["perm_mask"], batch["perm_mask"])
+    other = objective.prepare({**pick, "epoch": np.ones(4, int)}, seed=1)
+    assert not np.array_equal(other["perm_mask"], batch["perm_mask"])
+
+
+def test_sample_mask_chooses_the_goal_in_spans_at_word_starts():
+    rng = np.random.default_rng(0)
+    starts = rng.random(200) < 0.6
+    for goal in (0, 1, 33):
+        mask = plm.sample_mask(starts, goal, 6, 5, np.random.default_rng(goal))
+        assert mask.sum() == goal
+    mask = plm.sample_mask(np.ones(600, bool), 100, 6, 5, np.random.default_rng(1))
+    runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]]))))[::2]
+    assert runs.max() <= 5 and runs.mean() > 1.5  # n-grams, P(n) ∝ 1/n over 1..5: mean ≈ 2.19
+
+
+# ------------------------------------------------------------------------------------ CLI pretrain + export
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("xlnet") / "run"
+    rc = cli.main(["pretrain", "--config", str(ROOT / "configs" / "xlnet.py:size=tiny"), "--workdir", str(run),
+                   "--config.data.max_documents=400", "--config.data.max_eval_documents=20",
+                   "--config.data.vocab_size=600", "--config.data.seq_len=64", "--config.train.steps=30",
+                   "--config.train.batch_size=8", "--config.train.progress=False", "--config.train.log_every=1",
+                   "--config.train.eval_every=30", "--config.train.eval_batches=1",
+                   "--config.train.checkpoint_every=30", "--config.optim.warmup_steps=5",
+                   "--config.optim.learning_rate=2e-3"])
+    assert rc == 0
+    return run
+
+
+def test_cli_pretraining_lowers_the_loss(cli_run):
+    rows = [json.loads(line) for line in (cli_run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "loss" in r]
+    first, last = np.mean([r["loss"] for r in train[:5]]), np.mean([r["loss"] for r in train[-5:]])
+    assert last < first - 0.5, (first, last)
+    assert any("eval_loss" in r for r in rows)
+    config = json.loads((cli_run / "config.json").read_text())
+    assert config["objective"]["name"] == "plm" and config["objective"]["mem_len"] == 32
+
+
+def test_convert_both_ways_and_the_tokenizer_in_transformers(cli_run, tmp_path, require):
+    torch = require("torch")
+    transformers = require("transformers")
+    assert cli.main(["convert", "--to-hf", str(cli_run), "--out", str(tmp_path / "hf")]) == 0
+    hf, info = transformers.XLNetLMHeadModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert {k: v for k, v in info.items() if v} == {}, info
+    fast = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    # XLNet's special ids, `A <sep> B <sep> <cls>` with token types 0 / 1 / 2, left padding; the slow
+    # (SentencePiece) tokenizer reads the same ids from spiece.model alone.
+    assert [fast.convert_tokens_to_ids(t) for t in ("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>",
+                                                    "<eod>", "<eop>")] == list(range(9))
+    enc = fast("The first sentence.", "And the second one.")
+    assert enc.input_ids[-2:] == [4, 3] and enc.token_type_ids[-1] == 2 and fast.padding_side == "left"
+    slow = transformers.XLNetTokenizer.from_pretrained(tmp_path / "hf")
+    assert slow("The first sentence.", "And the second one.").input_ids == enc.input_ids
+    ids = torch.tensor([enc.input_ids])
+    with torch.no_grad():
+        theirs = hf.eval()(input_ids=ids, token_type_ids=torch.tensor([enc.token_type_ids])).logits.numpy()
+    loaded = load_hf_with_report(tmp_path / "hf")
+    ours = models.build("xlnet", loaded.config).apply(
+        {"params": loaded.params}, jnp.asarray(ids.numpy(), jnp.int32),
+        segment_ids_BT=jnp.asarray([enc.token_type_ids], jnp.int32))
+    np.testing.assert_allclose(np.asarray(ours.logits_BTV), theirs, **MODEL_TOL)
+    assert cli.main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ours")]) == 0
+
+
+def test_finetune_from_the_xlnet_run(cli_run, tmp_path):
+    """`llm-jax finetune` on a bundled pair task: left-padded `A <sep> B <sep> <cls>` rows, the summary head on the
+    last position."""
+    assert cli.main(["finetune", "--config", f"{ROOT / 'configs' / 'finetune.py'}:model={cli_run},task=wordnet-wic",
+                     "--workdir", str(tmp_path), "--config.train.progress=False", "--config.data.seq_len=48",
+                     "--config.data.train_examples=64", "--config.train.steps=4", "--config.train.eval_every=4",
+                     "--config.train.eval_examples=32"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert 0.0 <= results["validation"]["accuracy"] <= 1.0

@@ -27,7 +27,7 @@ def get_config(arg: str = "size=tiny"):
     cfg.optim.update(learning_rate=4e-4, eps=1e-6, weight_decay=0.01, clip_norm=1.0, schedule="linear")
     if size in _CPU:
         cpu_scale(cfg)
-        cfg.objective.mem_len = cfg.data.seq_len // 2
+        cfg.objective.mem_len = 64
     else:
         cfg.data.seq_len = 512
         cfg.data.vocab_size = 32000

@@ -6,6 +6,7 @@ head against `XLNetForSequenceClassification`, and a CLI pretraining run convert
 import dataclasses
 import json
 import pathlib
+import shutil
 
 import flax.linen as nn
 import jax
@@ -398,7 +399,7 @@ def test_cli_pretraining_lowers_the_loss(cli_run):
     assert last < first - 0.5, (first, last)
     assert any("eval_loss" in r for r in rows)
     config = json.loads((cli_run / "config.json").read_text())
-    assert config["objective"]["name"] == "plm" and config["objective"]["mem_len"] == 32
+    assert config["objective"]["name"] == "plm" and config["objective"]["mem_len"] == 64
 
 
 def test_convert_both_ways_and_the_tokenizer_in_transformers(cli_run, tmp_path, require):
@@ -412,10 +413,13 @@ def test_convert_both_ways_and_the_tokenizer_in_transformers(cli_run, tmp_path, 
     # (SentencePiece) tokenizer reads the same ids from spiece.model alone.
     assert [fast.convert_tokens_to_ids(t) for t in ("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>",
                                                     "<eod>", "<eop>")] == list(range(9))
-    enc = fast("The first sentence.", "And the second one.")
+    pair = ("The first sentence.", "And the second one.")
+    enc = fast(*pair, return_token_type_ids=True)
     assert enc.input_ids[-2:] == [4, 3] and enc.token_type_ids[-1] == 2 and fast.padding_side == "left"
-    slow = transformers.XLNetTokenizer.from_pretrained(tmp_path / "hf")
-    assert slow("The first sentence.", "And the second one.").input_ids == enc.input_ids
+    shutil.copytree(tmp_path / "hf", tmp_path / "spm")
+    (tmp_path / "spm" / "tokenizer.json").unlink()
+    spm = transformers.AutoTokenizer.from_pretrained(tmp_path / "spm")
+    assert type(spm).__name__ == "XLNetTokenizer" and spm(*pair).input_ids == enc.input_ids
     ids = torch.tensor([enc.input_ids])
     with torch.no_grad():
         theirs = hf.eval()(input_ids=ids, token_type_ids=torch.tensor([enc.token_type_ids])).logits.numpy()

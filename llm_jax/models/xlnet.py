@@ -42,10 +42,28 @@ import jax.numpy as jnp
 
 from llm_jax.data.tokenizer import XLNET_TOKENIZER
 from llm_jax.flops import Tower
-from llm_jax.layers import Einsum, Embed, LayerNorm, Mlp, RelativeAttention, Stack, activation, sinusoid_positions
-from llm_jax.layers.relative import ATTN_TYPES
+from llm_jax.layers import (
+    Einsum,
+    Embed,
+    LayerNorm,
+    Mlp,
+    RelativeAttention,
+    Stack,
+    activation,
+    sinusoid_positions,
+)
 from llm_jax.models.family import CommonConfig, InputFormat
-from llm_jax.sharding import BATCH, EMBED, SEQ, VOCAB, P_EMBED, P_HEADS, P_KV, P_VOCAB, shard
+from llm_jax.sharding import (
+    BATCH,
+    EMBED,
+    P_EMBED,
+    P_HEADS,
+    P_KV,
+    P_VOCAB,
+    SEQ,
+    VOCAB,
+    shard,
+)
 
 # --------------------------------------------------------------------------------------------- config
 
@@ -111,12 +129,12 @@ class Config(CommonConfig):
         """One row's memory of `mem_len` slots: `(L, M, D)` (what an objective carries across steps)."""
         return (self.n_layer, mem_len, self.d_model)
 
-    def with_vocabulary(self, vocab_size: int, special) -> "Config":
+    def with_vocabulary(self, vocab_size: int, special) -> Config:
         """This Config sized for a tokenizer: its vocabulary and padding id."""
         pad = self.pad_token_id if special.pad is None else special.pad
         return dataclasses.replace(self, vocab_size=vocab_size, pad_token_id=pad).validate()
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         for name in ("vocab_size", "d_model", "n_layer", "n_head", "d_inner", "max_position_embeddings"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be ≥ 1 (got {getattr(self, name)}).")
@@ -128,7 +146,6 @@ class Config(CommonConfig):
                              "position encoding).")
         if self.attn_type not in ("bi", "uni"):
             raise ValueError(f"model.attn_type={self.attn_type!r}: choose 'bi' (XLNet) or 'uni' (causal).")
-        assert self.attn_type in ATTN_TYPES
         if self.mem_len < 0 or self.reuse_len < 0:
             raise ValueError(f"model.mem_len={self.mem_len} and model.reuse_len={self.reuse_len} must be ≥ 0 "
                              "(0 = keep every position).")

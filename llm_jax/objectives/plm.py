@@ -31,7 +31,13 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from llm_jax.objectives.base import Objective, ObjectiveConfigBase, check_token_ids, register, weighted_cross_entropy
+from llm_jax.objectives.base import (
+    Objective,
+    ObjectiveConfigBase,
+    check_token_ids,
+    register,
+    weighted_cross_entropy,
+)
 
 # Why a stream constant: `prepare`'s draws are seeded from (seed, stream, epoch, example), apart from other objectives'.
 _STREAM = 17
@@ -231,7 +237,7 @@ class Plm(Objective):
         vocab = tokenizer.get_vocab()
         starts = np.ones(max(self.vocab_size, max(vocab.values(), default=-1) + 1), bool)  # unknown ids: starts
         for piece, i in vocab.items():
-            starts[i] = piece.startswith("\u2581") or piece.startswith("<") or piece in _PUNCTUATION
+            starts[i] = piece.startswith(("\u2581", "<")) or piece in _PUNCTUATION
         self._word_start_V = starts
 
     # ------------------------------------------------------------------ host side

@@ -100,10 +100,20 @@ class Tower:
       attention_memory: M, positions of a memory that the self-attention's keys and values also cover
         (Transformer-XL's segment-level recurrence, Dai et al. 2019 §3.2): key / value projections, scores, softmax
         and context run over M + T keys; 0 = none.
-      relative_positions: Transformer-XL's relative-position term (§3.3): per layer, a `[M + T, D]` sinusoid table
-        projected once per step (shared by the batch), a second score product against it, and the u / v bias adds.
-      attention_bias: biases on the attention projections; None = `use_bias` (Transformer-XL has them in the
-        feed-forward only).
+      attention_bias: biases on the attention projections; None = `use_bias` (Transformer-XL and XLNet: none
+        there, but biases on the feed-forward and, XLNet, the vocabulary projection).
+      attention_keys: keys per query of the self-attention when they are not this tower's own T positions (an
+        XLNet query stream reads the content stream's T keys at its P positions); 0 = `seq_len`.
+      shared_kv: the self-attention reads another tower's keys and values (XLNet's query stream shares the
+        content stream's, Yang et al. 2019 §2.3): no key / value (or relative position) projections here, and
+        no parameters of its own in the layers.
+      relative_positions: R, the relative position encodings each layer projects and scores every query against
+        before the shift (Transformer-XL / XLNet, Dai et al. 2019 §3.3): a `[R, D]·[D, H·K]` projection, a
+        `[T, H·K]·[H·K, R]` score term, the content / position biases u, v; 0 = none.
+      relative_once_per_step: the `[R, D]` projection runs once per step, not once per sequence (Transformer-XL:
+        its sinusoid table does not depend on the sequence; `tower_step_terms`).
+      segment_terms: XLNet's relative segment encoding (§2.5): each query scored against the two segment
+        embeddings (same / different) with its bias s, and the chosen score added.
       vocab_clusters: adaptive input embeddings and softmax (Baevski & Auli 2019; Grave et al. 2017): per cluster
         `(V_i, E_i, input projection, output projection)`, every cluster computed at every position (what a
         static-shape implementation does); replaces the single table and vocabulary projection. Empty = none.
@@ -133,8 +143,12 @@ class Tower:
     attention_window: int = 0
     windowed_layers: int = 0
     attention_memory: int = 0
-    relative_positions: bool = False
     attention_bias: bool | None = None
+    attention_keys: int = 0
+    shared_kv: bool = False
+    relative_positions: int = 0
+    relative_once_per_step: bool = False
+    segment_terms: bool = False
     vocab_clusters: tuple[tuple[int, int, bool, bool], ...] = ()
 
     def __post_init__(self):
@@ -213,25 +227,33 @@ def _norm_flops(tower: Tower) -> int:
     return LAYER_NORM_FLOPS if tower.norm == "layernorm" else RMS_NORM_FLOPS
 
 
-def _attention(acc: _Terms, tower: Tower, prefix: str, t: int, s: int, dropout: bool, keys: int | None = None,
-               relative: bool = False) -> None:
+def _attention(acc: _Terms, tower: Tower, prefix: str, t: int, s: int, dropout: bool, keys: int | None = None) -> None:
     """One attention block over T queries and S keys, with its output residual and norm.
 
     `keys`: keys per query that the scores and context cover (a banded layer's window); default S. The key and
-    value projections still run over all S positions. `relative`: Transformer-XL's position scores against the
-    S projected sinusoids (whose projection, once per step, is `tower_step_terms`'s) and its u / v bias adds.
+    value projections still run over all S positions. With `relative_positions` the self-attention adds the
+    position scores against the R projected encodings (projected here, or once per step in `tower_step_terms`)
+    and the u / v bias adds; with `segment_terms` XLNet's segment scores.
     """
     d, hk, h = tower.d_model, tower.num_heads * tower.head_dim, tower.num_heads
     bias = int(tower.attn_bias)
     w = s if keys is None else keys
+    own_kv = not (tower.shared_kv and prefix.endswith("self_attn"))
     acc.matmul(f"{prefix}/q", t, d, hk)
-    acc.matmul(f"{prefix}/kv", 2 * s, d, hk)
-    acc.add(f"{prefix}/qkv_bias", bias * (t + 2 * s) * hk)
+    if own_kv:
+        acc.matmul(f"{prefix}/kv", 2 * s, d, hk)
+    acc.add(f"{prefix}/qkv_bias", bias * (t + 2 * s * own_kv) * hk)
     acc.matmul(f"{prefix}/scores", t, hk, w)  # Σ_h [T, K]·[K, S] = 2·T·S·H·K
-    if relative:
-        acc.matmul(f"{prefix}/position_scores", t, hk, w)  # (q + v)·W_R R against every distance
-        acc.add(f"{prefix}/uv_bias", 2 * t * hk)
-        acc.add(f"{prefix}/score_sum", h * t * w)
+    if tower.relative_positions and prefix.endswith("self_attn"):
+        r = tower.relative_positions
+        if own_kv and not tower.relative_once_per_step:
+            acc.matmul(f"{prefix}/rel_pos", r, d, hk)  # W_r R (a query stream reuses the content stream's)
+        acc.matmul(f"{prefix}/rel_scores", t, hk, r)  # (q + v)·W_r R against every row, then the shift
+        acc.add(f"{prefix}/rel_biases", 2 * t * hk)  # q + u, q + v
+        acc.add(f"{prefix}/rel_sum", h * t * w)
+    if tower.segment_terms and prefix.endswith("self_attn"):
+        acc.matmul(f"{prefix}/seg_scores", t, hk, 2)  # (q + s)·e for e ∈ {same, different}
+        acc.add(f"{prefix}/seg_select_sum", t * hk + 2 * h * t * w)
     acc.add(f"{prefix}/scale", h * t * w)
     acc.add(f"{prefix}/softmax", SOFTMAX_FLOPS * h * t * w)
     acc.add(f"{prefix}/probs_dropout", dropout * DROPOUT_FLOPS * h * t * w)
@@ -270,7 +292,7 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
     # Input: lookups (gathers), their sum, norm, dropout, and ALBERT's E → D projection.
     if dense_embedding_lookup:
         acc.matmul("embed/lookup", t, tower.vocab_size, e)
-    acc.add("embed/sum", (tower.embedding_tables - 1) * t * e)
+    acc.add("embed/sum", max(tower.embedding_tables - 1, 0) * t * e)
     if tower.input_norm:
         acc.add("embed/norm", _norm_flops(tower) * t * e)
     acc.add("embed/dropout", dropout * DROPOUT_FLOPS * t * e)
@@ -288,9 +310,8 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
         if not count:
             continue
         layer = _Terms()
-        s_self = t + tower.attention_memory
-        _attention(layer, tower, "layers/self_attn", t, s_self, dropout, keys=tower.keys_per_query(s_self, windowed),
-                   relative=tower.relative_positions)
+        s_self = (tower.attention_keys or t) + tower.attention_memory
+        _attention(layer, tower, "layers/self_attn", t, s_self, dropout, keys=tower.keys_per_query(s_self, windowed))
         if tower.memory_len:
             _attention(layer, tower, "layers/cross_attn", t, tower.memory_len, dropout)
         _ffn(layer, tower, t, dropout)
@@ -337,11 +358,11 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
 def tower_step_terms(tower: Tower) -> dict[str, float]:
     """Forward FLOPs a tower spends once per step whatever the batch: Transformer-XL's projection of the
     `[M + T, D]` relative sinusoids in every layer (the table does not depend on the sequence)."""
-    if not tower.relative_positions:
+    if not (tower.relative_positions and tower.relative_once_per_step):
         return {}
     acc = _Terms()
-    s = tower.seq_len + tower.attention_memory
-    acc.matmul("layers/self_attn/position_proj", tower.num_layers * s, tower.d_model, tower.num_heads * tower.head_dim)
+    acc.matmul("layers/self_attn/position_proj", tower.num_layers * tower.relative_positions, tower.d_model,
+               tower.num_heads * tower.head_dim)
     return acc.terms
 
 
@@ -351,11 +372,16 @@ def non_embedding_params(tower: Tower) -> int:
     Equals the model's parameter count minus its `embedding` tables for unshared stacks (tested).
     """
     d, hk, f, e = tower.d_model, tower.num_heads * tower.head_dim, tower.d_ff, tower.e
-    b = int(tower.use_bias)
+    b, ba = int(tower.use_bias), int(tower.attn_bias)
     norm = 2 if tower.norm == "layernorm" else 1
-    attn = 4 * d * hk + int(tower.attn_bias) * (3 * hk + d) + norm * d
-    if tower.relative_positions:  # W_R and the per-layer u, v (Transformer-XL untie_r)
-        attn += d * hk + 2 * hk
+    # A tower that shares another's keys and values (XLNet's query stream) applies its q and output projections,
+    # its norms and feed-forward to its own positions; the parameters are the other tower's, counted there too.
+    own = 0 if tower.shared_kv else 1
+    attn = (2 + 2 * own) * d * hk + ba * ((1 + 2 * own) * hk + d) + norm * d
+    if tower.relative_positions:
+        attn += own * (d * hk + 2 * hk)  # W_r and the u, v biases
+    if tower.segment_terms:
+        attn += own * 3 * hk  # the segment embeddings (same, different) and the bias s
     n_in = 2 if tower.gated_ffn else 1
     ffn = n_in * d * f + f * d + b * (n_in * f + d) + norm * d
     layer = attn * (2 if tower.memory_len else 1) + ffn
@@ -441,7 +467,7 @@ def model_flops_per_token(towers: Sequence[Tower]) -> float:
 
     def attended(tw: Tower) -> float:
         # PaLM's T in 12·L·H·Q·T, averaged over the layers: the dense ones see T (+ memory), the windowed min(w, T).
-        t = tw.seq_len + tw.memory_len + tw.attention_memory
+        t = (tw.attention_keys or tw.seq_len) + tw.memory_len + tw.attention_memory
         dense = tw.num_layers - tw.windowed_layers
         return (dense * t + tw.windowed_layers * tw.keys_per_query(t, True)) / tw.num_layers
 

@@ -154,7 +154,8 @@ class RelativeAttention(nn.Module):
           kv_in_BTD: the keys'/values' input (the content stream h); None means `q_in_BTD`. Its T positions are
             the queries' positions.
           r_RD: relative position embeddings from `sinusoid_positions(M + T, T, D, ...)` (after the family's
-            dropout), any of its orderings.
+            dropout), any of its orderings; `[B, R, D]` gives each row its own (XLNet's `bi_data`, whose second
+            half of the batch reads the distances negated).
           u_HK, v_HK: content and position biases (Transformer-XL's u, v; HF `r_w_bias`, `r_r_bias`).
           mems_BMD: memory prefix of the keys/values (Transformer-XL recurrence, §3.2); the family stops its
             gradient.
@@ -184,13 +185,18 @@ class RelativeAttention(nn.Module):
         klen = cat_BSD.shape[1]
         k_BSHK = shard(self._proj("BSD,DHK->BSHK", (d, h, k_dim), in_axes, "key")(cat_BSD), BATCH, SEQ, HEADS, KV)
         v_BSHK = shard(self._proj("BSD,DHK->BSHK", (d, h, k_dim), in_axes, "value")(cat_BSD), BATCH, SEQ, HEADS, KV)
-        r_RHK = self._proj("RD,DHK->RHK", (r_RD.shape[-1], h, k_dim), in_axes, "pos")(r_RD)
         u_HK, v_HK = u_HK.astype(q_BTHK.dtype), v_HK.astype(q_BTHK.dtype)
 
         # Why f32 scores: as in `dot_product_attention`.
         f32 = dict(preferred_element_type=jnp.float32)
         ac_BHTS = jnp.einsum("BTHK,BSHK->BHTS", q_BTHK + u_HK, k_BSHK, **f32)
-        bd_BHTS = rel_shift(jnp.einsum("BTHK,RHK->BHTR", q_BTHK + v_HK, r_RHK, **f32), klen)
+        if r_RD.ndim == 3:  # one R per row (XLNet's bi_data: forward and backward halves of the batch)
+            r_BRHK = self._proj("BRD,DHK->BRHK", (r_RD.shape[-1], h, k_dim), in_axes, "pos")(r_RD)
+            bd_BHTR = jnp.einsum("BTHK,BRHK->BHTR", q_BTHK + v_HK, r_BRHK, **f32)
+        else:
+            r_RHK = self._proj("RD,DHK->RHK", (r_RD.shape[-1], h, k_dim), in_axes, "pos")(r_RD)
+            bd_BHTR = jnp.einsum("BTHK,RHK->BHTR", q_BTHK + v_HK, r_RHK, **f32)
+        bd_BHTS = rel_shift(bd_BHTR, klen)
         scores_BHTS = ac_BHTS + bd_BHTS
         if self.segments:
             seg_embed_CHK = self.param("seg_embed", nn.with_logical_partitioning(self.kernel_init, (None, P_HEADS, P_KV)),

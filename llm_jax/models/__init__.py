@@ -24,6 +24,7 @@ FAMILY_NAMES = (
     "gpt1",
     "t5",
     "transfo_xl",
+    "xlnet",
 )
 FAMILIES: dict[str, types.ModuleType] = {name: importlib.import_module(f"llm_jax.models.{name}")
                                          for name in FAMILY_NAMES}

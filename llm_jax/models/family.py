@@ -26,6 +26,7 @@ over the registry).
 | `sequence_head(cfg, trunk_out, *, kind, num_outputs, dropout, deterministic)` | pooling + output layer of its sequence classifiers (HF's `…ForSequenceClassification` / `…ForMultipleChoice`) |
 | `FINETUNE_TRAIN(cfg) -> dict` (optional) | `train` settings of its own fine-tuning recipe that `configs/finetune.py` applies (GPT-1's auxiliary LM weight, §3.2); a causal family's trunk has `attend(hidden_BTD) -> logits_BTV` (its tied LM head), which that loss reads |
 | `towers(cfg, seq_len, *, predicted_positions, heads)` | its stacks as `llm_jax.flops.Tower`s |
+| `Config.memory_shape(mem_len) -> (L, M, D)` (optional) | one row's memory of `mem_len` slots, for an objective that carries memory across steps (`init_carry`; XLNet's `plm`) without reading the family's own field names |
 | `FINETUNE_OPTIM(cfg) -> dict` (optional) | optimizer settings of its own fine-tuning recipe that `configs/finetune.py` applies (ELECTRA's layer-wise LR decay) |
 | `params_from(parent, parent_cfg, params, cfg) -> (cfg, params)` (optional) | how it starts from another family's weights (`model.init_from`), e.g. DistilBERT from alternate BERT layers |
 | `init_decode_state(cfg, params, tokens_BT, mask_BT, max_new_tokens) -> (state, logits_BV)`, `decode_step(cfg, params, state, tokens_B) -> (state, logits_BV)`, `reorder_decode_state(state, rows_R) -> state`, `stop_token_ids(cfg) -> tuple[int, ...]` (optional, all four or none) | its decoder steps, which `llm_jax.generate` drives (greedy, sampling, beam search): see "Decoder steps" below |

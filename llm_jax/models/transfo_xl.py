@@ -413,7 +413,7 @@ def towers(cfg: Config, seq_len: int, *, predicted_positions: int, heads: tuple[
                   d_ff=cfg.intermediate_size, vocab_size=cfg.vocab_size, seq_len=seq_len,
                   embedding_tables=1, input_norm=False,
                   lm_positions=min(predicted_positions, seq_len), lm_transform=False, attention_memory=cfg.mem_len,
-                  relative_positions=True, attention_bias=False, vocab_clusters=vocab_clusters(cfg)),)
+                  relative_positions=seq_len + cfg.mem_len, relative_once_per_step=True, attention_bias=False, vocab_clusters=vocab_clusters(cfg)),)
 
 
 # ---------------------------------------------------------------------------------------- HF name map

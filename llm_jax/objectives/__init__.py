@@ -24,6 +24,7 @@ OBJECTIVE_MODULES = (
     "clm",
     "span_corruption",
     "segment_clm",
+    "plm",
 )
 for _module in OBJECTIVE_MODULES:
     importlib.import_module(f"llm_jax.objectives.{_module}")

@@ -217,14 +217,14 @@ def test_flops_with_memory_equal_xla_dots():
     assert flops.hlo_dot_flops(forward) == ours.matmul
     # The memory's 10 keys are in the attention terms: K/V projections, both score products and the context.
     (tower,) = flops.towers_for("transfo_xl", cfg, ocfg, 16)
-    no_memory = flops.forward_flops([dataclasses.replace(tower, attention_memory=0)], 2)
+    no_memory = flops.forward_flops([dataclasses.replace(tower, attention_memory=0, relative_positions=16)], 2)
     hk, d, t, m, layers = 24, 32, 16, 10, 2
     # Per sequence and layer: K/V over M more rows (2·2M·D·HK), content scores, position scores and context over M
     # more keys (3 · 2·T·M·HK); once per step and layer: the sinusoids' projection of M more rows (2·M·D·HK).
     batch = 2
     assert ours.matmul - no_memory.matmul == layers * (batch * (4 * m * d * hk + 6 * t * m * hk) + 2 * m * d * hk)
     assert flops.model_flops_per_token([tower]) > flops.model_flops_per_token(
-        [dataclasses.replace(tower, attention_memory=0)])
+        [dataclasses.replace(tower, attention_memory=0, relative_positions=16)])
 
 
 # ----------------------------------------------------------------------------------------- recipe, CLI

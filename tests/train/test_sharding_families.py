@@ -6,8 +6,8 @@ with `step.frozen_shardings`, as in `test_carry_frozen.py`. Every case goes thro
 objective's `required_models` say which frozen models to build, its `dummy_batch` which row fields it reads.
 ELECTRA-tiny trains with `rtd`: two passes over one params tree with Gumbel-max sampling from the step RNG in
 between, which must give the same replacements on every layout. GPT-3-tiny trains with `clm`, T5-tiny with
-`span_corruption` and Transformer-XL-tiny with `segment_clm`, its memory carried in the train state and sharded on
-the batch axes (each on the layouts its case names).
+`span_corruption`, Transformer-XL-tiny with `segment_clm` and XLNet-tiny with `plm`, each with its memory carried
+in the train state and sharded on the batch axes (each case on the layouts it names).
 """
 
 import dataclasses
@@ -60,6 +60,9 @@ CASES = {
     # Relative attention over the carried memory `[B, L, M, D]` (the train state's carry, split over the batch axes),
     # the adaptive-softmax-free tiny preset's tied softmax; the second step reads the first one's memory.
     "transfo_xl-segment_clm": Case("transfo-xl-tiny", {"name": "segment_clm"}, layouts=("dp", "fsdp_tp")),
+    # Both streams, the permutation mask and target mapping, relative positions and segments, and the memory
+    # carried from the first step into the second (`state.carry`, split like the batch).
+    "xlnet-plm": Case("xlnet-tiny", {"name": "plm", "mem_len": 8}, layouts=("dp", "fsdp_tp")),
 }
 # One compiled step per (case, layout): `fsdp` on a 4-wide axis (the width split 4 ways, the batch over data × fsdp),
 # `fsdp_tp` on 2 × 2 × 2 (heads, FFN and vocabulary over `tensor` too).

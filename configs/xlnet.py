@@ -1,0 +1,38 @@
+"""XLNet pretraining (Yang et al. 2019): permutation LM with partial prediction (`plm`), Transformer-XL memory.
+
+Usage: `llm-jax pretrain --config configs/xlnet.py:size=tiny --workdir runs/xlnet-tiny`
+sizes: tiny, mini for CPU (a SentencePiece Unigram vocabulary with XLNet's special tokens trained on the bundled
+corpus; rows of 128 tokens, 64 reused into a memory of 64, 21 predictions); base, large (the released models).
+Recipe (Appendix A.3, Table 7, XLNet-Large): rows of 512 tokens (reuse_len = perm_size = 256), memory 384,
+partial prediction K = 6 (85 predictions), n-gram spans up to 5, Adam with lr 4e-4, ε = 1e-6, weight decay 0.01,
+40k warmup steps then linear decay, batch 8192 for 500k steps, dropout 0.1, gradient clipping at 1.
+`:size=tiny,k=7` predicts 1/7 instead (the paper tries K = 6 and 7).
+"""
+
+from llm_jax.recipes import base_config, cpu_scale, parse_arg
+
+_CPU = ("tiny", "mini")
+
+
+def get_config(arg: str = "size=tiny"):
+    args = parse_arg(arg)
+    size = args.get("size", "tiny")
+    if size not in (*_CPU, "base", "large"):
+        raise ValueError(f"configs/xlnet.py: size={size!r}; choose one of {[*_CPU, 'base', 'large']}.")
+    k = int(args.get("k", "6"))
+    if k not in (6, 7):
+        raise ValueError(f"configs/xlnet.py: k={k}; XLNet predicts 1/6 or 1/7 of the tokens (k=6 or k=7).")
+    cfg = base_config("xlnet", f"xlnet-{size}", objective="plm")
+    cfg.objective.partial_prediction_k = k
+    cfg.optim.update(learning_rate=4e-4, eps=1e-6, weight_decay=0.01, clip_norm=1.0, schedule="linear")
+    if size in _CPU:
+        cpu_scale(cfg)
+        cfg.objective.mem_len = 64
+    else:
+        cfg.data.seq_len = 512
+        cfg.data.vocab_size = 32000
+        cfg.objective.update(reuse_len=256, perm_size=256, mem_len=384)
+        cfg.optim.warmup_steps = 40_000
+        cfg.train.batch_size = 8192
+        cfg.train.steps = 500_000
+    return cfg

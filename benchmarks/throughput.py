@@ -1,21 +1,21 @@
 """Training throughput and MFU of our train step, side by side with Hugging Face transformers (PyTorch eager).
 
+    python benchmarks/throughput.py --row all                       # every family's row at its mini size
+    python benchmarks/throughput.py --row bert --row gpt2 --size base
     python benchmarks/throughput.py --config configs/bert.py:size=base --batch 8 --seq 128
-    python benchmarks/throughput.py --config configs/bert.py:size=mini --config configs/bert.py:size=base
-    python benchmarks/throughput.py --config configs/albert.py:size=mini \
-        --config configs/distilbert.py:size=tiny,teacher=bert-tiny
 
-For each config and batch shape, one full training step (forward + backward + clipping + AdamW) of
+For each row (`ROWS`: a family's pretraining config at a mini and a base size) or config, and batch shape, one
+full training step (forward + backward + clipping + AdamW) of
 
 * ours: `llm_jax.train.step.make_train_step` jitted by `jit_train_step` on a 1-device mesh, the objective's
   own loss (`make_objective(...).make_loss(model, frozen_models)`) and the config's optimizer (`make_optimizer`);
-* the reference: the family's transformers class (`HF_ARCHITECTURE`: `BertForPreTraining`, `RobertaForMaskedLM`,
-  `AlbertForPreTraining`, `DistilBertForMaskedLM`) with the identical architecture, the same batch and the same
-  objective — the MLM head applied at the same P gathered positions, the weighted MLM cross-entropy (+ NSP for
-  BERT, + SOP for ALBERT; distillation's T²·KL + MLM + hidden cosine for `distill`), global-norm clipping and
-  AdamW with the same decay mask —
+* the reference: the family's transformers class(es) (`HF_ARCHITECTURE`, or each of `HF_VIEWS`: ELECTRA's
+  generator and discriminator) with the identical architecture, the same batch and the objective's loss written
+  in PyTorch (`REFERENCES`: MLM at the same P gathered positions (+ NSP, SOP), distillation, replaced-token
+  detection with sampling, causal LM, span corruption), global-norm clipping and AdamW with the same decay mask
+  and ours' learning-rate schedule —
 
-is timed on the same synthetic batch (random token ids: no tokenizer needed).
+is timed on the same synthetic batch (`BATCH_LAYOUTS`: random token ids in the objective's layout, no tokenizer).
 
 Frozen models an objective reads (`required_models`: DistilBERT's teacher) run in the same step on both sides,
 forward only (ours: a non-donated jit argument, as the training loop passes it; the reference: the family's
@@ -30,7 +30,11 @@ How the two are kept fair on a small shared machine:
 * both get every core: XLA's intra-op pool is sized to the machine (`--xla_cpu_multi_thread_eigen`, passed
   explicitly), torch gets `torch.set_num_threads(cores)`;
 * steps alternate between the workers in ABBA order with a short pause before each, so a change in machine
-  load hits both alike; the medians of ≥ 10 steps after warm-up give step time and tokens/s.
+  load hits both alike;
+* a row is ≥ 5 trials of a few steps each; a trial's ratio is the reference's median step time over ours, and
+  the row reports the trials' median ratio, min–max and IQR, and a verdict (`verdict`) that is `inconclusive`
+  unless every trial lies on the same side of 1 — with the other processes' CPU share per trial and the load
+  average before and after the row.
 
 FLOP/s and MFU use the analytical counts of `llm_jax.flops` (a frozen model counted forward only) against the
 f32 matmul peak measured in the same run (the best of a few large `jnp` matmuls in our worker, before and after
@@ -78,6 +82,7 @@ ROWS = {
     "albert": {"mini": "configs/albert.py:size=mini", "base": "configs/albert.py:size=base"},
     "electra": {"mini": "configs/electra.py:size=mini", "base": "configs/electra.py:size=base"},
     "gpt2": {"mini": "configs/gpt.py:version=2,size=mini", "base": "configs/gpt.py:version=2,size=small"},
+    "gpt1": {"mini": "configs/gpt.py:version=1,size=tiny", "base": "configs/gpt.py:version=1,size=small"},
     # AdamW: the reference step is AdamW (T5's own recipe, Adafactor, has no like-for-like PyTorch twin here).
     "t5": {"mini": "configs/t5.py:size=mini,optim=adamw", "base": "configs/t5.py:size=base,optim=adamw"},
 }

@@ -966,6 +966,7 @@ def markdown(rows: list[dict]) -> str:
         "Read every row with the machine's other load: `other load` is the share of the machine's CPU time that",
         "other processes took during the timed trials (median over trials), `load avg` the 1-minute load average",
         "before → after the row. Under load both frameworks slow down, by different factors.",
+        "Single-run rows measured before the trials existed are not kept: a second run did not reproduce them.",
         "",
         "| row | batch×seq | ours s/step | reference s/step | ratio (median) | min–max | IQR | verdict |"
         " CPU-time ratio | MFU ours | MFU ref | other load | load avg | loss first→last ours / ref |",

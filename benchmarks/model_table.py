@@ -160,7 +160,7 @@ def count(name: str) -> dict:
         "intermediate_size": getattr(cfg, "intermediate_size", getattr(cfg, "d_ff", None)),
         "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.max_seq_len,
         "type_vocab_size": getattr(cfg, "type_vocab_size", 0),
-        "embedding_size": getattr(cfg, "embedding_size", cfg.hidden_size),
+        "embedding_size": getattr(cfg, "embedding_size", cfg.width),
         "pretraining": step.count_params(boxed), "encoder": step.count_params(trunk),
         "pooler": step.count_params(trunk["pooler"]) if "pooler" in trunk else 0,
         "subtrees": {k: step.count_params(v) for k, v in params.items()},

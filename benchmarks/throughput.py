@@ -594,6 +594,7 @@ def setup_reference(run, batch_np, seed: int = 0, lr_schedule: list[float] | Non
         optimizer.step()
         return loss.item()
 
+    step_fn.models = models  # the transformers modules it trains (for tests)
     names = " + ".join(type(m).__name__ for m in models.values())
     first = next(iter(models.values()))
     described = (f"transformers {names} (PyTorch eager, attn_implementation={first.config._attn_implementation}, "

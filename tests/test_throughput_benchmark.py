@@ -94,15 +94,12 @@ def test_reference_step_mirrors_ours(row, require):
     assert ref["parameters"] == ours["parameters"]
     assert ref["no_decay_parameters"] == ours["no_decay_parameters"] > 0
     ours_losses = [ours_step(i) for i in range(3)]
-    # The reference's models live in its step's closure; read one weight through it before and after step 0.
-    models_ = next(c.cell_contents for c in ref_step.__closure__ if isinstance(c.cell_contents, dict)
-                   and all(isinstance(m, torch.nn.Module) for m in c.cell_contents.values()))
-    before = {n: p.detach().clone() for m in models_.values() for n, p in m.named_parameters()}
+    params = [p for m in ref_step.models.values() for p in m.parameters()]
+    before = [p.detach().clone() for p in params]
     ref_losses = [ref_step(0)]
-    after = {n: p.detach() for m in models_.values() for n, p in m.named_parameters()}
-    assert all(torch.equal(before[n], after[n]) for n in before)  # learning rate 0 at step 0, as ours
+    assert all(torch.equal(b, p) for b, p in zip(before, params))  # learning rate 0 at step 0, as ours
     ref_losses += [ref_step(i) for i in (1, 2)]
-    assert any(not torch.equal(before[n], after[n]) for n in before)
+    assert not any(torch.equal(b, p) for b, p in zip(before, params) if b.ndim == 2)  # then every matrix moves
     assert all(math.isfinite(x) for x in ours_losses + ref_losses)
     assert ref_losses[0] == pytest.approx(ours_losses[0], rel=0.05)
 

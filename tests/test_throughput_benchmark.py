@@ -40,14 +40,15 @@ def test_every_family_has_a_row_with_a_batch_and_a_reference():
     layout and a PyTorch twin (a new family adds one `ROWS` entry, and entries for a new objective)."""
     row_families = {}
     for name, sizes in throughput.ROWS.items():
-        assert set(sizes) == {"mini", "base"}, name
-        for spec in sizes.values():
+        assert set(sizes) - {"no_reference"} == {"mini", "base"}, name
+        for spec in (sizes["mini"], sizes["base"]):
             run = throughput.load_run_config(spec, [])
             row_families.setdefault(run.family, name)
             objective = throughput.make_objective_for(run)
             throughput._entry_for(throughput.BATCH_LAYOUTS, objective, "layout", "BATCH_LAYOUTS")
-            throughput._owner(objective)
-            assert run.optim.name == "adamw", spec  # the reference step is AdamW
+            if "no_reference" not in sizes:
+                throughput._owner(objective)
+                assert run.optim.name == "adamw", spec  # the reference step is AdamW
     missing = sorted(set(models.FAMILY_NAMES) - set(row_families))
     assert not missing, f"families without a throughput row: {missing} (add them to ROWS)"
 

@@ -86,6 +86,8 @@ ROWS = {
     "gpt1": {"mini": "configs/gpt.py:version=1,size=tiny", "base": "configs/gpt.py:version=1,size=small"},
     # AdamW: the reference step is AdamW (T5's own recipe, Adafactor, has no like-for-like PyTorch twin here).
     "t5": {"mini": "configs/t5.py:size=mini,optim=adamw", "base": "configs/t5.py:size=base,optim=adamw"},
+    "transfo_xl": {"mini": "configs/transfo_xl.py:size=mini", "base": "configs/transfo_xl.py:size=base",
+                   "no_reference": "transformers 5 has no TransfoXLLMHeadModel (removed after 4.x)"},
 }
 
 
@@ -207,7 +209,8 @@ def _span_corruption_layout(objective, out: dict, rng, first_plain: int) -> None
 # How the synthetic batch of an objective differs from random ids everywhere (bool masks all True, float weights
 # all 1), by the name of the objective class that defines `dummy_batch` (or a base class of it): a new objective
 # with its own batch layout adds one function here.
-BATCH_LAYOUTS = {"Mlm": _mlm_layout, "Clm": _clm_layout, "SpanCorruption": _span_corruption_layout}
+BATCH_LAYOUTS = {"Mlm": _mlm_layout, "Clm": _clm_layout, "SegmentClm": _clm_layout,
+                 "SpanCorruption": _span_corruption_layout}
 
 
 def _entry_for(table: dict, objective, what: str, member: str):

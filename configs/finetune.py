@@ -13,7 +13,9 @@ Defaults: BERT §4.1 (batch 32, 3 epochs, warmup 10 %, dropout 0.1), with the le
 small-BERT release of Turc et al. (2019) found {3e-4, 1e-4} best for its tiny/mini models, BERT-Base used
 {2e-5 … 5e-5}. Early stopping keeps the best validation params (patience 3 evaluations). A family's own recipe
 (`FINETUNE_OPTIM`, `FINETUNE_TRAIN` in its model file) overrides them: ELECTRA's layer-wise LR decay, GPT-1's
-auxiliary LM loss (train.aux_lm_weight=0.5) and warmup over 0.2 % of the steps.
+auxiliary LM loss (train.aux_lm_weight=0.5) and warmup over 0.2 % of the steps. A family that fine-tunes text to text
+(T5, Raffel et al. 2020 §2.4) does so by default (`data.text_to_text`): task-prefixed inputs, label words or rounded
+scores as targets, evaluation by greedy decoding (`data.num_beams=4` for beam search).
 """
 
 import dataclasses
@@ -23,6 +25,7 @@ import os
 import ml_collections
 
 from llm_jax import models
+from llm_jax.models.family import TEXT_TO_TEXT_MEMBER
 from llm_jax.recipes import parse_arg
 from llm_jax.data.tasks import TaskConfig
 from llm_jax.sharding import MeshConfig
@@ -86,4 +89,7 @@ def get_config(arg: str = "model=bert-tiny,task=wordnet-supersense"):
     cfg.train = dataclasses.asdict(FinetuneTrain(epochs=per_task.get("epochs", 3.0), patience=3))
     if found:  # e.g. GPT-1's auxiliary LM loss (Radford et al. 2018 §3.2, λ = 0.5)
         cfg.train.update(getattr(models.family_module(found[0]), "FINETUNE_TRAIN", lambda c: {})(found[1]))
+    # Text to text (T5 §2.4) is the way to fine-tune of a family that has it; --config.data.text_to_text=False puts a
+    # task head on it instead.
+    cfg.data.text_to_text = bool(found) and hasattr(models.family_module(found[0]), TEXT_TO_TEXT_MEMBER)
     return cfg

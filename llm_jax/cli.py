@@ -8,6 +8,9 @@
     llm-jax convert --from-hf DIR --out DIR | --to-hf RUN_OR_CKPT --out DIR
     llm-jax flops --config bert:size=base --convention electra --batch 256 --seq 512 --steps 1000000
     llm-jax generate --model runs/gpt2-tiny --prompt "The cat" [--num-beams 4 | --temperature 0.8 --top-p 0.9] [--json]
+    llm-jax evaluate --model runs/gpt2-tiny --task perplexity --data text.txt [--stride 256] [--json]
+    llm-jax evaluate --model runs/gpt2-tiny --task wordnet-wic --shots 4 [--seed 1] [--json]
+    llm-jax bias --model runs/bert-tiny [--tests weat1,weat2] [--level static|word|sentence] [--std sample] [--json]
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ VERBS = {
     "convert": "Convert checkpoints: --from-hf HF_DIR --out DIR, or --to-hf RUN_OR_CKPT --out DIR.",
     "flops": "Training FLOPs of one step and of N steps (--config RECIPE[:ARG] [--convention ours|electra|palm]).",
     "generate": "Continue a prompt with a model (--model RUN_OR_DIR --prompt TEXT): greedy, sampling or beam search.",
+    "evaluate": "Perplexity of a text (--task perplexity --data FILE) or a task in context with K demonstrations "
+                "(--task T --shots K), no training.",
+    "bias": "Social-bias association tests (WEAT 1-10, SEAT) on a model's word or sentence vectors (--model DIR).",
 }
 CONFIG_HELP = ("A recipe by name (`llm-jax recipes`: bert, roberta, ..., finetune) or a recipe file, then optionally "
                ":ARG (e.g. bert:size=tiny, my_recipe.py:size=tiny).")
@@ -415,6 +421,172 @@ def _generate(argv: list[str]) -> int:
     return 0
 
 
+def _evaluate(argv: list[str]) -> int:
+    from llm_jax.eval.in_context import NORMALIZE, SCORERS
+
+    parser = argparse.ArgumentParser(
+        prog="llm-jax evaluate", description=VERBS["evaluate"],
+        epilog="--task perplexity prints perplexity, nll_per_token (natural log) and tokens (the tokens predicted, "
+               "counted as transformers' labels=input_ids loss counts them). Any other task: K demonstrations from its "
+               "train split (seeded, class-balanced) in its template, then each query; prints the task's metrics, "
+               "shots, n, the majority baseline and how many demonstrations did not fit the context.")
+    parser.add_argument("--model", required=True, help="a run / checkpoint / model directory of ours, or a Hugging "
+                        "Face checkpoint directory (with its tokenizer)")
+    parser.add_argument("--task", required=True, help="perplexity, or a task: wordnet-supersense, wordnet-gloss, "
+                        "wordnet-wic (bundled), a GLUE task, squad, local (with --task-option)")
+    parser.add_argument("--data", help="perplexity: a UTF-8 text file")
+    parser.add_argument("--window", type=int, help="perplexity: tokens per window (default: the model's positions)")
+    parser.add_argument("--stride", type=int, help="perplexity: tokens between window starts (default: the window)")
+    parser.add_argument("--prepend-eos", action="store_true",
+                        help="perplexity: put the end-of-text token before the text, so its first token is scored too")
+    parser.add_argument("--shots", type=int, default=0, help="K demonstrations (default 0: zero-shot)")
+    parser.add_argument("--seed", type=int, default=0, help="draws the demonstrations (default 0)")
+    parser.add_argument("--template", default="", help="the in-context template over the record fields, ending in "
+                        "{answer} (e.g. '{text_a}\\nAnswer: {answer}'); default: the task's")
+    parser.add_argument("--normalize", choices=NORMALIZE, default="none",
+                        help="rank candidates by total log-likelihood (none), per token, or per character")
+    parser.add_argument("--scorer", choices=SCORERS, default="auto", help="auto: loglikelihood for causal and "
+                        "encoder-decoder LMs, cloze for masked LMs; discriminator: ELECTRA's replaced-token detector")
+    parser.add_argument("--split", default="validation", help="the split evaluated (default validation)")
+    parser.add_argument("--limit", type=int, default=0, help="only the split's first N examples (default all)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="generative tasks: tokens per answer")
+    parser.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
+    parser.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a task setting (task.KEY of finetune), e.g. train_file=a.jsonl kind=multiple_choice")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    import json
+
+    from llm_jax.interop.native import load_pretrained
+
+    if args.task == "perplexity" and not args.data:
+        parser.error("--task perplexity needs --data FILE (a text file)")
+    if args.task == "perplexity":
+        data = pathlib.Path(args.data)
+        if not data.is_file():
+            raise FileNotFoundError(f"--data {data} is not a file; give a UTF-8 text file.")
+        text = data.read_text(encoding="utf-8")
+    family, model_cfg, params, tokenizer = load_pretrained(args.model)
+    if tokenizer is None:
+        raise FileNotFoundError(f"{args.model} has no tokenizer.json to encode text with; export the model with its "
+                                "tokenizer (llm-jax convert) or point at its run directory.")
+    if args.task == "perplexity":
+        from llm_jax.data.tokenizer import special_ids
+        from llm_jax.eval.score import perplexity_function
+
+        ids = tokenizer.encode(text, add_special_tokens=False).ids
+        if args.prepend_eos:
+            sp = special_ids(tokenizer)
+            eos = sp.eod if sp.eod is not None else sp.eos
+            if eos is None:
+                raise ValueError("--prepend-eos: the tokenizer has no end-of-text token; drop the flag.")
+            ids = [eos, *ids]
+        window = args.window or model_cfg.max_seq_len
+        stride = args.stride or window
+        result = {**perplexity_function(family)(family, model_cfg, params, ids, window=window, stride=stride,
+                                                batch_size=args.batch_size).as_dict(),
+                  "window": window, "stride": stride, "prepend_eos": args.prepend_eos}
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"perplexity {result['perplexity']:.4f}  nll/token {result['nll_per_token']:.4f} nats  "
+                  f"tokens {result['tokens']}  (window {window}, stride {stride}, {result['windows']} windows)")
+        return 0
+    from llm_jax.config import section
+    from llm_jax.data.tasks import TaskConfig, load_task
+    from llm_jax.eval.in_context import InContextConfig, evaluate_in_context
+
+    options = {}
+    for item in args.task_option:
+        key, eq, value = item.partition("=")
+        if not eq:
+            parser.error(f"--task-option {item!r}: write KEY=VALUE")
+        key = key.strip()
+        default = {f.name: f.default for f in dataclasses.fields(TaskConfig)}.get(key)
+        if isinstance(default, bool):
+            if value.strip().lower() not in ("true", "false", "1", "0"):
+                parser.error(f"--task-option {item!r}: {key} is true or false")
+            options[key] = value.strip().lower() in ("true", "1")
+        else:
+            options[key] = value
+    task_cfg = section(TaskConfig, {"name": args.task, **options}, "task")
+    task = load_task(task_cfg)
+    result = evaluate_in_context(family, model_cfg, params, tokenizer, task, InContextConfig(
+        shots=args.shots, seed=args.seed,
+        template=args.template.replace("\\n", "\n"), normalize=args.normalize, split=args.split, limit=args.limit,
+        scorer=args.scorer, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        main_metric = result["main_metric"]
+        base = result["majority_baseline"]
+        print(f"{result['task']} ({result['split']}, n={result['n']}): {args.shots}-shot {main_metric} "
+              f"{result[main_metric]:.4f}" + (f"  (majority baseline {base:.4f})" if base is not None else ""))
+        over = result["context_overflow"]
+        print(f"  scorer {result['scorer']}, demonstrations used per query {result['demonstrations_used_mean']:.1f}, "
+              f"dropped for context {over['demonstrations_dropped']} ({over['examples_with_dropped_demonstrations']} "
+              f"queries), queries cut {over['queries_truncated']}")
+    return 0
+
+
+def _bias(argv: list[str]) -> int:
+    from llm_jax.eval import bias, embeddings
+
+    parser = argparse.ArgumentParser(
+        prog="llm-jax bias", description=VERBS["bias"],
+        epilog="Prints one row per test: test, targets X vs Y, attributes A vs B, the effect size d (positive: X goes "
+               "with A), the one-sided permutation p-value (* = from sampled partitions, else exact) and the set "
+               "sizes (sentence level: sentences). With --json: a JSON list of objects with test, effect_size, "
+               "p_value, std, level (and statistic, exact, partitions, n, targets, attributes).")
+    parser.add_argument("--model", required=True, help="a run / checkpoint / model directory of ours, or a Hugging "
+                        "Face checkpoint directory (with its tokenizer)")
+    parser.add_argument("--tests", default=",".join(bias.WEAT_NAMES),
+                        help="comma-separated: weat1 … weat10 (shipped) or paths to test files in the sent-bias "
+                             "schema (default: all ten)")
+    parser.add_argument("--level", choices=embeddings.LEVELS, default="word",
+                        help="static input embeddings, the word alone through the model (default), or sentences "
+                             "from bleached templates (SEAT)")
+    parser.add_argument("--std", choices=bias.STDS, default="sample",
+                        help="effect-size denominator: sample (ddof 1, Caliskan / sent-bias; default) or population "
+                             "(ddof 0, WEFE)")
+    parser.add_argument("--layer", type=int, help="word level / mean pooling: read layer L (1 … number of layers; "
+                        "negative from the top) instead of the model's output")
+    parser.add_argument("--piece", choices=embeddings.PIECE_POOLINGS, default="auto",
+                        help="static / word level: a word's first piece, last piece or mean of its pieces (auto: "
+                             "first; a causal model's contextual word: last)")
+    parser.add_argument("--pooling", choices=embeddings.SENTENCE_POOLINGS, default=None,
+                        help="sentence level: as the family's classifier pools (default) or the mean of the tokens")
+    parser.add_argument("--samples", type=int, default=bias.EXACT_LIMIT,
+                        help=f"partitions drawn when there are more than {bias.EXACT_LIMIT:,} (default "
+                             f"{bias.EXACT_LIMIT:,})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the drawn partitions (default 0)")
+    parser.add_argument("--ties", choices=bias.TIES, default="sent-bias",
+                        help="count partitions equal to the observed one (sent-bias, default) or not (caliskan)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    args = parser.parse_args(argv)
+    import json
+
+    from llm_jax.interop.native import load_pretrained
+
+    if args.pooling is not None and args.level != "sentence":
+        parser.error("--pooling applies to --level sentence")
+    tests = bias.resolve_tests([t.strip() for t in args.tests.split(",") if t.strip()])
+    encoder = embeddings.TextEncoder(*load_pretrained(args.model))
+    rows = []
+    for test in tests:
+        vectors = [encoder.embed(s.examples, args.level, layer=args.layer, piece=args.piece,
+                                 pooling=args.pooling or "classifier")[0] for s in test.sets()]
+        result = bias.weat(*vectors, std=args.std, n_samples=args.samples, seed=args.seed, ties=args.ties)
+        rows.append(bias.result_row(test, result, args.level))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"{args.model}: level {args.level}, effect size d with the {args.std} std, one-sided p "
+              f"({args.ties} ties; * sampled, {args.samples:,} partitions)")
+        print(bias.format_table(rows))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -425,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     handlers = {"pretrain": _pretrain, "finetune": _finetune, "recipes": _recipes, "describe": _describe,
-                "convert": _convert, "flops": _flops, "generate": _generate}
+                "convert": _convert, "flops": _flops, "generate": _generate, "evaluate": _evaluate,
+                "bias": _bias}
     if verb not in handlers:
         print(f"llm-jax: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
         return 2

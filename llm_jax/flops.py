@@ -97,6 +97,16 @@ class Tower:
       token_classes: C of a per-token classifier behind dense + activation (ELECTRA's discriminator: 1).
       trainable: False for a frozen model the loss only reads (a distillation teacher): a training step runs
         it forward once, without dropout and without a backward pass, and the optimizer does not touch it.
+      attention_memory: M, positions of a memory that the self-attention's keys and values also cover
+        (Transformer-XL's segment-level recurrence, Dai et al. 2019 §3.2): key / value projections, scores, softmax
+        and context run over M + T keys; 0 = none.
+      relative_positions: Transformer-XL's relative-position term (§3.3): per layer, a `[M + T, D]` sinusoid table
+        projected once per step (shared by the batch), a second score product against it, and the u / v bias adds.
+      attention_bias: biases on the attention projections; None = `use_bias` (Transformer-XL has them in the
+        feed-forward only).
+      vocab_clusters: adaptive input embeddings and softmax (Baevski & Auli 2019; Grave et al. 2017): per cluster
+        `(V_i, E_i, input projection, output projection)`, every cluster computed at every position (what a
+        static-shape implementation does); replaces the single table and vocabulary projection. Empty = none.
     """
 
     num_layers: int
@@ -122,6 +132,10 @@ class Tower:
     trainable: bool = True
     attention_window: int = 0
     windowed_layers: int = 0
+    attention_memory: int = 0
+    relative_positions: bool = False
+    attention_bias: bool | None = None
+    vocab_clusters: tuple[tuple[int, int, bool, bool], ...] = ()
 
     def __post_init__(self):
         if self.attention_window < 0 or not 0 <= self.windowed_layers <= self.num_layers:
@@ -131,6 +145,10 @@ class Tower:
         if bool(self.attention_window) != bool(self.windowed_layers):
             raise ValueError(f"Tower(attention_window={self.attention_window}, windowed_layers={self.windowed_layers}): "
                              "set both (a band width and how many layers use it) or neither.")
+
+    @property
+    def attn_bias(self) -> bool:
+        return self.use_bias if self.attention_bias is None else self.attention_bias
 
     @property
     def e(self) -> int:
@@ -195,19 +213,25 @@ def _norm_flops(tower: Tower) -> int:
     return LAYER_NORM_FLOPS if tower.norm == "layernorm" else RMS_NORM_FLOPS
 
 
-def _attention(acc: _Terms, tower: Tower, prefix: str, t: int, s: int, dropout: bool, keys: int | None = None) -> None:
+def _attention(acc: _Terms, tower: Tower, prefix: str, t: int, s: int, dropout: bool, keys: int | None = None,
+               relative: bool = False) -> None:
     """One attention block over T queries and S keys, with its output residual and norm.
 
     `keys`: keys per query that the scores and context cover (a banded layer's window); default S. The key and
-    value projections still run over all S positions.
+    value projections still run over all S positions. `relative`: Transformer-XL's position scores against the
+    S projected sinusoids (whose projection, once per step, is `tower_step_terms`'s) and its u / v bias adds.
     """
     d, hk, h = tower.d_model, tower.num_heads * tower.head_dim, tower.num_heads
-    bias = int(tower.use_bias)
+    bias = int(tower.attn_bias)
     w = s if keys is None else keys
     acc.matmul(f"{prefix}/q", t, d, hk)
     acc.matmul(f"{prefix}/kv", 2 * s, d, hk)
     acc.add(f"{prefix}/qkv_bias", bias * (t + 2 * s) * hk)
     acc.matmul(f"{prefix}/scores", t, hk, w)  # Σ_h [T, K]·[K, S] = 2·T·S·H·K
+    if relative:
+        acc.matmul(f"{prefix}/position_scores", t, hk, w)  # (q + v)·W_R R against every distance
+        acc.add(f"{prefix}/uv_bias", 2 * t * hk)
+        acc.add(f"{prefix}/score_sum", h * t * w)
     acc.add(f"{prefix}/scale", h * t * w)
     acc.add(f"{prefix}/softmax", SOFTMAX_FLOPS * h * t * w)
     acc.add(f"{prefix}/probs_dropout", dropout * DROPOUT_FLOPS * h * t * w)
@@ -250,7 +274,13 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
     if tower.input_norm:
         acc.add("embed/norm", _norm_flops(tower) * t * e)
     acc.add("embed/dropout", dropout * DROPOUT_FLOPS * t * e)
-    if e != d:
+    if tower.vocab_clusters:  # adaptive input: each cluster's E_i → D projection, summed, scaled by √D
+        for i, (_, e_i, in_proj, _) in enumerate(tower.vocab_clusters):
+            if in_proj:
+                acc.matmul(f"embed/project{i}", t, e_i, d)
+        acc.add("embed/sum", (len(tower.vocab_clusters) - 1) * t * d)
+        acc.add("embed/scale", t * d)
+    elif e != d:
         acc.matmul("embed/project", t, e, d)
         acc.add("embed/project_bias", int(tower.use_bias) * t * d)
     # The layers: dense ones, and those attending within the window (GPT-3's banded layers).
@@ -258,7 +288,9 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
         if not count:
             continue
         layer = _Terms()
-        _attention(layer, tower, "layers/self_attn", t, t, dropout, keys=tower.keys_per_query(t, windowed))
+        s_self = t + tower.attention_memory
+        _attention(layer, tower, "layers/self_attn", t, s_self, dropout, keys=tower.keys_per_query(s_self, windowed),
+                   relative=tower.relative_positions)
         if tower.memory_len:
             _attention(layer, tower, "layers/cross_attn", t, tower.memory_len, dropout)
         _ffn(layer, tower, t, dropout)
@@ -268,7 +300,15 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
         acc.add("final_norm", _norm_flops(tower) * t * d)
     # Output heads.
     p = tower.lm_positions
-    if p:
+    if p and tower.vocab_clusters:  # adaptive softmax: every cluster's projection, scores, bias and log-softmax
+        for i, (v_i, e_i, _, out_proj) in enumerate(tower.vocab_clusters):
+            if out_proj:
+                acc.matmul(f"lm_head/project{i}", p, d, e_i)
+            acc.matmul(f"lm_head/vocab{i}", p, e_i, v_i)
+            acc.add("lm_head/vocab_bias", p * v_i)
+            acc.add("loss/lm_softmax", SOFTMAX_FLOPS * p * v_i)
+        acc.add("loss/cluster_sum", p * (len(tower.vocab_clusters) - 1))
+    elif p:
         if tower.lm_transform:
             acc.matmul("lm_head/transform", p, d, e)
             acc.add("lm_head/transform_bias", int(tower.use_bias) * p * e)
@@ -294,6 +334,17 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
     return acc.terms
 
 
+def tower_step_terms(tower: Tower) -> dict[str, float]:
+    """Forward FLOPs a tower spends once per step whatever the batch: Transformer-XL's projection of the
+    `[M + T, D]` relative sinusoids in every layer (the table does not depend on the sequence)."""
+    if not tower.relative_positions:
+        return {}
+    acc = _Terms()
+    s = tower.seq_len + tower.attention_memory
+    acc.matmul("layers/self_attn/position_proj", tower.num_layers * s, tower.d_model, tower.num_heads * tower.head_dim)
+    return acc.terms
+
+
 def non_embedding_params(tower: Tower) -> int:
     """Parameters that are not embedding tables, counted as applied (PaLM's / Kaplan's N).
 
@@ -302,7 +353,9 @@ def non_embedding_params(tower: Tower) -> int:
     d, hk, f, e = tower.d_model, tower.num_heads * tower.head_dim, tower.d_ff, tower.e
     b = int(tower.use_bias)
     norm = 2 if tower.norm == "layernorm" else 1
-    attn = 4 * d * hk + b * (3 * hk + d) + norm * d
+    attn = 4 * d * hk + int(tower.attn_bias) * (3 * hk + d) + norm * d
+    if tower.relative_positions:  # W_R and the per-layer u, v (Transformer-XL untie_r)
+        attn += d * hk + 2 * hk
     n_in = 2 if tower.gated_ffn else 1
     ffn = n_in * d * f + f * d + b * (n_in * f + d) + norm * d
     layer = attn * (2 if tower.memory_len else 1) + ffn
@@ -311,9 +364,15 @@ def non_embedding_params(tower: Tower) -> int:
         n += norm * e
     if tower.final_norm:
         n += norm * d
-    if e != d:
+    if tower.vocab_clusters:
+        # Adaptive input projections; the softmax's are counted as tied to them (WikiText-103 ties all but the
+        # first) and its biases (one per word and tail cluster) as the output bias.
+        n += sum(e_i * d for _, e_i, in_proj, _ in tower.vocab_clusters if in_proj)
+        if tower.lm_positions:
+            n += sum(v_i for v_i, _, _, _ in tower.vocab_clusters)
+    elif e != d:
         n += e * d + b * d
-    if tower.lm_positions:
+    if tower.lm_positions and not tower.vocab_clusters:
         if tower.lm_transform:
             n += d * e + b * e + norm * e
         n += int(tower.use_bias and tower.lm_bias) * tower.vocab_size  # the output bias; the projection is tied
@@ -332,6 +391,8 @@ def forward_flops(towers: Sequence[Tower], batch: int, *, dropout: bool = False,
         prefix = "" if len(towers) == 1 else f"tower{i}/"
         for name, v in tower_forward_terms(tower, dropout=dropout, dense_embedding_lookup=dense_embedding_lookup).items():
             acc.add(_prefixed(name, prefix), batch * v)
+        for name, v in tower_step_terms(tower).items():
+            acc.add(_prefixed(name, prefix), v)
     return FlopsCount(acc.terms)
 
 
@@ -380,7 +441,7 @@ def model_flops_per_token(towers: Sequence[Tower]) -> float:
 
     def attended(tw: Tower) -> float:
         # PaLM's T in 12·L·H·Q·T, averaged over the layers: the dense ones see T (+ memory), the windowed min(w, T).
-        t = tw.seq_len + tw.memory_len
+        t = tw.seq_len + tw.memory_len + tw.attention_memory
         dense = tw.num_layers - tw.windowed_layers
         return (dense * t + tw.windowed_layers * tw.keys_per_query(t, True)) / tw.num_layers
 

@@ -11,7 +11,8 @@ A family module declares (see `llm_jax.models.bert` for the reference):
   layers 0 … N−1 into our `[N, ...]` param (`llm_jax.layers.Stack`), N being that param's own leading axis, so an
   encoder of 6 layers and a decoder of 8 (T5) each count their own.
 * `HF_BASE_PREFIX` (optional): `transformers`' `base_model_prefix`. Checkpoints of the bare base model
-  (e.g. a `BertModel` such as all-MiniLM-L6-v2) name their tensors without it.
+  (e.g. a `BertModel` such as all-MiniLM-L6-v2) name their tensors without it; where the name map's names lack it
+  (T5's), checkpoints of the task models that hold the trunk under it (`transformer.shared.weight`) are read too.
 * `HF_TIED_WEIGHTS` (optional): `transformers`' `_tied_weights_keys`, tied name → the name it copies. Tied copies
   are not written (`save_pretrained` drops them too) and, when a checkpoint has them, must equal their source.
 * `HF_IGNORED` (optional): regular expressions of buffers that checkpoints may carry and we never need.
@@ -348,15 +349,20 @@ def _legacy_renamed(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _resolver(tensors: Mapping[str, np.ndarray], base_prefix: str | None):
     """`resolve(hf_name)` → the name under which the checkpoint holds that tensor, or None.
 
-    A bare base-model checkpoint stores `embeddings.…` where the full model stores `bert.embeddings.…`.
+    A bare base-model checkpoint stores `embeddings.…` where the full model stores `bert.embeddings.…`; and where
+    our names carry no prefix (T5's are `T5ForConditionalGeneration`'s), a checkpoint of a model that keeps the trunk
+    under the prefix (`T5ForSequenceClassification`, `T5ForQuestionAnswering`: `transformer.encoder.…`) is read
+    with it.
     """
-    strip = f"{base_prefix}." if base_prefix else None
+    prefix = f"{base_prefix}." if base_prefix else None
 
     def resolve(name: str) -> str | None:
         if name in tensors:
             return name
-        if strip and name.startswith(strip) and name[len(strip):] in tensors:
-            return name[len(strip):]
+        if prefix and name.startswith(prefix) and name[len(prefix):] in tensors:
+            return name[len(prefix):]
+        if prefix and not name.startswith(prefix) and prefix + name in tensors:
+            return prefix + name
         return None
 
     return resolve

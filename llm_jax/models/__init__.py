@@ -23,6 +23,7 @@ FAMILY_NAMES = (
     "gpt",
     "gpt1",
     "t5",
+    "transfo_xl",
 )
 FAMILIES: dict[str, types.ModuleType] = {name: importlib.import_module(f"llm_jax.models.{name}")
                                          for name in FAMILY_NAMES}

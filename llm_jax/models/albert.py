@@ -230,6 +230,9 @@ LM_KIND = "masked"
 TOKENIZER = ALBERT_TOKENIZER
 INPUT_FORMAT = bert.INPUT_FORMAT
 TRUNK_NAME = "albert"
+# Bias tests (`llm_jax.eval.embeddings`): the factorized token table `[V, E]`, and the pretrained pooler (SOP's).
+TOKEN_EMBEDDING = bert.TOKEN_EMBEDDING
+pooled_features = bert.pooled_features
 
 
 def build_trunk(cfg: Config, kind: str, **kwargs) -> AlbertModel:

@@ -322,6 +322,23 @@ def build_trunk(cfg: Config, kind: str, **kwargs) -> BertModel:
     return BertModel(cfg, add_pooler=kind in POOLED_KINDS, **kwargs)
 
 
+# The input token embedding inside the trunk's params (static word vectors for the bias tests).
+TOKEN_EMBEDDING = ("embeddings", "word_embeddings", "embedding")
+
+
+def pooled_features(cfg: Config, trunk_out: Output) -> jax.Array:
+    """The pretrained pooler's output tanh(W · h_[CLS] + b) `[B, D]`: what `sequence_head` feeds its new layer."""
+    del cfg
+    return trunk_out.pooled_BD
+
+
+def first_token_features(cfg, trunk_out) -> jax.Array:
+    """The first token's last-layer state `[B, D]` (`<s>`/`[CLS]`): what a classifier whose layers are all new
+    reads (RoBERTa, ELECTRA, DistilBERT)."""
+    del cfg
+    return trunk_out.hidden_BTD[:, 0]
+
+
 def dense(cfg: Config, eqn: str, d_in: int, d_out: int, name: str) -> Einsum:
     """A classifier layer initialised as HF's `_init_weights` does: normal(initializer_range), zero bias."""
     return Einsum(eqn, (d_in, d_out), (P_EMBED, None), kernel_init=_init(cfg), dtype=jnp.dtype(cfg.dtype), name=name)

@@ -173,6 +173,9 @@ LM_KIND = "masked"
 TOKENIZER = bert.TOKENIZER  # the teacher's WordPiece vocabulary (§3: the student shares it)
 INPUT_FORMAT = bert.INPUT_FORMAT
 TRUNK_NAME = "distilbert"
+# Bias tests (`llm_jax.eval.embeddings`): the token table, and `[CLS]`'s state (`pre_classifier` is new).
+TOKEN_EMBEDDING = bert.TOKEN_EMBEDDING
+pooled_features = bert.first_token_features
 
 
 def build_trunk(cfg: Config, kind: str, **kwargs) -> DistilBertModel:

@@ -215,6 +215,10 @@ class ElectraForPreTraining(nn.Module):
         self.generator = Encoder(generator, collect_hidden=self.collect_hidden)
         # HF `ElectraGeneratorPredictions` fixes exact GELU whatever `hidden_act` says.
         self.mlm_head = albert.MlmHead(generator, act="gelu")
+        # An MLM head on the discriminator, for the paper's ablations that train it as a masked LM over generator
+        # samples (Replace MLM, All-Tokens MLM; §3.5, Table 5). Flax creates its parameters only when it is called,
+        # so RTD's parameter tree (and HF interop) never holds it.
+        self.discriminator_mlm_head = albert.MlmHead(cfg, act="gelu")
 
     def run_generator(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None,
                       mlm_positions_BP=None, deterministic=True) -> Output:
@@ -229,21 +233,46 @@ class ElectraForPreTraining(nn.Module):
                       all_hidden_LBTD=all_hidden)
 
     def run_discriminator(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None,
-                          deterministic=True) -> Output:
-        """The discriminator on (corrupted) ids `[B, T]`: `Output` with its hidden states and `rtd_logits_BT`."""
+                          deterministic=True, discriminator_mlm: str | None = None,
+                          discriminator_mlm_positions_BP=None) -> Output:
+        """The discriminator on (corrupted) ids `[B, T]`: `Output` with its hidden states and `rtd_logits_BT`.
+
+        Args:
+          discriminator_mlm: also predict tokens with the discriminator's own MLM head (the Table 5 ablations):
+            `"positions"` at `discriminator_mlm_positions_BP` (`mlm_logits_BTV` is then `[B, P, V]`), `"all"` at
+            every position (`[B, T, V]`); None: no MLM head (RTD). With `"positions"` (Replace MLM, a plain
+            masked LM) the replaced-token head does not run and `rtd_logits_BT` is None.
+        """
+        if discriminator_mlm not in (None, "positions", "all"):
+            raise ValueError(f"discriminator_mlm={discriminator_mlm!r}: choose 'positions', 'all' or None.")
         out = self.electra(tokens_BT, segment_ids_BT=segment_ids_BT, positions_BT=positions_BT, mask_BT=mask_BT,
                            deterministic=deterministic)
-        return out.replace(rtd_logits_BT=self.discriminator_predictions(out.hidden_BTD))
+        if discriminator_mlm != "positions":
+            out = out.replace(rtd_logits_BT=self.discriminator_predictions(out.hidden_BTD))
+        if discriminator_mlm is None:
+            return out
+        h_BPD = (out.hidden_BTD if discriminator_mlm == "all"
+                 else bert.gather_positions(out.hidden_BTD, discriminator_mlm_positions_BP))
+        return out.replace(mlm_logits_BTV=self.discriminator_mlm_head(h_BPD, self.electra.attend))
 
     def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None,
-                 mlm_positions_BP=None, deterministic=True) -> Output:
+                 mlm_positions_BP=None, deterministic=True, discriminator_mlm: str | None = None) -> Output:
         """Both towers on the same ids `[B, T]`: the discriminator's `Output` with the generator's
-        `mlm_logits_BTV` and `generator_hidden_BTD`."""
+        `mlm_logits_BTV` and `generator_hidden_BTD` (with `discriminator_mlm`, the discriminator's MLM head runs
+        too, creating its parameters at init; its logits are not returned)."""
         kw = dict(segment_ids_BT=segment_ids_BT, positions_BT=positions_BT, mask_BT=mask_BT,
                   deterministic=deterministic)
         gen = self.run_generator(tokens_BT, mlm_positions_BP=mlm_positions_BP, **kw)
-        return self.run_discriminator(tokens_BT, **kw).replace(mlm_logits_BTV=gen.mlm_logits_BTV,
-                                                               generator_hidden_BTD=gen.hidden_BTD)
+        disc = self.run_discriminator(tokens_BT, **kw, discriminator_mlm=discriminator_mlm,
+                                      discriminator_mlm_positions_BP=mlm_positions_BP)
+        return disc.replace(mlm_logits_BTV=gen.mlm_logits_BTV, generator_hidden_BTD=gen.hidden_BTD)
+
+
+def replaced_token_logits(cfg: Config, params, tokens_BT: jax.Array, mask_BT: jax.Array) -> jax.Array:
+    """The discriminator's float32 replaced-token logits `[B, T]` (> 0: "replaced", §2) on ids `[B, T]` with padding
+    mask `mask_BT`: the family's scoring member (`llm_jax.eval.score.original_log_probs`)."""
+    return ElectraForPreTraining(cfg).apply({"params": params}, tokens_BT, mask_BT=mask_BT,
+                                            method="run_discriminator").rtd_logits_BT
 
 
 # ------------------------------------------------------------------------------------- family contract
@@ -259,6 +288,10 @@ LM_KIND = "masked"
 TOKENIZER = BERT_TOKENIZER
 INPUT_FORMAT = bert.INPUT_FORMAT
 TRUNK_NAME = "electra"
+# Bias tests (`llm_jax.eval.embeddings`): the discriminator's token table (shared with the generator) and
+# `[CLS]`'s state (the classification head is all new).
+TOKEN_EMBEDDING = bert.TOKEN_EMBEDDING
+pooled_features = bert.first_token_features
 
 
 def build_trunk(cfg: Config, kind: str, **kwargs) -> ElectraModel:
@@ -315,9 +348,13 @@ def towers(cfg: Config, seq_len: int, *, predicted_positions: int, heads: tuple[
                       head_dim=gen.head_dim, d_ff=gen.intermediate_size,
                       lm_positions=min(predicted_positions, seq_len) if "mlm" in heads else 0, lm_transform=True,
                       **common)
+    # The Table 5 ablations' discriminator MLM head: at the P masked positions (Replace MLM) or at all T.
+    disc_lm = (min(predicted_positions, seq_len) if "disc_mlm" in heads
+               else seq_len if "disc_mlm_all" in heads else 0)
     discriminator = Tower(num_layers=cfg.num_layers, d_model=cfg.hidden_size, num_heads=cfg.num_heads,
                           head_dim=cfg.head_dim, d_ff=cfg.intermediate_size,
-                          token_classes=1 if "rtd" in heads else 0, **common)
+                          token_classes=1 if ("rtd" in heads or "disc_mlm_all" in heads) else 0,
+                          lm_positions=disc_lm, lm_transform=bool(disc_lm), **common)
     return (generator, discriminator)
 
 

@@ -4,7 +4,8 @@ Module conventions the trainer relies on: every module keeps its Config as `cfg`
 contract (DESIGN §5.5: `tokens_BT`, keyword `segment_ids_BT`, `positions_BT`, `mask_BT`, `deterministic`, plus
 what the family's objectives pass) and returns a dataclass with `hidden_BTD`; a masked LM (`LM_KIND="masked"`)
 takes `mlm_positions_BP`, returns `mlm_logits_BTV` and keeps its MLM head under `mlm_head` (the cloze scorer
-reads it).
+reads it); a causal LM's pretraining model returns next-token `logits_BTV` (the scorers and
+perplexity of `llm_jax.eval.score` read them).
 
 A family is one file in `llm_jax/models/` plus one line in the registry (`models/__init__.py`). Code outside
 `models/` reaches a family only through the names below — it never branches on a family's name or reads a field
@@ -28,6 +29,11 @@ over the registry).
 | `FINETUNE_OPTIM(cfg) -> dict` (optional) | optimizer settings of its own fine-tuning recipe that `configs/finetune.py` applies (ELECTRA's layer-wise LR decay) |
 | `params_from(parent, parent_cfg, params, cfg) -> (cfg, params)` (optional) | how it starts from another family's weights (`model.init_from`), e.g. DistilBERT from alternate BERT layers |
 | `init_decode_state(cfg, params, tokens_BT, mask_BT, max_new_tokens) -> (state, logits_BV)`, `decode_step(cfg, params, state, tokens_B) -> (state, logits_BV)`, `reorder_decode_state(state, rows_R) -> state`, `stop_token_ids(cfg) -> tuple[int, ...]` (optional, all four or none) | its decoder steps, which `llm_jax.generate` drives (greedy, sampling, beam search): see "Decoder steps" below |
+| `target_logits(cfg, params, tokens_BS, mask_BS, targets_BT) -> logits_BTV` (optional; seq2seq) | teacher forcing: float32 logits predicting the targets given the source (the decoder reads the targets shifted right behind its start token); `llm_jax.eval.score` scores targets with it |
+| `replaced_token_logits(cfg, params, tokens_BT, mask_BT) -> logits_BT` (optional) | a replaced-token detector's float32 logits (> 0: replaced; ELECTRA's discriminator), which `llm_jax.eval.score` reads as how original a text looks (the discriminator zero-shot scorer) |
+| `Config.init_memory(batch_size) -> dict`, `Config.with_memory(*, mem_len, clamp_len, same_length) -> Config` (optional) | a segment-recurrent family (Transformer-XL): the memory a run's carry starts from (batch-major leaves, what `segment_clm`'s `init_carry` returns) and the Config with other evaluation memory settings (`llm_jax.eval.recurrent`); its pretraining module then takes `memory=` and `labels_BT=` and returns `nll_BT` and the next `memory` |
+| `text_to_text_inputs(cfg, tokens_BT, mask_BT, targets_BT) -> (args, kwargs)` (optional; needs the decoding members) | the family fine-tunes text to text (T5 §2.4, `llm_jax.train.text_to_text`): the `PRETRAINING_MODEL` call whose `logits_BTV` predict the target tokens by teacher forcing (an encoder-decoder's decoder reads the targets shifted right behind its start token); generated text is mapped back to labels |
+| `TOKEN_EMBEDDING`, `pooled_features(cfg, trunk_out) -> [B, D]` (optional, both or none) | what the bias tests (`llm_jax.eval.embeddings`) read: the path of the input token-embedding table `[V, E]` inside the trunk's params (`params[TRUNK_NAME]`), and the sentence vector its sequence classifiers read, up to the first layer that fine-tuning adds (BERT's pretrained pooler; the first token's state for RoBERTa/ELECTRA/DistilBERT, whose classifier layers are all new; GPT's last real token; T5's decoder state at the last `</s>`), from the output of `build_trunk(cfg, "classification", collect_hidden=True)`, which then holds every layer's output in `all_hidden_LBTD` (an encoder-decoder: its encoder's) |
 | `HF_MODEL_TYPE`, `config_from_hf`, `config_to_hf`, and `HF_NAME_MAP`, `HF_ARCHITECTURE`, `HF_BASE_PREFIX`, `HF_TIED_WEIGHTS`, `HF_IGNORED`, `HF_INIT_IF_MISSING` (one checkpoint) or `HF_VIEWS` (several) | the Hugging Face checkpoint mapping (`llm_jax.interop`); absent for a family with no published checkpoint |
 
 Decoder steps (the optional decoding members). `llm_jax.generate` runs one jitted loop for every family that
@@ -149,6 +155,10 @@ _HF_CONTRACT: dict[str, Any] = {
 }
 # A family that generates text (`llm_jax.generate`) has all of these, or none.
 DECODING_MEMBERS = ("init_decode_state", "decode_step", "reorder_decode_state", "stop_token_ids")
+# A family that fine-tunes text to text has this member (and the decoding members).
+TEXT_TO_TEXT_MEMBER = "text_to_text_inputs"
+# A family whose word and sentence vectors the bias tests read (`llm_jax.eval.embeddings`) has both, or neither.
+REPRESENTATION_MEMBERS = ("TOKEN_EMBEDDING", "pooled_features")
 _HF_SINGLE_VIEW: dict[str, Any] = {
     "HF_NAME_MAP": dict,
     "HF_ARCHITECTURE": str,
@@ -179,6 +189,18 @@ def check_family(module: types.ModuleType) -> list[str]:
                         f"{[n for n in DECODING_MEMBERS if n not in decoding]}: the decoding members come together")
     problems += [f"{module.__name__}.{name} is not callable" for name in decoding
                  if not callable(getattr(module, name))]
+    if hasattr(module, TEXT_TO_TEXT_MEMBER) and (not decoding or not callable(getattr(module, TEXT_TO_TEXT_MEMBER))):
+        problems.append(f"{module.__name__}.{TEXT_TO_TEXT_MEMBER} must be callable and needs the decoding members "
+                        f"{DECODING_MEMBERS}: text-to-text evaluation decodes")
+    representation = [name for name in REPRESENTATION_MEMBERS if hasattr(module, name)]
+    if representation and len(representation) < len(REPRESENTATION_MEMBERS):
+        problems.append(f"{module.__name__} has {representation} but lacks "
+                        f"{[n for n in REPRESENTATION_MEMBERS if n not in representation]}: they come together")
+    if hasattr(module, "TOKEN_EMBEDDING") and not (
+            isinstance(module.TOKEN_EMBEDDING, tuple) and all(isinstance(k, str) for k in module.TOKEN_EMBEDDING)):
+        problems.append(f"{module.__name__}.TOKEN_EMBEDDING must be a tuple of param names (a path in the trunk)")
+    if hasattr(module, "pooled_features") and not callable(module.pooled_features):
+        problems.append(f"{module.__name__}.pooled_features is not callable")
     if problems:
         return problems
     if not issubclass(module.Config, CommonConfig):
@@ -205,5 +227,5 @@ def check_family(module: types.ModuleType) -> list[str]:
     return problems
 
 
-__all__ = ["CommonConfig", "DECODING_MEMBERS", "InputFormat", "LM_KINDS", "PAD_SIDES", "RUNTIME_FIELDS",
-           "check_family"]
+__all__ = ["CommonConfig", "DECODING_MEMBERS", "InputFormat", "LM_KINDS", "PAD_SIDES", "REPRESENTATION_MEMBERS",
+           "RUNTIME_FIELDS", "TEXT_TO_TEXT_MEMBER", "check_family"]

@@ -551,6 +551,8 @@ TOKENIZER = GPT2_TOKENIZER
 INPUT_FORMAT = InputFormat(pad_side="right", classifier_token=False, task_tokens=(("sep", TOKENIZER.roles["eod"]),),
                            template="sep_between")
 TRUNK_NAME = "transformer"
+# Bias tests (`llm_jax.eval.embeddings`): the token table, and the last real token's state (`pooled_features`).
+TOKEN_EMBEDDING = ("embeddings", "word_embeddings", "embedding")
 # Decoding (optional members, `llm_jax.generate`): `init_decode_state`, `decode_step`, `reorder_decode_state` and
 # `stop_token_ids`, defined above.
 
@@ -575,6 +577,12 @@ def sequence_head(cfg, trunk_out: Output, *, kind: str, num_outputs: int, dropou
     x_BD = nn.Dropout(dropout)(trunk_out.pooled_BD, deterministic=deterministic)
     return Einsum("BD,DC->BC", (cfg.hidden_size, num_outputs), (P_EMBED, None), use_bias=False, kernel_init=init(cfg),
                   dtype=jnp.dtype(cfg.dtype), name="score")(x_BD)
+
+
+def pooled_features(cfg, trunk_out: Output) -> jax.Array:
+    """The last real token's state `[B, D]` (after `ln_f`): what `sequence_head` feeds its new `score` layer."""
+    del cfg
+    return trunk_out.pooled_BD
 
 
 def decoder_tower(cfg, seq_len: int, predicted_positions: int, *, final_norm: bool) -> Tower:

@@ -122,6 +122,9 @@ INPUT_FORMAT = InputFormat(
     task_tokens=(("bos", "_start_"), ("sep", "_delimiter_"), ("cls", "_classify_")))
 TRUNK_NAME = "transformer"
 sequence_head = gpt.sequence_head
+# Bias tests: as GPT-2's (a pretrained GPT-1 has no extract token yet; its last real token's state stands in).
+TOKEN_EMBEDDING = gpt.TOKEN_EMBEDDING
+pooled_features = gpt.pooled_features
 # Decoding (optional members, `llm_jax.generate`): GPT-2's decoder steps run GPT-1's module.
 init_decode_state, decode_step = gpt.decoding_for(OpenAIGPTLMHeadModel)
 reorder_decode_state = gpt.reorder_decode_state

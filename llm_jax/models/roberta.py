@@ -105,6 +105,9 @@ LM_KIND = "masked"
 TOKENIZER = ROBERTA_TOKENIZER
 INPUT_FORMAT = bert.INPUT_FORMAT
 TRUNK_NAME = "roberta"
+# Bias tests (`llm_jax.eval.embeddings`): the token table, and `<s>`'s state (the classification head is all new).
+TOKEN_EMBEDDING = bert.TOKEN_EMBEDDING
+pooled_features = bert.first_token_features
 towers = bert.towers
 
 

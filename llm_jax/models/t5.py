@@ -189,12 +189,14 @@ class Output:
       logits_BTV: float32 logits over the vocabulary at each decoder position (`T5ForConditionalGeneration`).
       eos_hidden_BD: the decoder output at each row's last `eos_token_id` of the input, when the decoder inputs
         were the inputs shifted right (HF `T5ForSequenceClassification`'s sentence representation).
+      all_hidden_LBTD: every encoder layer's output `[L, B, S, D]` (before the final norm), with `collect_hidden`.
     """
 
     hidden_BTD: jax.Array
     decoder_hidden_BTD: jax.Array | None = None
     logits_BTV: jax.Array | None = None
     eos_hidden_BD: jax.Array | None = None
+    all_hidden_LBTD: jax.Array | None = None
 
 
 def _normal(std: float):
@@ -320,15 +322,17 @@ class T5Stack(nn.Module):
       cfg: hyperparameters.
       decoder: the decoder stack (causal bucketing, cross-attention, `num_decoder_layers`).
       decode: incremental decoding with caches.
+      collect_hidden: also return every layer's output `[L, B, T, D]` (before the final norm).
     """
 
     cfg: Config
     decoder: bool = False
     decode: bool = False
+    collect_hidden: bool = False
 
     @nn.compact
     def __call__(self, x_BTD, *, mask_BT=None, encoded_BSD=None, encoder_mask_BS=None, deterministic=True):
-        """`[B, T, D]` embeddings → `[B, T, D]` states.
+        """`[B, T, D]` embeddings → `[B, T, D]` states (and, with `collect_hidden`, `(states, [L, B, T, D])`).
 
         Args:
           x_BTD: the embedded tokens.
@@ -361,11 +365,12 @@ class T5Stack(nn.Module):
             args += (encoded_BSD, None if encoder_mask_BS is None else padding_mask(encoder_mask_BS))
         x_BTD = nn.Dropout(cfg.hidden_dropout)(x_BTD, deterministic=deterministic)
         layers = cfg.num_decoder_layers if self.decoder else cfg.num_layers
-        x_BTD = Stack(Layer, (("cfg", cfg), ("decoder", self.decoder), ("decode", self.decode),
-                              ("deterministic", deterministic)), layers, remat=cfg.remat, unroll=cfg.scan_unroll,
-                      name="stack")(x_BTD, *args).x
-        x_BTD = RMSNorm(cfg.layer_norm_epsilon, dtype=jnp.dtype(cfg.dtype), name="final_norm")(x_BTD)
-        return nn.Dropout(cfg.hidden_dropout)(x_BTD, deterministic=deterministic)
+        out = Stack(Layer, (("cfg", cfg), ("decoder", self.decoder), ("decode", self.decode),
+                            ("deterministic", deterministic)), layers, remat=cfg.remat, unroll=cfg.scan_unroll,
+                    collect_hidden=self.collect_hidden, name="stack")(x_BTD, *args)
+        x_BTD = RMSNorm(cfg.layer_norm_epsilon, dtype=jnp.dtype(cfg.dtype), name="final_norm")(out.x)
+        x_BTD = nn.Dropout(cfg.hidden_dropout)(x_BTD, deterministic=deterministic)
+        return (x_BTD, out.hidden_LBTD) if self.collect_hidden else x_BTD
 
 
 def shift_right(tokens_BT: jax.Array, start_id: int) -> jax.Array:
@@ -380,22 +385,29 @@ class T5Model(nn.Module):
     Attributes:
       cfg: hyperparameters.
       decode: build the decoder with caches for incremental decoding.
+      collect_hidden: `__call__` also returns every encoder layer's output (`Output.all_hidden_LBTD`).
     """
 
     cfg: Config
     decode: bool = False
+    collect_hidden: bool = False
 
     def setup(self):
         cfg = self.cfg
         self.shared = Embed(cfg.vocab_size, cfg.d_model, (P_VOCAB, P_EMBED), _normal(cfg.initializer_factor),
                             jnp.dtype(cfg.dtype), field="token ids (model.vocab_size)")
-        self.encoder = T5Stack(cfg)
+        self.encoder = T5Stack(cfg, collect_hidden=self.collect_hidden)
         self.decoder = T5Stack(cfg, decoder=True, decode=self.decode)
+
+    def encode_layers(self, tokens_BT, *, mask_BT=None, deterministic=True) -> tuple[jax.Array, jax.Array | None]:
+        """`(encoder output [B, S, D], every encoder layer's output [L, B, S, D] or None without collect_hidden)`."""
+        x_BTD = shard(self.shared(tokens_BT), BATCH, SEQ, EMBED)
+        out = self.encoder(x_BTD, mask_BT=mask_BT, deterministic=deterministic)
+        return out if self.collect_hidden else (out, None)
 
     def encode(self, tokens_BT, *, mask_BT=None, deterministic=True) -> jax.Array:
         """The encoder's output `[B, S, D]` for input ids `[B, S]` (padding mask `mask_BT`, True = real)."""
-        x_BTD = shard(self.shared(tokens_BT), BATCH, SEQ, EMBED)
-        return self.encoder(x_BTD, mask_BT=mask_BT, deterministic=deterministic)
+        return self.encode_layers(tokens_BT, mask_BT=mask_BT, deterministic=deterministic)[0]
 
     def decode_hidden(self, decoder_tokens_BT, encoded_BSD, *, encoder_mask_BS=None, decoder_mask_BT=None,
                       deterministic=True) -> jax.Array:
@@ -417,7 +429,7 @@ class T5Model(nn.Module):
         del segment_ids_BT
         if positions_BT is not None:
             raise ValueError("T5 takes no positions_BT: its relative position bias follows the token order.")
-        encoded_BSD = self.encode(tokens_BT, mask_BT=mask_BT, deterministic=deterministic)
+        encoded_BSD, all_hidden = self.encode_layers(tokens_BT, mask_BT=mask_BT, deterministic=deterministic)
         eos_rows = decoder_tokens_BT is None
         if eos_rows:
             decoder_tokens_BT = shift_right(tokens_BT, self.cfg.decoder_start_token_id)
@@ -430,7 +442,8 @@ class T5Model(nn.Module):
             last_eos_B = jnp.max(jnp.where(tokens_BT == self.cfg.eos_token_id, jnp.arange(t), -1), axis=1)
             last_eos_B = jnp.where(last_eos_B < 0, t - 1, last_eos_B)
             eos_hidden_BD = jnp.take_along_axis(hidden_BTD, last_eos_B[:, None, None], axis=1)[:, 0]
-        return Output(hidden_BTD=encoded_BSD, decoder_hidden_BTD=hidden_BTD, eos_hidden_BD=eos_hidden_BD)
+        return Output(hidden_BTD=encoded_BSD, decoder_hidden_BTD=hidden_BTD, eos_hidden_BD=eos_hidden_BD,
+                      all_hidden_LBTD=all_hidden)
 
     def attend(self, x_BTD):
         """`x · Eᵀ` with the shared embedding E (the tied output projection)."""
@@ -597,9 +610,32 @@ def reorder_decode_state(state: DecodeState, rows_R: jax.Array) -> DecodeState:
                        encoder_mask_BS=state.encoder_mask_BS[rows_R])
 
 
+def target_logits(cfg: Config, params, tokens_BS: jax.Array, mask_BS: jax.Array, targets_BT: jax.Array) -> jax.Array:
+    """Teacher forcing (the family's scoring member, `llm_jax.eval.score`): float32 logits `[B, T, V]` predicting
+    `targets_BT` given the encoder inputs `tokens_BS` (mask `mask_BS`, True = real); the decoder reads the targets
+    shifted right behind `decoder_start_token_id` (§3.1, HF `labels=`). Targets may be right-padded: the decoder is
+    causal, so padding changes no earlier position."""
+    out = T5ForConditionalGeneration(cfg).apply({"params": params}, tokens_BS, mask_BT=mask_BS,
+                                                decoder_tokens_BT=shift_right(targets_BT, cfg.decoder_start_token_id))
+    return out.logits_BTV
+
+
 def stop_token_ids(cfg: Config) -> tuple[int, ...]:
     """The ids that end a generated text: `</s>` (`eos_token_id`)."""
     return (cfg.eos_token_id,)
+
+
+def text_to_text_inputs(cfg: Config, tokens_BT: jax.Array, mask_BT: jax.Array,
+                        targets_BT: jax.Array) -> tuple[tuple, dict[str, Any]]:
+    """Teacher forcing for text-to-text fine-tuning (T5 §2.4, §3.1.3): the `PRETRAINING_MODEL` call that predicts
+    `targets_BT` (`[B, T]`, the target text + `</s>`, padded) from the inputs `[B, S]` (+ mask) — the decoder reads
+    the targets shifted right behind `decoder_start_token_id` (`shift_right`).
+
+    Returns:
+      `(args, kwargs)` of `T5ForConditionalGeneration.__call__`.
+    """
+    return (tokens_BT,), {"mask_BT": mask_BT,
+                          "decoder_tokens_BT": shift_right(targets_BT, cfg.decoder_start_token_id)}
 
 
 # ------------------------------------------------------------------------------------- family contract
@@ -615,8 +651,11 @@ TOKENIZER = T5_TOKENIZER
 INPUT_FORMAT = InputFormat(pad_side="right")
 # HF's `base_model_prefix`; everything but the untied output projection.
 TRUNK_NAME = "transformer"
+# Bias tests (`llm_jax.eval.embeddings`): the shared token table; words are read from the encoder.
+TOKEN_EMBEDDING = ("shared", "embedding")
 # Decoding (optional members, `llm_jax.generate`): `init_decode_state`, `decode_step`, `reorder_decode_state` and
-# `stop_token_ids`, defined above.
+# `stop_token_ids`, defined above; with them `text_to_text_inputs` makes text-to-text T5's way to fine-tune (§2.4:
+# every task as an input text with a task prefix → a target text, trained by teacher forcing, scored by decoding).
 
 
 def build_trunk(cfg: Config, kind: str, **kwargs) -> T5Model:
@@ -638,6 +677,13 @@ def sequence_head(cfg: Config, trunk_out: Output, *, kind: str, num_outputs: int
     del kind
     return ClassificationHead(cfg, num_outputs, dropout, name="classification_head")(trunk_out.eos_hidden_BD,
                                                                                      deterministic)
+
+
+def pooled_features(cfg: Config, trunk_out: Output) -> jax.Array:
+    """The decoder's state at each row's last `</s>` `[B, D]` (the inputs shifted right as decoder inputs): what
+    `sequence_head` feeds its new `ClassificationHead` (HF `T5ForSequenceClassification`)."""
+    del cfg
+    return trunk_out.eos_hidden_BD
 
 
 class ClassificationHead(nn.Module):
@@ -715,8 +761,10 @@ HF_NAME_MAP: dict[str, tuple[str, str]] = {
 }
 HF_ARCHITECTURE = "T5ForConditionalGeneration"
 HF_MODEL_TYPE = "t5"
-# Our names are those of `T5ForConditionalGeneration`, which carry no prefix.
-HF_BASE_PREFIX = ""
+# HF's `base_model_prefix`. Our names are those of `T5ForConditionalGeneration`, which carry no prefix; checkpoints of
+# `T5ForSequenceClassification` / `T5ForQuestionAnswering` hold the same trunk under `transformer.` and load too
+# (their task head is reported as unexpected; the untied `lm_head` of v1.1, which they lack, is then missing).
+HF_BASE_PREFIX = "transformer"
 # transformers' `_tied_weights_keys`. `lm_head.weight` is a tied copy only where our config ties it (v1.0); an
 # untied config (v1.1) maps it to `lm_head/kernel` of its own (`state_dict._read_view`).
 HF_TIED_WEIGHTS: dict[str, str] = {

@@ -18,8 +18,12 @@ OBJECTIVE_MODULES = (
     "mlm_sop",
     "distill",
     "rtd",
+    "electra15",
+    "replace_mlm",
+    "all_tokens_mlm",
     "clm",
     "span_corruption",
+    "segment_clm",
 )
 for _module in OBJECTIVE_MODULES:
     importlib.import_module(f"llm_jax.objectives.{_module}")

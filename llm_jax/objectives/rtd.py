@@ -117,6 +117,8 @@ class Rtd(Mlm):
     Config = RtdConfig
     heads = ("mlm", "rtd")
     progress_keys = ("loss", "mlm_accuracy", "disc_accuracy", "tokens_per_s")
+    # The denominator of the discriminator's loss and metrics (`loss_denominators` key): every real token.
+    disc_denominator = "tokens"
 
     def _mask(self, tokens_BT: np.ndarray, seeds) -> dict[str, np.ndarray]:
         return mask_batch(tokens_BT, maskable(tokens_BT, self.special), seeds, mask_prob=self.cfg.mask_prob,
@@ -125,6 +127,36 @@ class Rtd(Mlm):
                           random_fraction=self.cfg.random_fraction)
 
     # ------------------------------------------------------------------ device side
+    def disc_weights(self, batch) -> jax.Array:
+        """`[B, T]` f32: the positions whose replaced/original label the discriminator is trained on (RTD: every
+        non-padding token)."""
+        return batch["mask"].astype(jnp.float32)
+
+    def model_inputs(self, batch) -> dict:
+        """The model's keyword inputs besides the ids (mask, segments): what both towers read."""
+        _, kwargs = self.init_inputs(batch)
+        kwargs.pop("mlm_positions_BP")
+        return kwargs
+
+    def generate(self, model, params, batch, rng, den, deterministic):
+        """Steps 2–4 of the module docstring: the generator on the masked ids, its MLM loss and accuracy over the
+        masked positions, and the sequence the discriminator reads.
+
+        Returns:
+          `(mlm_loss, mlm_accuracy, corrupted_BT, replaced_BT)`: scalars, the original ids with the generator's
+          samples at the masked positions, and 1 where a sample differs from the original.
+        """
+        gen_rng, sample_rng = jax.random.split(rng)
+        gen = model.apply({"params": params}, batch["inputs"], mlm_positions_BP=batch["mlm_positions"],
+                          **self.model_inputs(batch), deterministic=deterministic, rngs={"dropout": gen_rng},
+                          method="run_generator")
+        mlm_loss, mlm_acc = weighted_cross_entropy(gen.mlm_logits_BTV, batch["mlm_ids"], batch["mlm_weights"],
+                                                   den["mlm"])
+        sampled_BP = gumbel_max_sample(gen.mlm_logits_BTV, sample_rng, self.cfg.temperature)
+        corrupted_BT, replaced_BT = corrupt(batch["inputs"], batch["mlm_positions"], batch["mlm_ids"],
+                                            batch["mlm_weights"], sampled_BP)
+        return mlm_loss, mlm_acc, corrupted_BT, replaced_BT
+
     def loss_denominators(self, batch):
         return {"mlm": jnp.sum(batch["mlm_weights"].astype(jnp.float32)),
                 "tokens": jnp.sum(batch["mask"].astype(jnp.float32))}
@@ -137,24 +169,17 @@ class Rtd(Mlm):
         def loss_fn(params, batch, rng, *, carry=None, frozen=None, denominators=None, deterministic=False):
             del frozen
             den = self.loss_denominators(batch) if denominators is None else denominators
-            gen_rng, sample_rng, disc_rng = jax.random.split(rng, 3)
-            _, kwargs = self.init_inputs(batch)
-            kwargs.pop("mlm_positions_BP")
-            gen = model.apply({"params": params}, batch["inputs"], mlm_positions_BP=batch["mlm_positions"], **kwargs,
-                              deterministic=deterministic, rngs={"dropout": gen_rng}, method="run_generator")
-            mlm_loss, mlm_acc = weighted_cross_entropy(gen.mlm_logits_BTV, batch["mlm_ids"], batch["mlm_weights"],
-                                                       den["mlm"])
-            sampled_BP = gumbel_max_sample(gen.mlm_logits_BTV, sample_rng, cfg.temperature)
-            corrupted_BT, replaced_BT = corrupt(batch["inputs"], batch["mlm_positions"], batch["mlm_ids"],
-                                                batch["mlm_weights"], sampled_BP)
-            disc = model.apply({"params": params}, corrupted_BT, **kwargs, deterministic=deterministic,
-                               rngs={"dropout": disc_rng}, method="run_discriminator")
-            weights_BT = batch["mask"].astype(jnp.float32)
+            gen_rng, disc_rng = jax.random.split(rng)
+            mlm_loss, mlm_acc, corrupted_BT, replaced_BT = self.generate(model, params, batch, gen_rng, den,
+                                                                         deterministic)
+            disc = model.apply({"params": params}, corrupted_BT, **self.model_inputs(batch),
+                               deterministic=deterministic, rngs={"dropout": disc_rng}, method="run_discriminator")
+            weights_BT = self.disc_weights(batch)
             labels_BT = replaced_BT.astype(jnp.float32)
             logits_BT = disc.rtd_logits_BT
             # Binary cross-entropy with logits, the stable form: max(x, 0) − x·y + log(1 + e^−|x|).
             bce_BT = jnp.maximum(logits_BT, 0) - logits_BT * labels_BT + jnp.log1p(jnp.exp(-jnp.abs(logits_BT)))
-            tokens = jnp.maximum(den["tokens"], 1e-5)
+            tokens = jnp.maximum(den[self.disc_denominator], 1e-5)
             disc_loss = jnp.sum(bce_BT * weights_BT) / tokens
             predicted_BT = (logits_BT > 0).astype(jnp.float32)
             loss = cfg.gen_weight * mlm_loss + cfg.disc_weight * disc_loss

@@ -20,7 +20,13 @@ What fine-tuning adds:
 * imbalanced labels: `data.balance=class_weights` (inverse-frequency weighted loss) or `oversample` (minority
   classes repeated until every class is as frequent as the largest);
 * `DIR/results.json` — `{"validation": {metric: value, ..., "majority_baseline": v}, "test": {...}}` — and
-  `DIR/predictions/{validation,test}.jsonl`, plus `summary.json` (steps, best step, timings).
+  `DIR/predictions/{validation,test}.jsonl`, plus `summary.json` (steps, best step, timings);
+* **text to text** (`data.text_to_text`, the default of a family with `text_to_text_inputs`: T5, Raffel et al.
+  2020 §2.4): no head — the task's `TaskSpec.text` renders each record as a task-prefixed input and a target text
+  (a label word, or a score rounded to 0.2), the pretraining model learns to write the target by teacher forcing
+  (`objectives.text_to_text`), and evaluation decodes (greedy, or beam search with `data.num_beams`) and maps the
+  text back to a label (`eval.text_to_text`); outputs that are no label count as wrong, and every result reports
+  how many there were (`non_label_outputs`).
 
 A rerun in the same workdir resumes from the newest checkpoint (and the best-so-far params); a finished run is
 only re-scored.
@@ -45,12 +51,15 @@ from llm_jax.config import section
 from llm_jax.data.features import encode
 from llm_jax.data.loader import DeterministicLoader
 from llm_jax.data.tasks import Task, TaskConfig, few_shot_subset, labels_of, load_task, with_metrics
+from llm_jax.data.text_to_text import encode_text_to_text, longest_target, text_labels
 from llm_jax.data.tokenizer import load_tokenizer, save_tokenizer
 from llm_jax.eval.predict import Predictor, majority_baseline, score
+from llm_jax.eval.text_to_text import TextPredictor, score_texts
 from llm_jax.eval.zero_shot import zero_shot
 from llm_jax.models import heads
 from llm_jax.objectives import check_token_ids
 from llm_jax.objectives.finetune import TaskObjective, class_weights
+from llm_jax.objectives.text_to_text import TextToTextObjective
 from llm_jax.sharding import MeshConfig
 from llm_jax.train import step as step_lib
 from llm_jax.train.best import BestKeeper, write_json
@@ -86,7 +95,11 @@ class FinetuneData:
       tokenizer_corpus / tokenizer_max_documents / vocab_size / lowercase: how that tokenizer is trained.
       doc_stride / max_query_length / max_answer_length: span tasks (SQuAD): window overlap, question cut,
         longest answer.
-      eval_batch_size: rows per evaluation forward pass.
+      eval_batch_size: rows per evaluation forward pass (or decoding call).
+      text_to_text: fine-tune text to text (T5 §2.4; the family needs `text_to_text_inputs`) instead of a task
+        head; `configs/finetune.py` sets it for the families that have it.
+      target_len: text to text: target tokens (`</s>` included); 0 = the longest target of the task.
+      num_beams: text to text: decoding at evaluation, 1 = greedy, N > 1 = beam search with N beams.
     """
 
     seq_len: int = 128
@@ -101,6 +114,9 @@ class FinetuneData:
     max_query_length: int = 64
     max_answer_length: int = 30
     eval_batch_size: int = 128
+    text_to_text: bool = False
+    target_len: int = 0
+    num_beams: int = 1
 
     def validate(self) -> "FinetuneData":
         if self.seq_len < 8:
@@ -111,6 +127,12 @@ class FinetuneData:
             raise ValueError(f"data.balance={self.balance!r}: choose one of {BALANCE}.")
         if self.eval_batch_size < 1:
             raise ValueError("data.eval_batch_size must be ≥ 1.")
+        if self.target_len < 0 or self.num_beams < 1:
+            raise ValueError(f"data.target_len={self.target_len} must be ≥ 0 (0 = the longest target) and "
+                             f"data.num_beams={self.num_beams} ≥ 1 (1 = greedy).")
+        if self.text_to_text and self.balance == "class_weights":
+            raise ValueError("data.balance=class_weights weighs a classifier's loss; text to text trains on target "
+                             "tokens: use data.balance=oversample or none.")
         return self
 
 
@@ -267,6 +289,8 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg.train.validate()
+    cfg.data.validate()
+    text_to_text = cfg.data.text_to_text
     task = load_task(cfg.task)
     task = Task(with_metrics(task.spec, cfg.task.metrics), task.splits)
     spec = task.spec
@@ -291,7 +315,15 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
     saved = workdir / "tokenizer.json"
     if jax.process_index() == 0 and (not saved.exists() or load_tokenizer(saved).to_str() != source.tokenizer.to_str()):
         save_tokenizer(source.tokenizer, workdir)  # the run directory is self-contained, task tokens included
+    if text_to_text:
+        TextToTextObjective(source.family, source.config)  # refuses a family without text-to-text fine-tuning
+        if source.config.vocab_size != pretrained_vocab and source.params is not None:
+            raise ValueError(f"The {source.family} tokenizer gained task tokens, which text-to-text fine-tuning of the "
+                             "pretraining model cannot hold; use data.text_to_text=False.")
     if cfg.data.train_examples == 0:
+        if text_to_text:
+            raise ValueError("data.train_examples=0 (zero-shot cloze) scores a masked LM; text to text needs "
+                             "training examples (K ≥ 1, or -1 for all).")
         scored = zero_shot(source.family, source.config, source.params, source.tokenizer, task,
                            seq_len=cfg.data.seq_len, batch_size=cfg.data.eval_batch_size, seed=tcfg.seed)
         results = {split: m for split, (m, _) in scored.items()}
@@ -308,7 +340,17 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
                   type_vocab_size=source.config.num_token_types, fmt=fam.INPUT_FORMAT, roles=roles,
                   symmetric=spec.symmetric)
     train_records = _train_rows(task, cfg)
-    train = encode(spec.kind, source.tokenizer, train_records, cfg.data.seq_len, **enc_kw)
+    if text_to_text:
+        labels = text_labels(spec, source.tokenizer)
+        target_len = cfg.data.target_len or longest_target(
+            source.tokenizer, labels, [r for records in task.splits.values() for r in records])
+
+        def encode_split(records):
+            return encode_text_to_text(source.tokenizer, spec, labels, records, cfg.data.seq_len, target_len, roles)
+    else:
+        def encode_split(records):
+            return encode(spec.kind, source.tokenizer, records, cfg.data.seq_len, **enc_kw)
+    train = encode_split(train_records)
     check_token_ids(train.arrays["inputs"], source.config.vocab_size)
     train_arrays = dict(train.arrays, weight=np.ones(len(train), np.float32))
     cw = None
@@ -322,10 +364,10 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
             train_arrays = _take(train_arrays, oversample_indices(train_arrays["labels"], tcfg.seed))
     n_train = len(train_arrays["inputs"])
     eval_records = {s: r for s, r in task.splits.items() if s != "train" and r}
-    encoded = {s: encode(spec.kind, source.tokenizer, r, cfg.data.seq_len, **enc_kw) for s, r in eval_records.items()}
+    encoded = {s: encode_split(r) for s, r in eval_records.items()}
     early_records = _eval_records(eval_records["validation"], tcfg.eval_examples, tcfg.seed)
     early_encoded = (encoded["validation"] if early_records is eval_records["validation"] else
-                     encode(spec.kind, source.tokenizer, early_records, cfg.data.seq_len, **enc_kw))
+                     encode_split(early_records))
     log.info("Encoded %s: %d training rows, %s in %.1fs", spec.name, n_train,
              {s: len(e) for s, e in encoded.items()}, time.time() - t0)
 
@@ -342,13 +384,19 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
     if tcfg.warmup_ratio > 0:
         optim_cfg = dataclasses.replace(optim_cfg, warmup_steps=int(tcfg.warmup_ratio * total))
     eval_every = tcfg.eval_every or max(steps_per_epoch, math.ceil(total / 10))
-    model = heads.build(source.family, source.config, spec.kind, spec.num_labels, cfg.model.classifier_dropout)
+    if text_to_text:  # the pretraining model writes the target text: no head (T5 §2.4)
+        model = models.build(source.family, source.config)
+        objective = TextToTextObjective(source.family, source.config)
+    else:
+        model = heads.build(source.family, source.config, spec.kind, spec.num_labels, cfg.model.classifier_dropout)
+        objective = TaskObjective(spec.kind, cw, tcfg.aux_lm_weight)
     dummy = {k: np.zeros((tcfg.batch_size,) + v.shape[1:], v.dtype) for k, v in train_arrays.items()}
-    objective = TaskObjective(spec.kind, cw, tcfg.aux_lm_weight)
     # The boxed abstract params carry the logical `layers` axis that layer-wise LR decay reads depth from.
     tx, schedule = make_optimizer(optim_cfg, total, params=step_lib.abstract_params(model, objective, dummy))
     init_params = None
-    if source.params is not None:
+    if source.params is not None and text_to_text:
+        init_params = source.params
+    elif source.params is not None:
         one = {k: v[:1] for k, v in dummy.items()}
         fresh = nn.meta.unbox(jax.jit(lambda k: step_lib.init_variables(model, objective, one, {"params": k})[
             "params"])(jax.random.key(tcfg.seed)))
@@ -372,19 +420,31 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
         shardings, mesh, dummy)
     loader = DeterministicLoader(train_arrays, tcfg.batch_size, seed=tcfg.seed, process_index=jax.process_index(),
                                  process_count=jax.process_count())
-    predictor = Predictor(model, spec.kind, mesh, cfg.data.eval_batch_size)
+    if text_to_text:
+        predictor = TextPredictor(source.family, source.config, source.tokenizer, cfg.data.eval_batch_size,
+                                  target_len, cfg.data.num_beams)
+    else:
+        predictor = Predictor(model, spec.kind, mesh, cfg.data.eval_batch_size)
     best = BestKeeper(workdir / "best", spec.main_metric, tcfg.patience)
 
-    def evaluate(state) -> dict[str, float]:
-        outputs = predictor(state.params, early_encoded.arrays)
-        m, _ = score(spec, "validation", early_records, early_encoded, outputs,
+    def score_split(params, split, records, enc):
+        if text_to_text:
+            return score_texts(spec, labels, split, records, predictor(params, enc.arrays))
+        return score(spec, split, records, enc, predictor(params, enc.arrays),
                      max_answer_length=cfg.data.max_answer_length)
+
+    def evaluate(state) -> dict[str, float]:
+        m, _ = score_split(state.params, "validation", early_records, early_encoded)
         return {f"eval_{k}": v for k, v in m.items()}
 
     writer = MetricWriter(workdir)
     if jax.process_index() == 0:
+        how = ""
+        if text_to_text:
+            how = (f", text to text: targets of {target_len} tokens, "
+                   f"{'greedy' if cfg.data.num_beams == 1 else f'beam search ({cfg.data.num_beams} beams)'} decoding")
         print(f"[llm-jax] finetune {source.family} ({source.description}) on {spec.name} ({spec.kind}, "
-              f"{spec.num_labels} labels): {n_params:,} parameters | {n_train:,} training rows of {cfg.data.seq_len} "
+              f"{spec.num_labels} labels{how}): {n_params:,} parameters | {n_train:,} training rows of {cfg.data.seq_len} "
               f"tokens | batch {tcfg.batch_size} | steps {start_step}→{total} | eval every {eval_every}", flush=True)
     end = min(total, tcfg.stop_after) if tcfg.stop_after else total
     if best.exhausted:
@@ -412,6 +472,9 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
                    "stopped_early": result.stopped_early or best.exhausted, "preempted": result.preempted,
                    "train_seconds": train_seconds, "best_step": best.meta["step"],
                    "best_validation": best.meta["value"], "eval_history": best.meta["history"]}
+        if text_to_text:
+            summary["text_to_text"] = {"input_template": spec.text.input, "targets": list(labels.words),
+                                       "target_len": target_len, "num_beams": cfg.data.num_beams}
         if result.preempted:
             summary["results"] = None
             write_json(workdir / "summary.json", summary)
@@ -422,8 +485,7 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
         params = result.state.params if best_params is None else best_params
         results: dict[str, dict[str, float]] = {}
         for split, records in eval_records.items():
-            outputs = predictor(params, encoded[split].arrays)
-            m, rows = score(spec, split, records, encoded[split], outputs, max_answer_length=cfg.data.max_answer_length)
+            m, rows = score_split(params, split, records, encoded[split])
             base = majority_baseline(spec, task.splits["train"], split, records)
             results[split] = {**m, **({"majority_baseline": base} if base is not None else {})}
             _write_predictions(workdir, split, rows)

@@ -34,6 +34,10 @@ def test_check_family_names_what_is_missing():
     fake.decode_step = lambda *args: None  # the decoding members come together
     assert any("lacks ['init_decode_state', 'reorder_decode_state', 'stop_token_ids']" in p
                for p in models.check_family(fake))
+    fake.TOKEN_EMBEDDING = "embeddings/word"  # the bias-test members come together, the path as a tuple of names
+    problems = models.check_family(fake)
+    assert any("lacks ['pooled_features']" in p for p in problems)
+    assert any("TOKEN_EMBEDDING must be a tuple" in p for p in problems)
 
 
 def test_no_family_name_branches_outside_models():

@@ -338,7 +338,9 @@ def test_sequence_head_matches_t5_for_sequence_classification(require):
     hf_cfg = _hf_config(transformers, "v1.0")
     hf_cfg.num_labels, hf_cfg.decoder_start_token_id = 3, 0  # as published configs have it
     hf = _randomize(torch, transformers.T5ForSequenceClassification(hf_cfg), 5, untie=False)
-    tensors = {k.removeprefix("transformer."): v.detach().numpy() for k, v in hf.state_dict().items()}
+    # Its checkpoint names the trunk `transformer.shared.weight`, …: read under our names (HF_BASE_PREFIX).
+    tensors = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    assert "transformer.shared.weight" in tensors and "shared.weight" not in tensors
     cfg = t5.config_from_hf(hf.config.to_dict())
     trunk, report = state_dict.from_hf_state_dict("t5", cfg, tensors)
     assert sorted(report.unexpected) == sorted(f"classification_head.{n}.{w}" for n in ("dense", "out_proj")
@@ -551,3 +553,65 @@ def test_cli_generates_from_an_exported_t5(cli_run, tmp_path, capsys, require):
         with torch.no_grad():
             theirs = hf.generate(torch.tensor([row["prompt_ids"]]), max_new_tokens=6, do_sample=False)[0, 1:]
         assert row["output_ids"] == theirs[:len(row["output_ids"])].tolist()
+
+
+# ------------------------------------------------------------------------------- CLI text-to-text fine-tuning
+
+
+def _finetune(model, workdir, *overrides):
+    recipe = f"{ROOT / 'configs' / 'finetune.py'}:model={model},task=wordnet-supersense"
+    return cli.main(["finetune", "--config", recipe,
+                     "--workdir", str(workdir), "--config.train.progress=False", "--config.data.seq_len=32",
+                     "--config.data.train_examples=200", "--config.data.eval_batch_size=500",
+                     "--config.train.log_every=5", *overrides])
+
+
+@pytest.fixture(scope="module")
+def text_to_text_run(cli_run, tmp_path_factory):
+    """`llm-jax finetune` from the CLI pretraining run: text to text on wordnet-supersense (a few steps)."""
+    workdir = tmp_path_factory.mktemp("t5-ft") / "run"
+    assert _finetune(cli_run, workdir, "--config.train.steps=20", "--config.train.eval_every=20",
+                     "--config.train.eval_examples=100", "--config.optim.learning_rate=3e-3") == 0
+    return workdir
+
+
+def test_cli_finetunes_a_pretraining_run_text_to_text(text_to_text_run, capsys):
+    """Teacher forcing on `supersense definition: …` → `noun.food`, evaluation by greedy decoding: results.json has
+    the task's metrics, the majority baseline and the number of decoded texts that were no label word, and each
+    prediction row says what was decoded and what label it maps to."""
+    results = json.loads((text_to_text_run / "results.json").read_text())
+    summary = json.loads((text_to_text_run / "summary.json").read_text())
+    config = json.loads((text_to_text_run / "config.json").read_text())
+    assert config["data"]["text_to_text"] and config["family"] == "t5"
+    assert summary["text_to_text"]["input_template"] == "supersense definition: {text_a}"
+    assert summary["text_to_text"]["targets"][6] == "noun.food" and summary["text_to_text"]["num_beams"] == 1
+    rows = [json.loads(line) for line in (text_to_text_run / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert len(rows) == 2000
+    for split in ("validation", "test"):
+        assert set(results[split]) == {"accuracy", "macro_f1", "non_label_outputs", "majority_baseline"}
+        assert results[split]["majority_baseline"] == pytest.approx(0.1)
+        assert isinstance(results[split]["non_label_outputs"], int)
+    assert results["test"]["non_label_outputs"] == sum(not r["is_label"] for r in rows)
+    words = summary["text_to_text"]["targets"]
+    for r in rows:
+        assert set(r) >= {"idx", "prediction", "prediction_text", "is_label", "label"}
+        assert r["is_label"] == (r["prediction_text"] in words)  # this vocabulary writes the words back as given
+        assert r["prediction"] == (words.index(r["prediction_text"]) if r["is_label"] else -1)
+    assert results["test"]["accuracy"] == pytest.approx(np.mean([r["prediction"] == r["label"] for r in rows]))
+    train = [json.loads(line) for line in (text_to_text_run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in train if "loss" in r]
+    assert losses[-1] < losses[0]  # teacher forcing on the target words learns them
+    assert any("eval_non_label_outputs" in r for r in train)
+
+
+def test_cli_finetunes_a_hugging_face_t5_with_beam_search(cli_run, tmp_path, capsys):
+    assert cli.main(["convert", "--to-hf", str(cli_run), "--out", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    assert _finetune(tmp_path / "hf", tmp_path / "ft", "--config.train.steps=2", "--config.data.num_beams=2") == 0
+    out = capsys.readouterr().out
+    assert "text to text: targets of" in out and "beam search (2 beams)" in out and "non_label_outputs" in out
+    results = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert 0 <= results["test"]["non_label_outputs"] <= 2000 and "accuracy" in results["test"]
+    # Zero-shot cloze scores a masked LM; text to text refuses it before anything compiles.
+    assert _finetune(tmp_path / "hf", tmp_path / "zero", "--config.data.train_examples=0") == 1
+    assert "text to text needs training examples" in capsys.readouterr().err

@@ -5,8 +5,9 @@ DistilBERT-tiny with `distill`, whose teacher (a BERT-tiny with random params) i
 with `step.frozen_shardings`, as in `test_carry_frozen.py`. Every case goes through the same code: the
 objective's `required_models` say which frozen models to build, its `dummy_batch` which row fields it reads.
 ELECTRA-tiny trains with `rtd`: two passes over one params tree with Gumbel-max sampling from the step RNG in
-between, which must give the same replacements on every layout. GPT-3-tiny trains with `clm` and T5-tiny with
-`span_corruption` (each on the layouts its case names).
+between, which must give the same replacements on every layout. GPT-3-tiny trains with `clm`, T5-tiny with
+`span_corruption` and Transformer-XL-tiny with `segment_clm`, its memory carried in the train state and sharded on
+the batch axes (each on the layouts its case names).
 """
 
 import dataclasses
@@ -56,6 +57,9 @@ CASES = {
     "gpt3-clm": Case("gpt3-tiny", {"name": "clm"}, layouts=("fsdp_tp",)),
     # Encoder, decoder, cross-attention, the relative position bias and the tied vocabulary projection.
     "t5-span_corruption": Case("t5-tiny", {"name": "span_corruption"}, layouts=("dp", "fsdp_tp")),
+    # Relative attention over the carried memory `[B, L, M, D]` (the train state's carry, split over the batch axes),
+    # the adaptive-softmax-free tiny preset's tied softmax; the second step reads the first one's memory.
+    "transfo_xl-segment_clm": Case("transfo-xl-tiny", {"name": "segment_clm"}, layouts=("dp", "fsdp_tp")),
 }
 # One compiled step per (case, layout): `fsdp` on a 4-wide axis (the width split 4 ways, the batch over data × fsdp),
 # `fsdp_tp` on 2 × 2 × 2 (heads, FFN and vocabulary over `tensor` too).
@@ -139,6 +143,8 @@ def test_same_loss_on_one_and_eight_devices(references, case, layout):
     losses, state = _losses(CASES[case], mesh_cfg, jax.devices())
     assert np.all(np.isfinite(losses)) and losses[0] != losses[1]  # two real steps, the first one updated
     np.testing.assert_allclose(losses, references[case], rtol=1e-5)
+    for leaf in jax.tree.leaves(state.carry):  # carried state (Transformer-XL's memory) is split like the batch
+        assert leaf.sharding.spec[0] == ("data", "fsdp")
     specs = [leaf.sharding.spec for leaf in jax.tree.leaves(state.params)]
     sharded = [s for s in specs if any(a is not None for a in s)]
     if mesh_cfg.rules == "dp":

@@ -14,6 +14,10 @@ Sources, by `TaskConfig.name`:
 * `local`: your own JSON Lines / JSON / CSV / TSV files with a small spec in the config (`task.kind`,
   `task.text_fields`, `task.label_field`, `task.metrics`, ...) — `local.py`, labels in `local_spec.py`.
 
+Every classification and regression task also reads as text to text (T5 §2.4; `TaskSpec.text`, `text.py`): a
+task-prefixed input (`cola sentence: …`) and a target word or rounded score, defined with the task (a local task's
+input names its `task.text_fields`).
+
 K-shot subsets are drawn by `few_shot.py`; the shared types live in `base.py`.
 
 Every source is normalised to plain records, per kind:
@@ -48,6 +52,7 @@ from llm_jax.data.tasks.few_shot import few_shot_subset, labels_of
 from llm_jax.data.tasks.glue import GLUE, GLUE_DATASET, glue_records
 from llm_jax.data.tasks.local import load_local
 from llm_jax.data.tasks.squad import SQUAD_DATASETS, read_squad_json, squad_hub_records, squad_spec
+from llm_jax.data.tasks.text import TextLabels, TextTemplate, text_template_for_fields
 
 
 def task_names() -> list[str]:
@@ -87,7 +92,8 @@ def load_task(cfg: TaskConfig) -> Task:
         return _squad(cfg, name)
     if name == "local":
         task = load_local(cfg)
-        return Task(dataclasses.replace(task.spec, symmetric=True), task.splits) if cfg.symmetric else task
+        spec = dataclasses.replace(task.spec, text=text_template_for_fields("", split_list(cfg.text_fields)))
+        return Task(dataclasses.replace(spec, symmetric=True) if cfg.symmetric else spec, task.splits)
     raise ValueError(f"Unknown task {cfg.name!r}; known tasks: {', '.join(task_names())}.")
 
 
@@ -98,5 +104,6 @@ def with_metrics(spec: TaskSpec, metrics: str) -> TaskSpec:
 
 
 __all__ = ["BUNDLED", "DEFAULT_METRICS", "DatasetUnavailable", "GLUE", "GLUE_DATASET", "KINDS", "SPLITS",
-           "SQUAD_DATASETS", "Task", "TaskConfig", "TaskSpec", "bundled_dir", "few_shot_subset", "labels_of",
-           "load_task", "read_squad_json", "task_names", "with_metrics"]
+           "SQUAD_DATASETS", "Task", "TaskConfig", "TaskSpec", "TextLabels", "TextTemplate", "bundled_dir",
+           "bundled_records", "few_shot_subset", "labels_of", "load_task", "read_squad_json", "task_names",
+           "text_template_for_fields", "with_metrics"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from llm_jax.data.tasks.text import TextTemplate
+
 KINDS = ("classification", "regression", "token_classification", "span", "multiple_choice")
 SPLITS = ("train", "validation", "test")
 DEFAULT_METRICS = {
@@ -82,11 +84,16 @@ class TaskSpec:
       test_labels: whether the test split has labels. When False (GLUE's hidden test labels, a local test file
         without labels) every test record's `label` is None: predictions are written, metrics are not.
       unanswerable: span tasks only: questions may have no answer (SQuAD 2.0), so "" can be predicted.
+      template: the in-context template (`llm_jax.eval.in_context`) over the record fields, ending in `{answer}`
+        where a demonstration shows its answer and a query's candidates are scored (e.g. `"{text_a}\nAnswer:
+        {answer}"`, GPT-3 §2 style); empty = a default for the task's kind (`in_context.default_template`).
       symmetric: pair tasks only: the two texts have no inherent order — a similarity relation such as
         paraphrase or "the same sense", where swapping them never changes the label (Radford et al. 2018 §3.3,
         "Similarity"); an asymmetric pair (premise → hypothesis, sentence → definition) is entailment-style.
         A family whose `InputFormat.both_orders` is set encodes a symmetric pair in both orders.
       description: one line for people.
+      text: how the task reads as text to text (T5 §2.4: a task-prefixed input, label words or a rounded score as
+        the target; `llm_jax.data.tasks.text`); None = the task has no text-to-text form.
     """
 
     name: str
@@ -100,6 +107,8 @@ class TaskSpec:
     unanswerable: bool = False
     description: str = ""
     symmetric: bool = False
+    text: TextTemplate | None = None
+    template: str = ""
 
     @property
     def main_metric(self) -> str:

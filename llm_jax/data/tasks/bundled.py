@@ -14,6 +14,7 @@ from llm_jax.data import files
 from llm_jax.data.corpus import bundled_dir
 from llm_jax.data.tasks import fields
 from llm_jax.data.tasks.base import TaskSpec
+from llm_jax.data.tasks.text import TextTemplate
 
 # Pair order: `wordnet-wic` asks whether two usage examples share a sense, a symmetric relation (swapping them
 # never changes the label), so it is a similarity task (`symmetric=True`); `wordnet-gloss` pairs a sentence with a
@@ -21,6 +22,10 @@ from llm_jax.data.tasks.base import TaskSpec
 # Zero-shot prompts: the WordNet corpus the models are pretrained on writes definitions as "lemma: definition."
 # and the prompts reuse that shape; the verbalizers are common words, so that even a small trained vocabulary
 # has most of them as single pieces (`llm_jax.eval.cloze` says which are not).
+# Text to text (T5 §2.4, `tasks/text.py`): a task prefix and field names in the paper's style; supersense targets
+# are its label names (`noun.food`); the two sense pairs answer `false` / `true`, as T5's SuperGLUE WiC targets.
+# has most of them as single pieces (`llm_jax.eval.cloze` says which are not). The in-context templates (causal and
+# encoder-decoder models, `llm_jax.eval.in_context`) put the same words last, where a continuation is scored.
 BUNDLED: dict[str, TaskSpec] = {
     "wordnet-supersense": TaskSpec(
         "wordnet-supersense", "classification", 10,
@@ -29,15 +34,21 @@ BUNDLED: dict[str, TaskSpec] = {
         ("accuracy", "macro_f1"),
         prompt="a kind of {mask}: {text_a}.",
         verbalizers=("act", "animal", "device", "body", "idea", "message", "food", "place", "person", "plant"),
-        description="noun supersense of a WordNet definition, 10 balanced classes"),
+        description="noun supersense of a WordNet definition, 10 balanced classes",
+        text=TextTemplate("supersense definition: {text_a}"),
+        template="Definition: {text_a}.\nA kind of: {answer}"),
     "wordnet-gloss": TaskSpec(
         "wordnet-gloss", "classification", 2, ("other sense", "this sense"), ("accuracy", "f1"),
         prompt="{text_a}? {mask}, {text_b}", verbalizers=("no", "yes"),
-        description="is the definition the sense of the marked word in the sentence?"),
+        description="is the definition the sense of the marked word in the sentence?",
+        text=TextTemplate("gloss sentence: {text_a} definition: {text_b}", ("false", "true")),
+        template="Sentence: {text_a}\nDefinition: {text_b}\nIs that the sense of the marked word? {answer}"),
     "wordnet-wic": TaskSpec(
         "wordnet-wic", "classification", 2, ("different sense", "same sense"), ("accuracy", "f1"),
         prompt="{text_a}? {mask}, {text_b}", verbalizers=("no", "yes"),
-        description="is the marked word used in the same sense in both sentences?", symmetric=True),
+        description="is the marked word used in the same sense in both sentences?", symmetric=True,
+        text=TextTemplate("wic sentence1: {text_a} sentence2: {text_b}", ("false", "true")),
+        template="1: {text_a}\n2: {text_b}\nIs the marked word used in the same sense? {answer}"),
 }
 
 _REINSTALL = "reinstall llm_jax (pip install --force-reinstall llm_jax) so its package data is copied intact"

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 from llm_jax.data.tasks.base import TaskSpec, hub_dataset
+from llm_jax.data.tasks.text import TextTemplate
 
 # The Hub repository of the canonical GLUE copy (datasets ≥ 3 reads it as Parquet).
 GLUE_DATASET = "nyu-mll/glue"
@@ -33,10 +34,19 @@ class GlueTask:
 SYMMETRIC = ("mrpc", "qqp", "stsb")
 
 
+# Text to text (T5 §2.4 and App. D): `<task> <field>: <text> ...` with the Hub's field names in sorted order, as T5's
+# `glue` preprocessor writes them (MNLI: hypothesis before premise); the targets are the label names (T5's are the
+# same words), STS-B's score rounded to 0.2. The records keep the Hub's field order in text_a / text_b.
+def _text(name: str, fields: tuple[str, ...]) -> TextTemplate:
+    slots = dict(zip(fields, ("text_a", "text_b")))
+    prefix = "mnli" if name.startswith("mnli") else name
+    return TextTemplate(" ".join([prefix, *(f"{f}: {{{slots[f]}}}" for f in sorted(fields))]))
+
+
 def _glue(name, fields, num_labels, labels, metrics, prompt="", verbalizers=(), description="", **splits):
     kind = "regression" if num_labels == 1 else "classification"
     spec = TaskSpec(name, kind, num_labels, labels, metrics, prompt, verbalizers, test_labels=False,
-                    description=description, symmetric=name in SYMMETRIC)
+                    description=description, symmetric=name in SYMMETRIC, text=_text(name, fields))
     return GlueTask(splits.pop("config", name), fields, spec, **splits)
 
 

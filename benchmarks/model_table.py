@@ -1,4 +1,4 @@
-"""The BERT-family comparison table (parameters, shape, training method) counted from our presets.
+"""The model-family comparison table (parameters, shape, training method) counted from our presets.
 
     python benchmarks/model_table.py                 # a few seconds: abstract shapes only, nothing is allocated
     python benchmarks/model_table.py --dry-run       # print the table, write nothing
@@ -16,7 +16,11 @@ Sources of the published figures:
   ELECTRA (Clark et al. 2020) Table 2 quotes 356M for RoBERTa-large;
 * DistilBERT: Sanh et al. 2019, Table 3 (66M);
 * ALBERT: Lan et al. 2020, Table 1 (12M / 18M / 60M / 235M);
-* our reference counts of the Hugging Face models: `/work/shared/reference/figures.md` §1.1, §1.2, §1.7.
+* ELECTRA: Clark et al. 2020, Tables 1–2 and the README (14M / 110M / 335M);
+* GPT-1: Radford et al. 2018 as quoted by the GPT-2 paper's Table 2 (117M for the GPT-1 shape); GPT-2: Radford et
+  al. 2019, Table 2 (117M / 345M / 762M / 1542M);
+* T5: Raffel et al. 2020, §3.7 and Table 14 (60M / 220M / 770M / 3B / 11B);
+* our reference counts of the Hugging Face models: `/work/shared/reference/figures.md` §1.1–1.4, §1.6, §1.7.
 
 Writes `benchmarks/results/model_table.{json,md}` with the machine, the versions and the commit.
 """
@@ -43,6 +47,9 @@ METHODS = {
     "mlm_sop": "masked LM + sentence-order prediction (ALBERT §3.2)",
     "distill": "knowledge distillation from BERT-base: soft-target CE + masked LM + hidden-state cosine "
                "(DistilBERT §2–3)",
+    "rtd": "replaced-token detection: a small MLM generator + a discriminator over every token (ELECTRA §2)",
+    "clm": "causal language modelling over packed documents (GPT-1 §3.1, GPT-2 §2)",
+    "span_corruption": "span corruption: 15 % noise in spans of mean length 3, sentinels (T5 §3.1.4, §3.3.4)",
 }
 
 # preset → (published parameters, source). The lecture's table (BERT 110M / 340M, RoBERTa 125M, DistilBERT 66M,
@@ -57,6 +64,19 @@ PUBLISHED = {
     "albert-large": (18e6, "ALBERT Tbl 1; figures.md §1.2"),
     "albert-xlarge": (60e6, "ALBERT Tbl 1; figures.md §1.2"),
     "albert-xxlarge": (235e6, "ALBERT Tbl 1; figures.md §1.2"),
+    "electra-small": (14e6, "ELECTRA Tbl 1, README; figures.md §1.3"),
+    "electra-base": (110e6, "ELECTRA Tbls 1–2, README; figures.md §1.3"),
+    "electra-large": (335e6, "ELECTRA Tbl 2, README; figures.md §1.3"),
+    "gpt1": (117e6, "GPT-2 Tbl 2 (the GPT-1 shape); figures.md §1.4"),
+    "gpt2": (117e6, "GPT-2 Tbl 2; figures.md §1.4"),
+    "gpt2-medium": (345e6, "GPT-2 Tbl 2; figures.md §1.4"),
+    "gpt2-large": (762e6, "GPT-2 Tbl 2; figures.md §1.4"),
+    "gpt2-xl": (1542e6, "GPT-2 Tbl 2; figures.md §1.4"),
+    "t5-small": (60e6, "T5 §3.7, Tbl 14; figures.md §1.6"),
+    "t5-base": (220e6, "T5 §3.1.1, Tbl 14; figures.md §1.6"),
+    "t5-large": (770e6, "T5 §3.7, Tbl 14; figures.md §1.6"),
+    "t5-3b": (3e9, "T5 §3.7, Tbl 14; figures.md §1.6"),
+    "t5-11b": (11e9, "T5 §3.7, Tbl 14; figures.md §1.6"),
 }
 PRESETS = list(PUBLISHED)
 
@@ -97,6 +117,23 @@ def explain(name: str, r: dict) -> str:
                 f"above the pretraining model; HF counts the same ({m(enc)} / {m(pre)}, figures.md §1.2). No "
                 f"published config reproduces it: not the heads ({m(heads)}), not an untied decoder (V·E = "
                 f"{m(v * r['embedding_size'])}), not the pooler (included).")
+    if name.startswith("electra"):
+        disc = r["subtrees"].get("electra", 0) + r["subtrees"].get("discriminator_predictions", 0)
+        return (f"The published figure is the discriminator (the model kept for fine-tuning): {m(enc)} for its trunk "
+                f"(`ElectraModel`: embeddings, projection E→D where E ≠ D, layers; no pooler), {m(disc)} with its "
+                f"binary head (= HF `ElectraForPreTraining`). The pretraining model adds the generator (its layers "
+                f"and MLM head; the embeddings are shared): {m(pre)} in all.")
+    if name.startswith("gpt2"):
+        return (f"The paper's Table 2 figure is below the count of this shape: HF `GPT2LMHeadModel` has {m(pre)} "
+                f"as we do (the LM head is the token embedding, tied: no parameters of its own); the paper's "
+                f"undercount is not explained (figures.md §1.4 and §6).")
+    if name == "gpt1":
+        return (f"Matches HF `OpenAIGPTLMHeadModel` ({m(pre)}, the LM head tied to the token embedding): rounds to "
+                f"117M.")
+    if name.startswith("t5"):
+        return (f"The published figure counts the whole encoder-decoder: {m(pre)} (= HF "
+                f"`T5ForConditionalGeneration`; the token embedding is shared by encoder, decoder and the tied "
+                f"output layer); the round figures of T5 are the paper's, e.g. 737.7M for 'large' is quoted as 770M.")
     if name.startswith("albert"):
         return (f"Matches: one shared layer (L layers, one set of weights) and E = {r['embedding_size']} factorised "
                 f"embeddings; the encoder ({m(enc)}, pooler included) rounds to the paper's figure; MLM + SOP heads "
@@ -118,11 +155,12 @@ def count(name: str) -> dict:
     trunk = params[fam.TRUNK_NAME]
     return {
         "preset": name, "family": family, "objective": fam.DEFAULT_OBJECTIVE,
-        "num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size, "num_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size, "vocab_size": cfg.vocab_size,
-        "max_position_embeddings": cfg.max_position_embeddings,
+        # Contract members (`width`, `max_seq_len`) where the families' field names differ (T5's d_model, d_ff).
+        "num_layers": cfg.num_layers, "hidden_size": cfg.width, "num_heads": cfg.num_heads,
+        "intermediate_size": getattr(cfg, "intermediate_size", getattr(cfg, "d_ff", None)),
+        "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.max_seq_len,
         "type_vocab_size": getattr(cfg, "type_vocab_size", 0),
-        "embedding_size": getattr(cfg, "embedding_size", cfg.hidden_size),
+        "embedding_size": getattr(cfg, "embedding_size", cfg.width),
         "pretraining": step.count_params(boxed), "encoder": step.count_params(trunk),
         "pooler": step.count_params(trunk["pooler"]) if "pooler" in trunk else 0,
         "subtrees": {k: step.count_params(v) for k, v in params.items()},
@@ -162,11 +200,12 @@ def main(argv=None) -> int:
               "difference explained"]
     table = markdown_table(header, table_rows)
     info = machine_info(ROOT)
-    md = ("# BERT, RoBERTa, DistilBERT and ALBERT: our presets beside the published figures\n\n"
+    md = ("# BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA, GPT-1/2 and T5: our presets beside the published figures\n\n"
           "Parameters counted from our presets with `jax.eval_shape` (no weights allocated). *Encoder* = the "
           "params under the family's `TRUNK_NAME` (embeddings + layers + pooler where the family has one), the "
           "number papers quote; *pretraining model* = the encoder plus the pretraining heads of the family's "
-          "`DEFAULT_OBJECTIVE` (MLM, NSP, SOP). Tied weights count once (each MLM decoder is the word embedding "
+          "`DEFAULT_OBJECTIVE` (MLM, NSP, SOP; ELECTRA's generator and discriminator head). ELECTRA's trunk is the "
+          "discriminator's `ElectraModel`; GPT's and T5's is the whole transformer (their LM heads are tied). Tied weights count once (each MLM decoder is the word embedding "
           "matrix). ALBERT's layers share one set of weights, and its vocabulary is embedded at width E = 128. "
           "Published figures: BERT §3, the fairseq RoBERTa README, DistilBERT Tbl 3, ALBERT Tbl 1, ELECTRA Tbls "
           f"1–2. Hugging Face reference counts of the same shapes: `{FIGURES}` §1.1, §1.2, §1.7; our BERT, "

@@ -1,21 +1,21 @@
 """Training throughput and MFU of our train step, side by side with Hugging Face transformers (PyTorch eager).
 
+    python benchmarks/throughput.py --row all                       # every family's row at its mini size
+    python benchmarks/throughput.py --row bert --row gpt2 --size base
     python benchmarks/throughput.py --config configs/bert.py:size=base --batch 8 --seq 128
-    python benchmarks/throughput.py --config configs/bert.py:size=mini --config configs/bert.py:size=base
-    python benchmarks/throughput.py --config configs/albert.py:size=mini \
-        --config configs/distilbert.py:size=tiny,teacher=bert-tiny
 
-For each config and batch shape, one full training step (forward + backward + clipping + AdamW) of
+For each row (`ROWS`: a family's pretraining config at a mini and a base size) or config, and batch shape, one
+full training step (forward + backward + clipping + AdamW) of
 
 * ours: `llm_jax.train.step.make_train_step` jitted by `jit_train_step` on a 1-device mesh, the objective's
   own loss (`make_objective(...).make_loss(model, frozen_models)`) and the config's optimizer (`make_optimizer`);
-* the reference: the family's transformers class (`HF_ARCHITECTURE`: `BertForPreTraining`, `RobertaForMaskedLM`,
-  `AlbertForPreTraining`, `DistilBertForMaskedLM`) with the identical architecture, the same batch and the same
-  objective — the MLM head applied at the same P gathered positions, the weighted MLM cross-entropy (+ NSP for
-  BERT, + SOP for ALBERT; distillation's T²·KL + MLM + hidden cosine for `distill`), global-norm clipping and
-  AdamW with the same decay mask —
+* the reference: the family's transformers class(es) (`HF_ARCHITECTURE`, or each of `HF_VIEWS`: ELECTRA's
+  generator and discriminator) with the identical architecture, the same batch and the objective's loss written
+  in PyTorch (`REFERENCES`: MLM at the same P gathered positions (+ NSP, SOP), distillation, replaced-token
+  detection with sampling, causal LM, span corruption), global-norm clipping and AdamW with the same decay mask
+  and ours' learning-rate schedule —
 
-is timed on the same synthetic batch (random token ids: no tokenizer needed).
+is timed on the same synthetic batch (`BATCH_LAYOUTS`: random token ids in the objective's layout, no tokenizer).
 
 Frozen models an objective reads (`required_models`: DistilBERT's teacher) run in the same step on both sides,
 forward only (ours: a non-donated jit argument, as the training loop passes it; the reference: the family's
@@ -30,7 +30,11 @@ How the two are kept fair on a small shared machine:
 * both get every core: XLA's intra-op pool is sized to the machine (`--xla_cpu_multi_thread_eigen`, passed
   explicitly), torch gets `torch.set_num_threads(cores)`;
 * steps alternate between the workers in ABBA order with a short pause before each, so a change in machine
-  load hits both alike; the medians of ≥ 10 steps after warm-up give step time and tokens/s.
+  load hits both alike;
+* a row is ≥ 5 trials of a few steps each; a trial's ratio is the reference's median step time over ours, and
+  the row reports the trials' median ratio, min–max and IQR, and a verdict (`verdict`) that is `inconclusive`
+  unless every trial lies on the same side of 1 — with the other processes' CPU share per trial and the load
+  average before and after the row.
 
 FLOP/s and MFU use the analytical counts of `llm_jax.flops` (a frozen model counted forward only) against the
 f32 matmul peak measured in the same run (the best of a few large `jnp` matmuls in our worker, before and after
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -52,6 +57,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,6 +69,26 @@ DEFAULT_WORKER_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 sys.path.insert(0, str(ROOT))
 from llm_jax.eval.report import machine_info  # noqa: E402
 
+
+
+# Every family's pretraining step at a CPU size (`mini`: what the tests and this machine run) and a published one
+# (`base`): `--row NAME [--size base]` or `--row all`. A family adds one entry here; its objective needs a
+# synthetic batch layout (`BATCH_LAYOUTS`) and a PyTorch twin (`REFERENCES`) if no existing one fits. An entry with
+# `"no_reference": "why"` times ours alone (a family whose transformers class the installed version lacks).
+ROWS = {
+    "bert": {"mini": "configs/bert.py:size=mini", "base": "configs/bert.py:size=base"},
+    "roberta": {"mini": "configs/roberta.py:size=mini", "base": "configs/roberta.py:size=base"},
+    "distilbert": {"mini": "configs/distilbert.py:size=tiny,teacher=bert-tiny",
+                   "base": "configs/distilbert.py:size=base,teacher=bert-base"},
+    "albert": {"mini": "configs/albert.py:size=mini", "base": "configs/albert.py:size=base"},
+    "electra": {"mini": "configs/electra.py:size=mini", "base": "configs/electra.py:size=base"},
+    "gpt2": {"mini": "configs/gpt.py:version=2,size=mini", "base": "configs/gpt.py:version=2,size=small"},
+    "gpt1": {"mini": "configs/gpt.py:version=1,size=tiny", "base": "configs/gpt.py:version=1,size=small"},
+    # AdamW: the reference step is AdamW (T5's own recipe, Adafactor, has no like-for-like PyTorch twin here).
+    "t5": {"mini": "configs/t5.py:size=mini,optim=adamw", "base": "configs/t5.py:size=base,optim=adamw"},
+    "transfo_xl": {"mini": "configs/transfo_xl.py:size=mini", "base": "configs/transfo_xl.py:size=base",
+                   "no_reference": "transformers 5 has no TransfoXLLMHeadModel (removed after 4.x)"},
+}
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -133,40 +159,101 @@ def make_objective_for(run):
     return shape_only_objective(run.objective.name, run.model.vocab_size, **fields)
 
 
-def synthetic_batch(run, batch: int, seq: int, seed: int = 0):
-    """A batch in the objective's layout with random ids: real tokens everywhere, P distinct masked positions."""
+def _mlm_layout(objective, out: dict, rng, first_plain: int) -> None:
+    """Masked-LM batches (mlm, mlm_nsp, mlm_sop, distill, rtd): `[CLS]` first, P distinct sorted masked positions
+    after it, their original ids, two segments, random pair labels (NSP, SOP)."""
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    vocab = run.model.vocab_size
-    objective = make_objective_for(run)
-    out = objective.dummy_batch(batch, seq)
-    first_plain = len(objective.required_roles)  # the placeholder special ids come first
-    cls = objective.special.cls
-    out["inputs"] = rng.integers(first_plain, vocab, size=(batch, seq), dtype=np.int32)
-    out["inputs"][:, 0] = cls
-    out["mask"][:] = True
+    batch, seq = out["inputs"].shape
+    out["inputs"][:, 0] = objective.special.cls
     p = out["mlm_positions"].shape[1]
     if p > seq - 1:
         raise SystemExit(f"objective.max_predictions={p} does not fit in seq={seq}.")
     out["mlm_positions"] = np.sort(np.stack([rng.choice(np.arange(1, seq), p, replace=False) for _ in range(batch)]),
                                    axis=1).astype(np.int32)
-    out["mlm_ids"] = rng.integers(first_plain, vocab, size=(batch, p), dtype=np.int32)
-    out["mlm_weights"][:] = 1.0
+    if objective.special.mask is not None:  # the generator / student reads [MASK] where it predicts
+        np.put_along_axis(out["inputs"], out["mlm_positions"], objective.special.mask, axis=1)
     if "segment_ids" in out:
+        out["segment_ids"][:] = 0
         out["segment_ids"][:, seq // 2:] = 1
     for key in [k for k in out if k.endswith("_label")]:  # the sentence-pair head's labels (NSP, SOP)
         out[key] = rng.integers(0, 2, size=(batch,), dtype=np.int32)
+
+
+def _clm_layout(objective, out: dict, rng, first_plain: int) -> None:
+    """Causal LM: a row of T + 1 stream tokens, inputs its first T and targets its last T."""
+    import numpy as np
+
+    batch, seq = out["inputs"].shape
+    stream = rng.integers(first_plain, objective.vocab_size - len(objective.special.sentinels), size=(batch, seq + 1),
+                          dtype=np.int32)
+    out["inputs"], out["targets"] = stream[:, :-1].copy(), stream[:, 1:].copy()
+
+
+def _span_corruption_layout(objective, out: dict, rng, first_plain: int) -> None:
+    """Span corruption: full inputs and targets (both end with eos), decoder inputs = targets shifted right behind
+    the start id (T5's pad), sentinels where the spans were."""
+    import numpy as np
+
+    sentinels = np.asarray(objective.special.sentinels, np.int32)
+    spans = objective.lengths(out["inputs"].shape[1]).spans
+    for key in ("inputs", "targets"):
+        ids = out[key]
+        ids[:, -1] = objective.special.eos
+        gaps = np.linspace(0, ids.shape[1] - 1, spans, endpoint=False).astype(int)  # a sentinel per span
+        ids[:, gaps] = sentinels[:spans]
+    out["decoder_inputs"] = np.concatenate([np.full_like(out["targets"][:, :1], objective.special.pad),
+                                            out["targets"][:, :-1]], axis=1)
+
+
+# How the synthetic batch of an objective differs from random ids everywhere (bool masks all True, float weights
+# all 1), by the name of the objective class that defines `dummy_batch` (or a base class of it): a new objective
+# with its own batch layout adds one function here.
+BATCH_LAYOUTS = {"Mlm": _mlm_layout, "Clm": _clm_layout, "SegmentClm": _clm_layout,
+                 "SpanCorruption": _span_corruption_layout}
+
+
+def _entry_for(table: dict, objective, what: str, member: str):
+    """The entry of `table` for the objective's class or its nearest base class that has one."""
+    for cls in type(objective).__mro__:
+        if cls.__name__ in table:
+            return table[cls.__name__]
+    raise SystemExit(f"No {what} for objective {objective.name!r} ({type(objective).__name__}) yet: add its class "
+                     f"name to {member} in benchmarks/throughput.py (known: {sorted(table)}).")
+
+
+def synthetic_batch(run, batch: int, seq: int, seed: int = 0):
+    """A batch in the objective's layout with random ids (no tokenizer, no corpus): real tokens everywhere, then the
+    objective's layout (`BATCH_LAYOUTS`: masked positions, shifted targets, sentinels)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    objective = make_objective_for(run)
+    out = objective.dummy_batch(batch, seq)
+    # The placeholder special ids come first and the sentinels last (`shape_only_objective`): plain tokens between.
+    first_plain = len([r for r in objective.required_roles if r != "sentinels"])
+    end_plain = run.model.vocab_size - len(objective.special.sentinels)
+    for key, value in out.items():
+        if value.dtype == bool:
+            value[:] = True
+        elif np.issubdtype(value.dtype, np.floating):
+            value[:] = 1.0
+        else:
+            out[key] = rng.integers(first_plain, end_plain, size=value.shape, dtype=value.dtype)
+    _entry_for(BATCH_LAYOUTS, objective, "synthetic batch layout", "BATCH_LAYOUTS")(objective, out, rng, first_plain)
     return out
 
 
 # -------------------------------------------------------------------------------------------------- ours
 
 
-def setup_ours(run, batch_np, seed: int = 0, compiler_options: dict | None = None, keep_hlo: bool = False):
+def setup_ours(run, batch_np, seed: int = 0, compiler_options: dict | None = None, keep_hlo: bool = False,
+               schedule_steps: int = 0):
     """Our jitted train step on a 1-device mesh: `(step_fn, meta)`; `step_fn()` runs one step, returns its loss.
 
     `keep_hlo`: put the optimised HLO text in `meta["hlo_text"]` (for benchmarks/profile_step.py).
+    `schedule_steps`: put the learning rate of optimizer steps `0 … schedule_steps − 1` in `meta["lr_schedule"]`
+    (the reference follows it).
     """
     import flax.linen as nn
     import jax
@@ -175,7 +262,7 @@ def setup_ours(run, batch_np, seed: int = 0, compiler_options: dict | None = Non
     from llm_jax import flops, models
     from llm_jax.sharding import MeshConfig, global_batch_from_local, make_mesh, rules_for
     from llm_jax.train import step as step_lib
-    from llm_jax.train.optim import make_optimizer
+    from llm_jax.train.optim import _decay_mask, make_optimizer
 
     model = models.build(run.family, run.model)
     objective = make_objective_for(run)
@@ -206,11 +293,17 @@ def setup_ours(run, batch_np, seed: int = 0, compiler_options: dict | None = Non
         compile_s = time.perf_counter() - t0
     holder = {"state": state}
 
-    def step_fn() -> float:
+    def step_fn(i: int = 0) -> float:
+        del i  # ours counts its steps in the state
         holder["state"], metrics = compiled(holder["state"], batch, *extra)
         return float(metrics["loss"])  # a device-to-host transfer: the step has finished when this returns
 
-    meta = {"compile_s": compile_s, "parameters": step_lib.count_params(step_lib.abstract_params(model, objective, batch_np)),
+    boxed = step_lib.abstract_params(model, objective, batch_np)
+    decayed = jax.tree.leaves(_decay_mask(nn.meta.unbox(boxed)))
+    meta = {"compile_s": compile_s, "parameters": step_lib.count_params(boxed),
+            "no_decay_parameters": sum(int(np.prod(x.shape)) for x, d in zip(jax.tree.leaves(nn.meta.unbox(boxed)),
+                                                                             decayed) if not d),
+            "lr_schedule": [float(schedule(i)) for i in range(schedule_steps)],
             "frozen_parameters": frozen_counts,
             "xla_dot_flops_per_step": flops.hlo_dot_flops(compiled), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if keep_hlo:
@@ -237,7 +330,30 @@ def measure_jnp_peak(sizes=(2048, 4096), repeats: int = 3) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- reference
 
 
-# How the heads of each transformers class apply to its trunk's outputs: `(mlm, pair)`, `mlm(model, h_BPD)` the MLM
+def hf_models(family: str, model_cfg, masked_lm: bool = False) -> dict:
+    """The transformers model(s) of a family's architecture, random params, from the configs our exporter writes
+    (no per-family code here): `{"model": its HF_ARCHITECTURE}` for a one-checkpoint family, `{view: the view's
+    architecture}` for one exported as several checkpoints (`HF_VIEWS`: ELECTRA's discriminator and generator).
+    With `masked_lm`: `{"model": its masked-LM class}` (`AutoModelForMaskedLM`: no pooler, for a frozen model of
+    which only the MLM head is read)."""
+    import transformers
+
+    from llm_jax import models
+
+    fam = models.family_module(family)
+    views = getattr(fam, "HF_VIEWS", None)
+    specs = ({view: (v.config_to_hf, v.architecture) for view, v in views.items()} if views
+             else {"model": (fam.config_to_hf, fam.HF_ARCHITECTURE)})
+    out = {}
+    for name, (to_hf, architecture) in specs.items():
+        hf_cfg = to_hf(model_cfg)
+        config = transformers.AutoConfig.for_model(hf_cfg.pop("model_type"), **hf_cfg)
+        out[name] = (transformers.AutoModelForMaskedLM.from_config(config) if masked_lm
+                     else getattr(transformers, architecture)(config))
+    return out
+
+
+# How the heads of a transformers class apply to its trunk's outputs: `(mlm, pair)`, `mlm(model, h_BPD)` the MLM
 # logits at the P gathered positions only (as ours and the original BERT compute them), `pair(model, pooled_BD)` the
 # sentence-pair logits (NSP, SOP); None where the class has no pair head.
 HF_HEADS = {
@@ -247,71 +363,79 @@ HF_HEADS = {
     "AlbertForPreTraining": (lambda m, h_BPD: m.predictions(h_BPD), lambda m, p_BD: m.sop_classifier(p_BD)),
     "DistilBertForMaskedLM": (
         lambda m, h_BPD: m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h_BPD)))), None),
+    "ElectraForMaskedLM": (lambda m, h_BPD: m.generator_lm_head(m.generator_predictions(h_BPD)), None),
 }
 
 
-def hf_model(family: str, model_cfg, masked_lm: bool = False):
-    """The transformers model of a family's architecture, random params: its `HF_ARCHITECTURE`, or with `masked_lm`
-    its masked-LM class (`AutoModelForMaskedLM`: no pooler, for a frozen model that only the MLM head is read of)."""
-    import transformers
+def _heads(model):
+    name = type(model).__name__
+    if name not in HF_HEADS:
+        raise SystemExit(f"No reference heads for transformers {name}: add how its MLM (and pair) heads apply to "
+                         "HF_HEADS in benchmarks/throughput.py.")
+    return HF_HEADS[name]
 
-    from llm_jax import models
 
-    fam = models.family_module(family)
-    # The family's own HF architecture from the config our exporter writes: no per-family code here.
-    hf_cfg = fam.config_to_hf(model_cfg)
-    config = transformers.AutoConfig.for_model(hf_cfg.pop("model_type"), **hf_cfg)
-    model = (transformers.AutoModelForMaskedLM.from_config(config) if masked_lm
-             else getattr(transformers, fam.HF_ARCHITECTURE)(config))
-    if type(model).__name__ not in HF_HEADS:
-        raise SystemExit(f"No reference heads for transformers {type(model).__name__}: add how its MLM (and pair) "
-                         "heads apply to HF_HEADS in benchmarks/throughput.py.")
-    return model
+def _trunk(model, t: dict, ids_key: str = "inputs", ids=None):
+    """The trunk's output (`last_hidden_state`, `pooler_output` where it has one) on the batch's ids."""
+    kwargs = {"token_type_ids": t["segment_ids"]} if "segment_ids" in t else {}
+    return getattr(model, model.base_model_prefix)(input_ids=t[ids_key] if ids is None else ids,
+                                                   attention_mask=t["mask"], **kwargs)
+
+
+def _gather_BPD(hidden_BTD, positions_BP):
+    import torch
+
+    return torch.gather(hidden_BTD, 1, positions_BP[..., None].expand(-1, -1, hidden_BTD.shape[-1]))
 
 
 def hf_forward(model, t: dict, pair: bool):
     """`(last hidden [B, T, D], MLM logits at the batch's P positions [B, P, V], pair logits [B, 2] or None)`."""
+    mlm_head, pair_head = _heads(model)
+    if pair and pair_head is None:
+        raise SystemExit(f"transformers {type(model).__name__} has no sentence-pair head for this objective.")
+    out = _trunk(model, t)
+    hidden_BTD = out.last_hidden_state
+    return (hidden_BTD, mlm_head(model, _gather_BPD(hidden_BTD, t["mlm_positions"])),
+            pair_head(model, out.pooler_output) if pair else None)
+
+
+def _weighted_ce(logits_BPV, ids_BP, weights_BP):
+    """`weighted_cross_entropy` (llm_jax/objectives/base.py): Σ w·nll / max(Σ w, 1e-5)."""
     import torch
 
-    mlm_head, pair_head = HF_HEADS[type(model).__name__]
-    kwargs = {"token_type_ids": t["segment_ids"]} if "segment_ids" in t else {}
-    out = getattr(model, model.base_model_prefix)(input_ids=t["inputs"], attention_mask=t["mask"], **kwargs)
-    hidden_BTD = out.last_hidden_state
-    gathered_BPD = torch.gather(hidden_BTD, 1, t["mlm_positions"][..., None].expand(-1, -1, hidden_BTD.shape[-1]))
-    return hidden_BTD, mlm_head(model, gathered_BPD), pair_head(model, out.pooler_output) if pair else None
+    nll_BP = torch.nn.functional.cross_entropy(logits_BPV.float().transpose(1, 2), ids_BP, reduction="none")
+    return (nll_BP * weights_BP).sum() / weights_BP.sum().clamp_min(1e-5)
 
 
 def _weighted_mlm_loss(logits_BPV, t: dict):
-    import torch
-
-    nll_BP = torch.nn.functional.cross_entropy(logits_BPV.transpose(1, 2), t["mlm_ids"], reduction="none")
-    return (nll_BP * t["mlm_weights"]).sum() / t["mlm_weights"].sum().clamp_min(1e-5)
+    return _weighted_ce(logits_BPV, t["mlm_ids"], t["mlm_weights"])
 
 
-def reference_mlm_loss(objective, model, frozen: dict, t: dict):
+def reference_mlm_loss(objective, models: dict, frozen: dict, t: dict, state: dict):
     """`Mlm`'s loss (mlm, mlm_nsp, mlm_sop): the weighted MLM cross-entropy + the pair head's over the rows."""
     import torch
 
-    del frozen
+    del frozen, state
     pair = objective.pair_head
-    _, logits_BPV, pair_B2 = hf_forward(model, t, pair is not None)
+    _, logits_BPV, pair_B2 = hf_forward(models["model"], t, pair is not None)
     loss = _weighted_mlm_loss(logits_BPV, t)
     if pair:
         loss = loss + torch.nn.functional.cross_entropy(pair_B2, t[f"{pair}_label"])
     return loss
 
 
-def reference_distill_loss(objective, model, frozen: dict, t: dict):
+def reference_distill_loss(objective, models: dict, frozen: dict, t: dict, state: dict):
     """`Distill`'s loss: α_ce·T²·KL(teacher_T ‖ student_T) and α_mlm·MLM over the predicted positions,
     α_cos·(1 − cos) of the last hidden states over the non-padding tokens; the teacher forward only, without dropout
     or gradient (`llm_jax/objectives/distill.py`)."""
     import torch
     from torch.nn import functional as F
 
+    del state
     c = objective.cfg
     with torch.no_grad():
-        t_hidden_BTD, t_logits_BPV, _ = hf_forward(frozen["teacher"], t, False)
-    s_hidden_BTD, s_logits_BPV, _ = hf_forward(model, t, False)
+        t_hidden_BTD, t_logits_BPV, _ = hf_forward(frozen["teacher"]["model"], t, False)
+    s_hidden_BTD, s_logits_BPV, _ = hf_forward(models["model"], t, False)
     weights_BP, mask_BT = t["mlm_weights"], t["mask"].float()
     kl_BP = F.kl_div(F.log_softmax(s_logits_BPV / c.temperature, -1), F.log_softmax(t_logits_BPV / c.temperature, -1),
                      log_target=True, reduction="none").sum(-1)
@@ -321,59 +445,171 @@ def reference_distill_loss(objective, model, frozen: dict, t: dict):
     return c.alpha_ce * ce_loss + c.alpha_mlm * _weighted_mlm_loss(s_logits_BPV, t) + c.alpha_cos * cos_loss
 
 
-# The PyTorch twin of each objective's loss, by the name of the objective class whose `make_loss` it uses
-# (mlm_nsp and mlm_sop use `Mlm`'s, with their pair head).
-REFERENCE_LOSSES = {"Mlm": reference_mlm_loss, "Distill": reference_distill_loss}
+def tie_electra_pair(models: dict) -> dict:
+    """ELECTRA's generator and discriminator sharing their whole embedding block (word, position, token type and its
+    LayerNorm; §3.2), the generator's output layer tied to the shared word embeddings — one parameter set, as our
+    joint module has."""
+    gen, disc = models["generator"], models["discriminator"]
+    gen.electra.embeddings = disc.electra.embeddings
+    gen.generator_lm_head.weight = disc.electra.embeddings.word_embeddings.weight
+    return models
 
 
-def setup_reference(run, batch_np, seed: int = 0):
-    """The transformers model, loss and AdamW step equivalent to ours: `(step_fn, meta)`."""
+def reference_rtd_loss(objective, models: dict, frozen: dict, t: dict, state: dict):
+    """`Rtd`'s loss (llm_jax/objectives/rtd.py): the generator's MLM at the masked positions, a Gumbel-max sample
+    from its softmax there (no gradient), the discriminator on the corrupted ids, its binary cross-entropy over the
+    real tokens; `gen_weight`·MLM + `disc_weight`·disc."""
+    import torch
+    from torch.nn import functional as F
+
+    del frozen, state
+    c = objective.cfg
+    gen, disc = models["generator"], models["discriminator"]
+    positions_BP, ids_BP, weights_BP = t["mlm_positions"], t["mlm_ids"], t["mlm_weights"]
+    gen_BPV = _heads(gen)[0](gen, _gather_BPD(_trunk(gen, t).last_hidden_state, positions_BP))
+    mlm_loss = _weighted_mlm_loss(gen_BPV, t)
+    with torch.no_grad():
+        u_BPV = torch.rand_like(gen_BPV, dtype=torch.float32).clamp_(1e-20, 1.0)
+        sampled_BP = torch.argmax(gen_BPV.float() / c.temperature - torch.log(-torch.log(u_BPV)), dim=-1)
+        real_BP = weights_BP > 0
+        originals_BT = t["inputs"].scatter(1, positions_BP, torch.where(real_BP, ids_BP, t["inputs"].gather(1, positions_BP)))
+        corrupted_BT = originals_BT.scatter(1, positions_BP, torch.where(real_BP, sampled_BP, ids_BP))
+        labels_BT = (corrupted_BT != originals_BT).float()
+    logits_BT = disc.discriminator_predictions(_trunk(disc, t, ids=corrupted_BT).last_hidden_state)
+    weights_BT = t["mask"].float()
+    bce_BT = F.binary_cross_entropy_with_logits(logits_BT, labels_BT, reduction="none")
+    disc_loss = (bce_BT * weights_BT).sum() / weights_BT.sum().clamp_min(1e-5)
+    return c.gen_weight * mlm_loss + c.disc_weight * disc_loss
+
+
+def reference_token_loss(targets: str, weights: str, decoder_inputs: str | None = None):
+    """The twin of `token_loss_fn` (llm_jax/objectives/base.py): logits at every position of the model's output
+    (a causal LM's, or an encoder-decoder's decoder under teacher forcing), weighted cross-entropy against
+    `t[targets]`. Computed from the logits, not through HF's `labels=` (which would shift a causal LM's targets
+    by one more position: ours come shifted in the batch)."""
+
+    def loss(objective, models: dict, frozen: dict, t: dict, state: dict):
+        del objective, frozen, state
+        kwargs = {"decoder_input_ids": t[decoder_inputs]} if decoder_inputs else {}
+        logits_BTV = models["model"](input_ids=t["inputs"], attention_mask=t["mask"], **kwargs).logits
+        return _weighted_ce(logits_BTV, t[targets], t[weights])
+
+    return loss
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """The PyTorch twin of one objective's training step.
+
+    Attributes:
+      loss: `loss(objective, models, frozen, t, state) -> scalar tensor`; `models` are the trainable transformers
+        modules (`hf_models`), `frozen` the required models' (forward only), `t` the batch as tensors, `state` a dict
+        kept across steps (for what an objective carries: Transformer-XL's memory, say).
+      prepare: `prepare(models) -> models`, applied once after building (ties across checkpoints); None: as built.
+    """
+
+    loss: Callable
+    prepare: Callable | None = None
+
+
+# The reference step of each objective, by the name of the objective class whose `make_loss` it mirrors (or a base
+# class of it: mlm_nsp and mlm_sop use `Mlm`'s, with their pair head). A new objective adds one entry.
+REFERENCES = {
+    "Mlm": Reference(reference_mlm_loss),
+    "Distill": Reference(reference_distill_loss),
+    "Rtd": Reference(reference_rtd_loss, prepare=tie_electra_pair),
+    "Clm": Reference(reference_token_loss("targets", "weights")),
+    "SpanCorruption": Reference(reference_token_loss("targets", "target_weights", decoder_inputs="decoder_inputs")),
+}
+
+
+def _owner(objective) -> type:
+    """The class in the objective's MRO that defines `make_loss`, or a base of it with a `REFERENCES` entry."""
+    for cls in type(objective).__mro__:
+        if cls.__name__ in REFERENCES:
+            return cls
+    raise SystemExit(f"No PyTorch reference step for objective {objective.name!r} ({type(objective).__name__}) yet: "
+                     f"add its class name to REFERENCES in benchmarks/throughput.py (known: {sorted(REFERENCES)}).")
+
+
+def no_decay_parameters(modules) -> set[int]:
+    """`id`s of the parameters AdamW does not decay, as `llm_jax.train.optim` decides for ours (biases and norm
+    scales): biases by name, norm scales by module class (`LayerNorm`, GPT-2's `ln_*`, T5's `T5LayerNorm`, any class
+    with "Norm" in its name) so that no naming convention of a family is missed."""
+    out = set()
+    for module in modules:
+        for sub in module.modules():
+            norm = "norm" in type(sub).__name__.lower()
+            for name, p in sub.named_parameters(recurse=False):
+                if norm or name == "bias":
+                    out.add(id(p))
+    return out
+
+
+def setup_reference(run, batch_np, seed: int = 0, lr_schedule: list[float] | None = None):
+    """The transformers model(s), loss and AdamW step equivalent to ours: `(step_fn, meta)`.
+
+    `step_fn(i)` runs optimizer step i (0-based) at learning rate `lr_schedule[i]` (ours' schedule at that step;
+    the config's peak rate when no schedule is given) and returns the loss.
+    """
     import numpy as np
     import torch
 
     torch.set_num_threads(CORES)
     torch.manual_seed(seed)
+    o = run.optim
+    if o.name != "adamw" or o.layer_decay != 1.0 or o.grad_accum_steps != 1:
+        raise SystemExit(f"The PyTorch reference step is AdamW without layer-wise decay or accumulation; this config "
+                         f"has optim.name={o.name!r}, layer_decay={o.layer_decay}, grad_accum_steps="
+                         f"{o.grad_accum_steps}. Set them (e.g. configs/t5.py:size=mini,optim=adamw) or time ours "
+                         "alone with --no-reference.")
     objective = make_objective_for(run)
-    owner = next(c.__name__ for c in type(objective).__mro__ if "make_loss" in vars(c))
-    model = hf_model(run.family, run.model)
-    pair = getattr(objective, "pair_head", None)
-    if owner not in REFERENCE_LOSSES or (pair and HF_HEADS[type(model).__name__][1] is None):
-        raise SystemExit(f"No PyTorch reference step for objective {run.objective.name!r} with {type(model).__name__} "
-                         f"yet: the reference mirrors the losses of {sorted(REFERENCE_LOSSES)} (REFERENCE_LOSSES).")
-    loss_of = REFERENCE_LOSSES[owner]
+    reference = REFERENCES[_owner(objective).__name__]
+    models = hf_models(run.family, run.model)
+    if reference.prepare is not None:
+        models = reference.prepare(models)
     frozen = {}
     for name, (family, cfg) in frozen_configs_for(run).items():
-        frozen[name] = hf_model(family, cfg, masked_lm=tuple(objective.frozen_heads.get(name, objective.heads))
-                                == ("mlm",)).eval().requires_grad_(False)  # forward only, no dropout
-    model.train()  # dropout on, as in our train step
-
-    # AdamW as llm_jax.train.optim: no decay on biases and norm scales; global-norm clipping first.
-    def no_decay(name: str) -> bool:
-        return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
-
-    o = run.optim
+        masked_lm = tuple(objective.frozen_heads.get(name, objective.heads)) == ("mlm",)
+        frozen[name] = {k: m.eval().requires_grad_(False)  # forward only, no dropout
+                        for k, m in hf_models(family, cfg, masked_lm=masked_lm).items()}
+    for m in models.values():
+        m.train()  # dropout on, as in our train step
+    # One list of unique parameters (modules that share one, ELECTRA's embeddings, list it once).
+    params = list({id(p): p for m in models.values() for p in m.parameters()}.values())
+    skip = no_decay_parameters(models.values())
     optimizer = torch.optim.AdamW(
-        [{"params": [p for n, p in model.named_parameters() if not no_decay(n)], "weight_decay": o.weight_decay},
-         {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}],
+        [{"params": [p for p in params if id(p) not in skip], "weight_decay": o.weight_decay},
+         {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0}],
         lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps)
     t = {k: torch.from_numpy(np.asarray(v)) for k, v in batch_np.items()}
-    t = {k: v.float() if v.is_floating_point() else v.long() for k, v in t.items()}
+    t = {k: v.float() if v.is_floating_point() else v if v.dtype == torch.bool else v.long() for k, v in t.items()}
+    state: dict = {}
 
-    def step_fn() -> float:
+    def step_fn(i: int = 0) -> float:
+        lr = o.learning_rate if lr_schedule is None else lr_schedule[min(i, len(lr_schedule) - 1)]
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(objective, model, frozen, t)
+        loss = reference.loss(objective, models, frozen, t, state)
         loss.backward()
         if o.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
+            torch.nn.utils.clip_grad_norm_(params, o.clip_norm)
         optimizer.step()
         return loss.item()
 
-    described = (f"transformers {type(model).__name__} (PyTorch eager, "
-                 f"attn_implementation={model.config._attn_implementation})")
+    step_fn.models = models  # the transformers modules it trains (for tests)
+    names = " + ".join(type(m).__name__ for m in models.values())
+    first = next(iter(models.values()))
+    described = (f"transformers {names} (PyTorch eager, attn_implementation={first.config._attn_implementation}, "
+                 f"{'the schedule of ours' if lr_schedule is not None else 'constant learning rate'})")
     if frozen:
-        described += "; frozen " + ", ".join(f"{name} {type(m).__name__} (no_grad, eval)" for name, m in frozen.items())
-    meta = {"reference": described, "parameters": sum(p.numel() for p in model.parameters()),
-            "frozen_parameters": {name: sum(p.numel() for p in m.parameters()) for name, m in frozen.items()},
+        described += "; frozen " + ", ".join(f"{name} {' + '.join(type(m).__name__ for m in ms.values())} "
+                                             "(no_grad, eval)" for name, ms in frozen.items())
+    meta = {"reference": described, "parameters": sum(p.numel() for p in params),
+            "no_decay_parameters": sum(p.numel() for p in params if id(p) in skip),
+            "frozen_parameters": {name: sum(p.numel() for m in ms.values() for p in m.parameters())
+                                  for name, ms in frozen.items()},
             "torch_threads": torch.get_num_threads()}
     return step_fn, meta
 
@@ -395,10 +631,13 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def _worker(kind: str, spec: str, overrides: list[str], batch: int, seq: int, options, conn) -> None:
-    """One framework in its own process: set up, then run commands (`step`, `peak`, `stop`) from the parent.
+def _worker(kind: str, spec: str, overrides: list[str], batch: int, seq: int, options, schedule, conn) -> None:
+    """One framework in its own process: set up, then run commands (`("step", i)`, `("peak", 0)`, `"stop"`) from
+    the parent.
 
     `options`: XLA compiler options for ours; the OpenMP wait policy for the reference.
+    `schedule`: for ours, how many steps' learning rates to report (`meta["lr_schedule"]`); for the reference,
+    that list (it follows ours' schedule).
     """
     try:
         if kind == "reference" and options:
@@ -409,23 +648,24 @@ def _worker(kind: str, spec: str, overrides: list[str], batch: int, seq: int, op
         batch_np = synthetic_batch(run, batch, seq)
         if kind == "ours":
             peak = measure_jnp_peak()  # before compiling: nothing else of ours is resident yet
-            step_fn, meta = setup_ours(run, batch_np, compiler_options=compiler_options)
+            step_fn, meta = setup_ours(run, batch_np, compiler_options=compiler_options, schedule_steps=schedule)
             meta["peak_before"] = peak
         else:
-            step_fn, meta = setup_reference(run, batch_np)
+            step_fn, meta = setup_reference(run, batch_np, lr_schedule=schedule)
             meta["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "")
         conn.send(("ready", meta))
         while True:
             cmd = conn.recv()
-            if cmd == "step":
+            if not isinstance(cmd, tuple):
+                break
+            what, i = cmd
+            if what == "step":
                 c0, t0 = os.times(), time.perf_counter()
-                loss = step_fn()
+                loss = step_fn(i)
                 dt, c1 = time.perf_counter() - t0, os.times()
                 conn.send(("ok", (dt, (c1.user + c1.system) - (c0.user + c0.system), loss)))
-            elif cmd == "peak":
+            elif what == "peak":
                 conn.send(("ok", measure_jnp_peak() if kind == "ours" else measure_torch_peak()))
-            else:
-                break
     except EOFError:  # the parent went away
         return
     except Exception:  # noqa: BLE001 - the parent prints it and stops
@@ -450,7 +690,7 @@ class Worker:
             raise SystemExit(f"{self.kind} worker failed:\n{payload}")
         return payload
 
-    def call(self, cmd: str):
+    def call(self, cmd: tuple):
         self.conn.send(cmd)
         return self._reply()
 
@@ -524,94 +764,152 @@ def wait_for_quiet(max_wait_s: float, threshold: float = 0.1, window_s: float = 
 
 # ---------------------------------------------------------------------------------------------- reporting
 
+MIN_TRIALS = 5  # fewer trials than this give no verdict
+
+
+def verdict(ratios: list[float], min_trials: int = MIN_TRIALS) -> str:
+    """What a row's per-trial ratios (reference time / ours) allow one to say.
+
+    `faster` when every trial's ratio is above 1, `slower` when every one is below: the spread (min–max) is narrower
+    than the effect (the distance of the median from 1). Otherwise — or with fewer than `min_trials` trials —
+    `inconclusive`: the run does not show which is faster.
+    """
+    if len(ratios) < min_trials:
+        return "inconclusive"
+    if min(ratios) > 1.0:
+        return "faster"
+    if max(ratios) < 1.0:
+        return "slower"
+    return "inconclusive"
+
+
+def ratio_summary(ratios: list[float]) -> dict:
+    """Median, min, max and interquartile range of the per-trial ratios, with `verdict`."""
+    qs = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 3
+    return {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratio_iqr": [qs[0], qs[2]], "ratio_trials": [round(r, 4) for r in ratios], "verdict": verdict(ratios)}
+
 
 def bench_one(ctx, spec: str, overrides: list[str], batch: int, seq: int, steps: int, warmup: int,
               reference: bool, settle_s: float, compiler_options, quiet_wait_s: float, worker_env: dict,
-              omp_wait_policy: str) -> dict:
+              omp_wait_policy: str, trials: int = MIN_TRIALS) -> dict:
+    """One row: both workers set up, `warmup` untimed steps each, then `trials` trials of `steps` steps each,
+    alternating ABBA between the workers; a trial's ratio is the reference's median step time over ours."""
     from llm_jax import flops
 
     run = load_run_config(spec, overrides)
+    total = warmup + trials * steps
     print(f"\n== {spec} {' '.join(overrides)} batch={batch} seq={seq}: starting workers…", flush=True)
-    ours = Worker(ctx, "ours", spec, overrides, batch, seq, compiler_options)
-    ref = Worker(ctx, "reference", spec, overrides, batch, seq, omp_wait_policy) if reference else None
+    loadavg_before = os.getloadavg()
+    ours = Worker(ctx, "ours", spec, overrides, batch, seq, compiler_options, total)
+    ref = (Worker(ctx, "reference", spec, overrides, batch, seq, omp_wait_policy, ours.meta["lr_schedule"])
+           if reference else None)
     try:
         pair = [("ours", ours)] + ([("ref", ref)] if ref else [])
-        times: dict[str, list[float]] = {"ours": [], "ref": []}
+        times: dict[str, list[list[float]]] = {"ours": [], "ref": []}
         cpu_times: dict[str, list[float]] = {"ours": [], "ref": []}
         losses: dict[str, list[float]] = {"ours": [], "ref": []}
-        load = None
-        for i in range(warmup + steps):
-            if i == warmup:
-                if quiet_wait_s > 0:
-                    wait_for_quiet(quiet_wait_s)
-                load = ForeignLoad([os.getpid(), ours.process.pid] + ([ref.process.pid] if ref else []))
-            for name, worker in (pair if i % 2 == 0 else pair[::-1]):
-                time.sleep(settle_s)  # let the other process's pool threads stop spinning
-                dt, cpu, loss = worker.call("step")
-                losses[name].append(loss)
-                if i >= warmup:
-                    times[name].append(dt)
-                    cpu_times[name].append(cpu)
-        foreign_share = load.stop() if load else None
-        peak_detail = {"jnp_matmul_f32_before": ours.meta["peak_before"], "jnp_matmul_f32_after": ours.call("peak")}
+        foreign: list[float | None] = []
+        pids = [os.getpid(), ours.process.pid] + ([ref.process.pid] if ref else [])
+        i = 0
+        for trial in range(-1, trials):  # trial -1: the warm-up steps
+            n = warmup if trial < 0 else steps
+            if trial == 0 and quiet_wait_s > 0:
+                wait_for_quiet(quiet_wait_s)
+            load = ForeignLoad(pids)
+            for name in times:
+                times[name].append([])
+            for _ in range(n):
+                for name, worker in (pair if i % 2 == 0 else pair[::-1]):
+                    time.sleep(settle_s)  # let the other process's pool threads stop spinning
+                    dt, cpu, loss = worker.call(("step", i))
+                    losses[name].append(loss)
+                    times[name][-1].append(dt)
+                    if trial >= 0:
+                        cpu_times[name].append(cpu)
+                i += 1
+            if trial >= 0:
+                foreign.append(load.stop())
+                msg = f"   trial {trial + 1}/{trials}: ours {statistics.median(times['ours'][-1]):.3f} s"
+                if ref:
+                    msg += (f", reference {statistics.median(times['ref'][-1]):.3f} s, ratio "
+                            f"{statistics.median(times['ref'][-1]) / statistics.median(times['ours'][-1]):.2f}×")
+                print(msg + f", other load {_fmt(foreign[-1], '.0%')}", flush=True)
+        peak_detail = {"jnp_matmul_f32_before": ours.meta["peak_before"], "jnp_matmul_f32_after": ours.call(("peak", 0))}
         if ref:
-            peak_detail["torch_matmul_f32_4096"] = ref.call("peak")
+            peak_detail["torch_matmul_f32_4096"] = ref.call(("peak", 0))
     finally:
         ours.close()
         if ref:
             ref.close()
+    loadavg_after = os.getloadavg()
     peak = max(max(v.values()) for k, v in peak_detail.items() if k.startswith("jnp"))
+    trial_times = {name: t[1:] for name, t in times.items()}  # without the warm-up
 
     frozen_configs = frozen_configs_for(run, spec)
     towers = flops.towers_for(run.family, run.model, run.objective, seq, frozen_configs=frozen_configs)
     train = flops.train_flops(towers, batch, num_params=ours.meta["parameters"])
     per_token = flops.model_flops_per_token(towers)
     tokens = batch * seq
-    ours_s = statistics.median(times["ours"])
+    ours_trials = [statistics.median(t) for t in trial_times["ours"]]
+    ours_s = statistics.median(ours_trials)
+    shares = [s for s in foreign if s is not None]
     row = {
         "config": spec, "overrides": list(overrides), "family": run.family, "batch": batch, "seq": seq,
-        "model": {k: getattr(run.model, k) for k in ("num_layers", "hidden_size", "num_heads", "intermediate_size",
-                                                      "vocab_size", "dtype", "remat", "scan_unroll")},
-        "objective": run.objective.name, "max_predictions": make_objective_for(run).predicted_positions(seq),  # P
-        "parameters": ours.meta["parameters"], "steps_timed": steps, "warmup": warmup,
+        "model": {f.name: getattr(run.model, f.name) for f in dataclasses.fields(run.model)},
+        "objective": run.objective.name, "predicted_positions": make_objective_for(run).predicted_positions(seq),
+        "parameters": ours.meta["parameters"], "no_decay_parameters": ours.meta["no_decay_parameters"],
+        "trials": trials, "steps_per_trial": steps, "warmup": warmup,
         "frozen": {name: {"preset": getattr(run.objective, name), "family": family,
                           "parameters": ours.meta["frozen_parameters"][name]}
                    for name, (family, _) in frozen_configs.items()},
         "compile_s": round(ours.meta["compile_s"], 1),
-        "ours_step_s": ours_s, "ours_step_s_all": [round(x, 4) for x in times["ours"]],
+        "ours_step_s": ours_s, "ours_step_s_trials": [round(x, 4) for x in ours_trials],
         "ours_tokens_per_s": tokens / ours_s, "ours_cpu_s": statistics.median(cpu_times["ours"]),
         "flops_per_step": train.total, "matmul_flops_per_step": train.matmul,
         "xla_dot_flops_per_step": ours.meta["xla_dot_flops_per_step"],
         "model_flops_per_token": per_token, "ours_flops_per_s": train.total / ours_s,
         "mfu": flops.mfu(tokens / ours_s, per_token, peak), "peak_flops": peak, "peak_detail": peak_detail,
+        "learning_rate_first_last": [ours.meta["lr_schedule"][0], ours.meta["lr_schedule"][-1]],
         "ours_loss_first_last": [losses["ours"][0], losses["ours"][-1]],
         "xla_flags": ours.meta["xla_flags"], "compiler_options": compiler_options or {}, "worker_env": worker_env,
-        "foreign_cpu_share": foreign_share, "loadavg_1m_at_end": os.getloadavg()[0], "nice": os.nice(0),
+        "foreign_cpu_share": statistics.median(shares) if shares else None,
+        "foreign_cpu_share_trials": [None if s is None else round(s, 3) for s in foreign],
+        "loadavg_before": [round(x, 2) for x in loadavg_before], "loadavg_after": [round(x, 2) for x in loadavg_after],
+        "nice": os.nice(0),
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if ref:
-        ref_s = statistics.median(times["ref"])
         if ref.meta["parameters"] != row["parameters"]:
             raise SystemExit(f"The reference has {ref.meta['parameters']:,} parameters, ours {row['parameters']:,}: "
                              "the architectures differ.")
+        if ref.meta["no_decay_parameters"] != row["no_decay_parameters"]:
+            raise SystemExit(f"The reference exempts {ref.meta['no_decay_parameters']:,} parameters from weight decay, "
+                             f"ours {row['no_decay_parameters']:,}: fix no_decay_parameters so both exempt the same "
+                             "biases and norm scales.")
         for name, count in ref.meta["frozen_parameters"].items():
             row["frozen"][name]["reference_parameters"] = count
+        ref_trials = [statistics.median(t) for t in trial_times["ref"]]
+        ref_s = statistics.median(ref_trials)
         row.update(reference=ref.meta["reference"], torch_threads=ref.meta["torch_threads"],
                    omp_wait_policy=ref.meta["omp_wait_policy"],
-                   reference_step_s=ref_s, reference_step_s_all=[round(x, 4) for x in times["ref"]],
-                   reference_tokens_per_s=tokens / ref_s, ratio=ref_s / ours_s,
+                   reference_step_s=ref_s, reference_step_s_trials=[round(x, 4) for x in ref_trials],
+                   reference_tokens_per_s=tokens / ref_s,
+                   **ratio_summary([r / o for r, o in zip(ref_trials, ours_trials)]),
                    reference_cpu_s=statistics.median(cpu_times["ref"]),
                    cpu_ratio=statistics.median(cpu_times["ref"]) / statistics.median(cpu_times["ours"]),
                    reference_mfu=flops.mfu(tokens / ref_s, per_token, peak),
                    reference_loss_first_last=[losses["ref"][0], losses["ref"][-1]])
     else:
-        row.update(reference=None, reference_step_s=None, reference_tokens_per_s=None, ratio=None, reference_mfu=None)
+        row.update(reference=None, reference_step_s=None, reference_tokens_per_s=None, ratio=None, reference_mfu=None,
+                   verdict=None)
     msg = f"   ours {row['ours_tokens_per_s']:.0f} tok/s ({ours_s:.3f} s/step, MFU {row['mfu']:.1%})"
     if ref:
         msg += f" | reference {row['reference_tokens_per_s']:.0f} tok/s ({row['reference_step_s']:.3f} s/step)"
-        msg += f" | ratio {row['ratio']:.2f}× (CPU time {row['cpu_ratio']:.2f}×)"
-    foreign = "n/a" if foreign_share is None else f"{foreign_share:.0%}"
-    print(msg + f" | peak {peak / 1e9:.1f} GFLOP/s | other processes' CPU share {foreign}", flush=True)
+        msg += (f" | ratio {row['ratio']:.2f}× (min–max {row['ratio_min']:.2f}–{row['ratio_max']:.2f}, "
+                f"{trials} trials): {row['verdict']}")
+    print(msg + f" | peak {peak / 1e9:.1f} GFLOP/s | other load {_fmt(row['foreign_cpu_share'], '.0%')}, "
+          f"load average {loadavg_before[0]:.2f} → {loadavg_after[0]:.2f}", flush=True)
     return row
 
 
@@ -625,7 +923,8 @@ def write_results(rows: list[dict], info: dict, out_dir: pathlib.Path) -> None:
     merged: dict[tuple, dict] = {}
     if path.exists():
         for row in json.loads(path.read_text()).get("rows", []):
-            merged[_key(row)] = row
+            if "trials" in row:  # rows of single-run measurements (before trials) are superseded, not kept
+                merged[_key(row)] = row
     for row in rows:
         merged[_key(row)] = dict(row, machine=info)
     ordered = sorted(merged.values(), key=lambda r: (r["config"], r["batch"], r["seq"], r.get("overrides", [])))
@@ -647,45 +946,69 @@ def _frozen_text(row: dict) -> str:
     return out
 
 
+def _row_name(row: dict) -> str:
+    """The `ROWS` entry a row's config is, or the config itself."""
+    for name, sizes in ROWS.items():
+        for size in ("mini", "base"):
+            if sizes[size] == row["config"]:
+                return f"{name} ({size})"
+    return f"`{row['config']}`"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
         "# Training throughput: llm_jax vs Hugging Face transformers (PyTorch eager), CPU",
         "",
-        "One full training step (forward + backward + clipping + AdamW) on the same synthetic batch; the two run in",
-        "separate worker processes, steps alternating; medians after warm-up. MFU = tokens/s × PaLM model FLOPs per",
-        "token (6N + 12·L·H·Q·T, N = non-embedding parameters; `llm_jax/flops.py`) / the f32 matmul peak measured",
-        "with `jnp` in the same run. Written by `benchmarks/throughput.py`; what was tried: `benchmarks/NOTES.md`.",
+        "One full training step (forward + backward + clipping + AdamW, the same learning-rate schedule) of each",
+        "family's pretraining objective on the same synthetic batch; the two frameworks run in separate worker",
+        "processes. Each row is ≥ 5 **trials**; a trial runs a few steps of each, alternating ABBA, and its ratio is",
+        "the reference's median step time over ours (> 1: ours is faster). The row gives the median of the trial",
+        "ratios, their min–max and interquartile range, and a **verdict**: `faster` / `slower` only when every",
+        "trial agrees (the spread is narrower than the effect), `inconclusive` otherwise.",
+        "MFU = tokens/s × PaLM model FLOPs per token (`llm_jax/flops.py`) / the f32 matmul peak measured with `jnp`",
+        "in the same run. Written by `benchmarks/throughput.py`; what was tried: `benchmarks/NOTES.md`.",
         "",
-        "Read a row with its `other load` column: the share of the machine's CPU time that other processes took",
-        "during the timed steps. Under such load both frameworks slow down, by different factors; the CPU-time",
-        "ratio (CPU seconds the reference spends per step over ours) is the steadier comparison of work there.",
+        "Read every row with the machine's other load: `other load` is the share of the machine's CPU time that",
+        "other processes took during the timed trials (median over trials), `load avg` the 1-minute load average",
+        "before → after the row. Under load both frameworks slow down, by different factors.",
+        "Single-run rows measured before the trials existed are not kept: a second run did not reproduce them.",
         "",
-        "| config | overrides | batch×seq | ours tok/s | ours s/step | reference tok/s | reference s/step | ratio |"
-        " CPU-time ratio | MFU ours | MFU reference | peak GFLOP/s | analytic GFLOP/step | other load |",
+        "| row | batch×seq | ours s/step | reference s/step | ratio (median) | min–max | IQR | verdict |"
+        " CPU-time ratio | MFU ours | MFU ref | other load | load avg | loss first→last ours / ref |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        iqr = r.get("ratio_iqr")
+        loss = f"{r['ours_loss_first_last'][0]:.2f}→{r['ours_loss_first_last'][1]:.2f}"
+        if r.get("reference_loss_first_last"):
+            loss += f" / {r['reference_loss_first_last'][0]:.2f}→{r['reference_loss_first_last'][1]:.2f}"
+        overrides = f" {' '.join(r['overrides'])}" if r.get("overrides") else ""
+        spread = "—" if r.get("ratio_min") is None else f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}"
         lines.append(
-            f"| `{r['config']}` | {' '.join(r.get('overrides', [])) or '—'} | {r['batch']}×{r['seq']} | "
-            f"{r['ours_tokens_per_s']:.0f} | {r['ours_step_s']:.3f} | {_fmt(r.get('reference_tokens_per_s'), '.0f')} | "
+            f"| {_row_name(r)}{overrides} | {r['batch']}×{r['seq']} | {r['ours_step_s']:.3f} | "
             f"{_fmt(r.get('reference_step_s'), '.3f')} | {_fmt(r.get('ratio'), '.2f', '×')} | "
-            f"{_fmt(r.get('cpu_ratio'), '.2f', '×')} | {r['mfu']:.1%} | "
-            f"{_fmt(r.get('reference_mfu'), '.1%')} | {r['peak_flops'] / 1e9:.1f} | {r['flops_per_step'] / 1e9:.1f} | "
-            f"{_fmt(r.get('foreign_cpu_share'), '.0%')} |")
+            f"{spread} | {'—' if not iqr else f'{iqr[0]:.2f}–{iqr[1]:.2f}'} | {r.get('verdict') or '—'} | "
+            f"{_fmt(r.get('cpu_ratio'), '.2f', '×')} | {r['mfu']:.1%} | {_fmt(r.get('reference_mfu'), '.1%')} | "
+            f"{_fmt(r.get('foreign_cpu_share'), '.0%')} | {r['loadavg_before'][0]:.2f}→{r['loadavg_after'][0]:.2f} | "
+            f"{loss} |")
     lines += ["", "Runs:", ""]
     for r in rows:
         m, v = r["machine"], r["machine"]["versions"]
         lines.append(
-            f"- `{r['config']}` {' '.join(r.get('overrides', []))} — {r['measured_at']}, commit {m['commit']}; "
-            f"{m['cpu']}, {m['cores']} cores; jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
+            f"- {_row_name(r)}: `{r['config']}` {' '.join(r.get('overrides', []))} — {r['measured_at']}, commit "
+            f"{m['commit']}; {m['cpu']}, {m['cores']} cores; jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
             f"torch {v.get('torch', '—')}, transformers {v.get('transformers', '—')}; XLA_FLAGS=`{r['xla_flags']}`, "
             f"XLA options {r.get('compiler_options') or '—'}, worker environment {r.get('worker_env') or '—'}, "
             f"torch threads {r.get('torch_threads', '—')}, OMP_WAIT_POLICY={r.get('omp_wait_policy') or 'default'}; "
-            f"reference: {r.get('reference') or '—'}; "
-            f"model {r['model']}, objective {r['objective']} (P={r['max_predictions']}), {r['parameters']:,} parameters; "
-            f"{_frozen_text(r)}{r['steps_timed']} timed steps after {r['warmup']} warm-up; compile {r['compile_s']} s; "
-            f"other processes used {_fmt(r.get('foreign_cpu_share'), '.0%')} of the CPUs during the timed steps "
-            f"(our processes at nice {r.get('nice', 0)}).")
+            f"reference: {r.get('reference') or '—'}; objective {r['objective']} "
+            f"({r['predicted_positions']} predicted positions per row), {r['parameters']:,} parameters "
+            f"({r['no_decay_parameters']:,} without weight decay, both sides); {_frozen_text(r)}"
+            f"{r['trials']} trials × {r['steps_per_trial']} steps after {r['warmup']} warm-up; learning rate "
+            f"{r['learning_rate_first_last'][0]:.3g} → {r['learning_rate_first_last'][1]:.3g}; compile "
+            f"{r['compile_s']} s; trial ratios {r.get('ratio_trials', '—')}; other load per trial "
+            f"{r.get('foreign_cpu_share_trials')}; load average (1, 5, 15 min) before {r['loadavg_before']}, after "
+            f"{r['loadavg_after']} (our processes at nice {r.get('nice', 0)}); analytic {r['flops_per_step'] / 1e9:.1f} "
+            f"GFLOP/step, matmul peak {r['peak_flops'] / 1e9:.1f} GFLOP/s.")
     lines.append("")
     return "\n".join(lines)
 
@@ -693,10 +1016,15 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", required=True, help="configs/X.py[:arg]; repeat for several")
+    parser.add_argument("--config", action="append", default=[], help="configs/X.py[:arg]; repeat for several")
+    parser.add_argument("--row", action="append", default=[], choices=[*ROWS, "all"],
+                        help="a family's row of ROWS at --size (repeat, or `all`)")
+    parser.add_argument("--size", default="mini", choices=["mini", "base"], help="the size of --row rows")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps of each (≥ 10 for a stable median)")
+    parser.add_argument("--trials", type=int, default=MIN_TRIALS,
+                        help=f"trials per row (a verdict needs ≥ {MIN_TRIALS})")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps of each framework per trial")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each after compilation")
     parser.add_argument("--settle", type=float, default=0.1, help="seconds of pause before each step")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -715,8 +1043,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(RESULTS), help="results directory")
     parser.add_argument("--dry-run", action="store_true", help="print, write nothing")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        raise SystemExit("--steps must be ≥ 1 and --warmup ≥ 0.")
+    if args.steps < 1 or args.warmup < 0 or args.trials < 1:
+        raise SystemExit("--steps and --trials must be ≥ 1 and --warmup ≥ 0.")
+    names = list(ROWS) if "all" in args.row else list(dict.fromkeys(args.row))
+    specs = [(ROWS[name][args.size], "no_reference" not in ROWS[name]) for name in names]
+    specs += [(spec, True) for spec in args.config]
+    if not specs:
+        raise SystemExit(f"Nothing to run: give --row NAME (one of {', '.join(ROWS)}, or all) or --config FILE.")
     compiler_options = {}
     for item in args.xla_option:
         name, _, raw = item.partition("=")
@@ -743,9 +1076,10 @@ def main(argv=None) -> int:
     info = machine_info(ROOT)
     print(f"{info['cpu']}, {info['cores']} cores; XLA_FLAGS={flags!r}", flush=True)
     ctx = multiprocessing.get_context("spawn")
-    rows = [bench_one(ctx, spec, args.set, args.batch, args.seq, args.steps, args.warmup, not args.no_reference,
-                      args.settle, compiler_options or None, args.quiet_wait, worker_env, args.omp_wait_policy)
-            for spec in args.config]
+    rows = [bench_one(ctx, spec, args.set, args.batch, args.seq, args.steps, args.warmup,
+                      reference and not args.no_reference, args.settle, compiler_options or None, args.quiet_wait,
+                      worker_env, args.omp_wait_policy, trials=args.trials)
+            for spec, reference in specs]
     if not args.dry_run:
         write_results(rows, info, pathlib.Path(args.out))
     return 0

@@ -126,12 +126,19 @@ def make_objective(cfg, special: SpecialIds, vocab_size: int, *, tokenizer=None)
     return objective
 
 
+SHAPE_ONLY_SENTINELS = 100  # placeholder sentinels of `shape_only_objective` (T5's count)
+
+
 def shape_only_objective(name: str, vocab_size: int, **fields) -> "Objective":
     """An objective for shapes only — dummy batches and model-init inputs (parameter counts, abstract init,
-    compilation) — whose special roles get placeholder ids below `vocab_size`, since no tokenizer is involved."""
+    compilation) — whose special roles get placeholder ids below `vocab_size`, since no tokenizer is involved: the
+    first ids, and for an objective that needs sentinels T5's 100 at the top of the vocabulary."""
     cls = objective_class(name)
-    special = SpecialIds(**{role: i % vocab_size for i, role in enumerate(cls.required_roles)})
-    return cls(config_for(name, **fields), special, vocab_size)
+    roles = [role for role in cls.required_roles if role != "sentinels"]
+    ids: dict[str, Any] = {role: i % vocab_size for i, role in enumerate(roles)}
+    if "sentinels" in cls.required_roles:  # T5's 100, `<extra_id_0>` the highest id
+        ids["sentinels"] = tuple(range(vocab_size - 1, max(vocab_size - 1 - SHAPE_ONLY_SENTINELS, len(roles) - 1), -1))
+    return cls(config_for(name, **fields), SpecialIds(**ids), vocab_size)
 
 
 def check_token_ids(tokens: np.ndarray, vocab_size: int, field: str = "token ids (model.vocab_size)") -> None:

@@ -1,0 +1,123 @@
+"""`benchmarks/throughput.py`: the verdict rule, a row for every family, and each new row's two steps (ours and
+the PyTorch twin) run for a few steps on tiny shapes. Nothing here asserts a time."""
+
+import json
+import math
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import throughput  # noqa: E402
+
+from llm_jax import models  # noqa: E402
+
+# The new rows' objectives at CPU test size: (config, overrides). A rolled layer scan compiles faster.
+TINY = {
+    "gpt2": ("configs/gpt.py:version=2,size=tiny", ["model.scan_unroll=false"]),
+    "electra": ("configs/electra.py:size=tiny", ["model.scan_unroll=false"]),
+    "t5": ("configs/t5.py:size=tiny,optim=adamw", ["model.scan_unroll=false"]),
+}
+
+
+def test_verdict_needs_every_trial_on_one_side():
+    assert throughput.verdict([1.10, 1.20, 1.05, 1.30, 1.15]) == "faster"
+    assert throughput.verdict([0.90, 0.80, 0.95, 0.97, 0.85]) == "slower"
+    assert throughput.verdict([1.10, 1.20, 0.98, 1.30, 1.15]) == "inconclusive"  # spread wider than the effect
+    assert throughput.verdict([1.10, 1.20, 1.05, 1.30]) == "inconclusive"  # fewer than 5 trials
+    s = throughput.ratio_summary([1.0, 1.4, 1.1, 1.2, 1.3])
+    assert (s["ratio"], s["ratio_min"], s["ratio_max"]) == (1.2, 1.0, 1.4)
+    assert s["ratio_iqr"] == pytest.approx([1.1, 1.3])
+    assert s["verdict"] == "inconclusive"  # a trial at exactly 1.0 is no evidence either way
+
+
+def test_every_family_has_a_row_with_a_batch_and_a_reference():
+    """Each registered family's pretraining step has a row at both sizes, whose objective has a synthetic batch
+    layout and a PyTorch twin (a new family adds one `ROWS` entry, and entries for a new objective)."""
+    row_families = {}
+    for name, sizes in throughput.ROWS.items():
+        assert set(sizes) - {"no_reference"} == {"mini", "base"}, name
+        for spec in (sizes["mini"], sizes["base"]):
+            run = throughput.load_run_config(spec, [])
+            row_families.setdefault(run.family, name)
+            objective = throughput.make_objective_for(run)
+            throughput._entry_for(throughput.BATCH_LAYOUTS, objective, "layout", "BATCH_LAYOUTS")
+            if "no_reference" not in sizes:
+                throughput._owner(objective)
+                assert run.optim.name == "adamw", spec  # the reference step is AdamW
+    missing = sorted(set(models.FAMILY_NAMES) - set(row_families))
+    assert not missing, f"families without a throughput row: {missing} (add them to ROWS)"
+
+
+@pytest.mark.parametrize("row", sorted(TINY))
+def test_synthetic_batch_layout(row):
+    spec, overrides = TINY[row]
+    run = throughput.load_run_config(spec, overrides)
+    objective = throughput.make_objective_for(run)
+    batch = throughput.synthetic_batch(run, 3, 32)
+    assert set(batch) == set(objective.dummy_batch(3, 32))
+    for key, value in objective.dummy_batch(3, 32).items():
+        assert batch[key].shape == value.shape and batch[key].dtype == value.dtype, key
+    ids = np.concatenate([v.ravel() for k, v in batch.items() if v.dtype.kind == "i"])
+    assert ids.min() >= 0 and ids.max() < run.model.vocab_size
+    if "targets" in batch and "decoder_inputs" not in batch:  # causal LM: targets are the inputs shifted by one
+        np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
+    if "decoder_inputs" in batch:  # teacher forcing: the targets shifted right behind the start id
+        np.testing.assert_array_equal(batch["decoder_inputs"][:, 1:], batch["targets"][:, :-1])
+        assert (batch["decoder_inputs"][:, 0] == objective.special.pad).all()
+        assert (batch["targets"][:, -1] == objective.special.eos).all()
+        assert np.isin(batch["inputs"], objective.special.sentinels).any(axis=1).all()
+    if "mlm_positions" in batch:
+        pos = batch["mlm_positions"]
+        assert (np.diff(pos, axis=1) > 0).all() and pos.min() >= 1
+        assert (np.take_along_axis(batch["inputs"], pos, 1) == objective.special.mask).all()
+
+
+@pytest.mark.parametrize("row", sorted(TINY))
+def test_reference_step_mirrors_ours(row, require):
+    """Both steps run on the same batch: the same parameter count and the same weights exempt from decay, first
+    losses of random models within a few percent (the same loss on both sides), ours' learning rate schedule
+    followed by the reference (its first step at learning rate 0 changes nothing)."""
+    require("torch")
+    require("transformers")
+    import torch
+
+    spec, overrides = TINY[row]
+    run = throughput.load_run_config(spec, overrides)
+    batch = throughput.synthetic_batch(run, 2, 32)
+    ours_step, ours = throughput.setup_ours(run, batch, schedule_steps=3)
+    assert ours["lr_schedule"][0] == 0.0 and ours["lr_schedule"][1] > 0  # warming up
+    ref_step, ref = throughput.setup_reference(run, batch, lr_schedule=ours["lr_schedule"])
+    assert ref["parameters"] == ours["parameters"]
+    assert ref["no_decay_parameters"] == ours["no_decay_parameters"] > 0
+    ours_losses = [ours_step(i) for i in range(3)]
+    params = [p for m in ref_step.models.values() for p in m.parameters()]
+    before = [p.detach().clone() for p in params]
+    ref_losses = [ref_step(0)]
+    assert all(torch.equal(b, p) for b, p in zip(before, params))  # learning rate 0 at step 0, as ours
+    ref_losses += [ref_step(i) for i in (1, 2)]
+    assert not any(torch.equal(b, p) for b, p in zip(before, params) if b.ndim == 2)  # then every matrix moves
+    assert all(math.isfinite(x) for x in ours_losses + ref_losses)
+    assert ref_losses[0] == pytest.approx(ours_losses[0], rel=0.05)
+
+
+def test_script_writes_trials_and_verdict(tmp_path, require):
+    """The script's own path (worker processes, trials, results files) on one tiny row: 2 trials give no
+    verdict."""
+    require("torch")
+    require("transformers")
+    spec, overrides = TINY["gpt2"]
+    args = ["--config", spec, "--batch", "2", "--seq", "16", "--trials", "2", "--steps", "1", "--warmup", "1",
+            "--settle", "0", "--out", str(tmp_path)]
+    for item in overrides:
+        args += ["--set", item]
+    assert throughput.main(args) == 0
+    (row,) = json.loads((tmp_path / "throughput.json").read_text())["rows"]
+    assert len(row["ratio_trials"]) == 2 and row["verdict"] == "inconclusive"
+    assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
+    assert len(row["loadavg_before"]) == 3 and row["parameters"] > 0
+    assert "inconclusive" in (tmp_path / "throughput.md").read_text()

@@ -12,8 +12,8 @@ full training step (forward + backward + clipping + AdamW) of
 * the reference: the family's transformers class(es) (`HF_ARCHITECTURE`, or each of `HF_VIEWS`: ELECTRA's
   generator and discriminator) with the identical architecture, the same batch and the objective's loss written
   in PyTorch (`REFERENCES`: MLM at the same P gathered positions (+ NSP, SOP), distillation, replaced-token
-  detection with sampling, causal LM, span corruption), global-norm clipping and AdamW with the same decay mask
-  and ours' learning-rate schedule —
+  detection with sampling, causal LM, span corruption, permutation LM with its memory carried across steps),
+  global-norm clipping and AdamW with the same decay mask and ours' learning-rate schedule —
 
 is timed on the same synthetic batch (`BATCH_LAYOUTS`: random token ids in the objective's layout, no tokenizer).
 
@@ -88,6 +88,7 @@ ROWS = {
     "t5": {"mini": "configs/t5.py:size=mini,optim=adamw", "base": "configs/t5.py:size=base,optim=adamw"},
     "transfo_xl": {"mini": "configs/transfo_xl.py:size=mini", "base": "configs/transfo_xl.py:size=base",
                    "no_reference": "transformers 5 has no TransfoXLLMHeadModel (removed after 4.x)"},
+    "xlnet": {"mini": "configs/xlnet.py:size=mini", "base": "configs/xlnet.py:size=base"},
 }
 
 
@@ -206,11 +207,33 @@ def _span_corruption_layout(objective, out: dict, rng, first_plain: int) -> None
                                             out["targets"][:, :-1]], axis=1)
 
 
+def _plm_layout(objective, out: dict, rng, first_plain: int) -> None:
+    """Permutation LM: rows `reuse ++ A <sep> B <sep> <cls>` of random ids with token types 0 / 1 / 2 (A and B
+    of equal length), then the objective's own host-side draw (`Plm.prepare`: predicted spans, factorization
+    orders as `perm_mask`, `target_mapping`, targets, weights) — the layout training feeds, not a hand-made one."""
+    import numpy as np
+
+    batch, seq = out["inputs"].shape
+    reuse = objective.cfg.lengths(seq)[0]
+    a_len = (seq - reuse - 3) // 2
+    b_len = seq - reuse - 3 - a_len
+    tokens = out["inputs"].copy()
+    sep_a, sep_b = reuse + a_len, reuse + a_len + 1 + b_len
+    tokens[:, [sep_a, sep_b]] = objective.special.sep
+    tokens[:, -1] = objective.special.cls
+    segments = np.zeros_like(tokens)
+    segments[:, sep_a + 1:] = 1
+    segments[:, -1] = 2
+    examples = {"tokens": tokens, "segment_ids": segments, "epoch": np.zeros(batch, np.int64),
+                "example_index": np.arange(batch)}
+    out.update(objective.prepare(examples, seed=int(rng.integers(2**31))))
+
+
 # How the synthetic batch of an objective differs from random ids everywhere (bool masks all True, float weights
 # all 1), by the name of the objective class that defines `dummy_batch` (or a base class of it): a new objective
 # with its own batch layout adds one function here.
 BATCH_LAYOUTS = {"Mlm": _mlm_layout, "Clm": _clm_layout, "SegmentClm": _clm_layout,
-                 "SpanCorruption": _span_corruption_layout}
+                 "SpanCorruption": _span_corruption_layout, "Plm": _plm_layout}
 
 
 def _entry_for(table: dict, objective, what: str, member: str):
@@ -497,6 +520,34 @@ def reference_token_loss(targets: str, weights: str, decoder_inputs: str | None 
     return loss
 
 
+def reference_plm_loss(objective, models: dict, frozen: dict, t: dict, state: dict):
+    """`Plm`'s loss (llm_jax/objectives/plm.py): `XLNetLMHeadModel` with the permutation mask, the target mapping
+    (its logits are the query stream's at the P predicted positions), token types, the attention mask and the
+    memory carried in `state` (`use_mems=True`; zeros of `mem_len` slots at the first step, as ours' carry starts;
+    the new memory keeps this row's first `reuse_len` layer inputs, the last `mem_len` kept, detached); weighted
+    cross-entropy against each predicted position's own token."""
+    import torch
+
+    del frozen
+    model = models["model"]
+    b, seq = t["inputs"].shape
+    mem_len = objective.cfg.mem_len
+    kwargs = {}
+    if mem_len:
+        trunk = getattr(model, model.base_model_prefix)
+        # The memory lengths of this call (ours passes them to the model per call; HF reads its attributes).
+        trunk.mem_len, trunk.reuse_len = mem_len, objective.cfg.lengths(seq)[0]
+        if "mems" not in state:
+            c = model.config
+            state["mems"] = [torch.zeros(mem_len, b, c.d_model) for _ in range(c.n_layer)]  # HF: [M, B, D] per layer
+        kwargs.update(mems=state["mems"], use_mems=True)
+    out = model(input_ids=t["inputs"], token_type_ids=t["segment_ids"], attention_mask=t["mask"].float(),
+                perm_mask=t["perm_mask"].float(), target_mapping=t["target_mapping"], **kwargs)
+    if mem_len:
+        state["mems"] = [m.detach() for m in out.mems]
+    return _weighted_ce(out.logits, t["targets"], t["weights"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Reference:
     """The PyTorch twin of one objective's training step.
@@ -520,6 +571,7 @@ REFERENCES = {
     "Rtd": Reference(reference_rtd_loss, prepare=tie_electra_pair),
     "Clm": Reference(reference_token_loss("targets", "weights")),
     "SpanCorruption": Reference(reference_token_loss("targets", "target_weights", decoder_inputs="decoder_inputs")),
+    "Plm": Reference(reference_plm_loss),
 }
 
 

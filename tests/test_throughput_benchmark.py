@@ -21,6 +21,7 @@ TINY = {
     "gpt2": ("configs/gpt.py:version=2,size=tiny", ["model.scan_unroll=false"]),
     "electra": ("configs/electra.py:size=tiny", ["model.scan_unroll=false"]),
     "t5": ("configs/t5.py:size=tiny,optim=adamw", ["model.scan_unroll=false"]),
+    "xlnet": ("configs/xlnet.py:size=tiny", ["model.scan_unroll=false"]),
 }
 
 
@@ -64,7 +65,7 @@ def test_synthetic_batch_layout(row):
         assert batch[key].shape == value.shape and batch[key].dtype == value.dtype, key
     ids = np.concatenate([v.ravel() for k, v in batch.items() if v.dtype.kind == "i"])
     assert ids.min() >= 0 and ids.max() < run.model.vocab_size
-    if "targets" in batch and "decoder_inputs" not in batch:  # causal LM: targets are the inputs shifted by one
+    if "targets" in batch and not {"decoder_inputs", "perm_mask"} & set(batch):  # causal LM: inputs shifted by one
         np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
     if "decoder_inputs" in batch:  # teacher forcing: the targets shifted right behind the start id
         np.testing.assert_array_equal(batch["decoder_inputs"][:, 1:], batch["targets"][:, :-1])
@@ -75,6 +76,20 @@ def test_synthetic_batch_layout(row):
         pos = batch["mlm_positions"]
         assert (np.diff(pos, axis=1) > 0).all() and pos.min() >= 1
         assert (np.take_along_axis(batch["inputs"], pos, 1) == objective.special.mask).all()
+    if "perm_mask" in batch:  # permutation LM: `reuse ++ A <sep> B <sep> <cls>`, the objective's own draw
+        reuse = objective.cfg.lengths(32)[0]
+        assert (batch["inputs"][:, -1] == objective.special.cls).all() and (batch["segment_ids"][:, -1] == 2).all()
+        assert ((batch["inputs"] == objective.special.sep).sum(1) == 2).all()
+        assert batch["perm_mask"][:, :reuse, reuse:].all()  # the reused part never sees the new one
+        mapping = batch["target_mapping"]
+        np.testing.assert_array_equal(mapping.sum(-1), batch["weights"])  # one-hot rows where a prediction is
+        assert batch["weights"].sum() > 0
+        where = mapping.argmax(-1)
+        np.testing.assert_array_equal(np.take_along_axis(batch["inputs"], where, 1) * batch["weights"],
+                                      batch["targets"] * batch["weights"])
+        rows_BPT = np.take_along_axis(batch["perm_mask"], where[..., None], 1)
+        own_BP = np.take_along_axis(rows_BPT, where[..., None], 2)[..., 0]
+        assert own_BP[batch["weights"] > 0].all()  # a prediction does not see its own token
 
 
 @pytest.mark.parametrize("row", sorted(TINY))
@@ -121,3 +136,44 @@ def test_script_writes_trials_and_verdict(tmp_path, require):
     assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
     assert len(row["loadavg_before"]) == 3 and row["parameters"] > 0
     assert "inconclusive" in (tmp_path / "throughput.md").read_text()
+
+
+def test_plm_reference_loss_is_ours_with_the_same_weights(require):
+    """XLNet's PyTorch twin computes ours' loss, not just a close one: with ours' random weights exported to
+    `XLNetLMHeadModel` and no dropout, the two losses and the memories they carry agree over three steps (the
+    second and third read the memory of the one before)."""
+    torch = require("torch")
+    transformers = require("transformers")
+    import tempfile
+
+    import flax.linen as nn
+    import jax
+
+    from llm_jax.interop.hf import save_hf
+
+    spec, overrides = TINY["xlnet"]
+    run = throughput.load_run_config(spec, [*overrides, "model.hidden_dropout=0.0", "model.attention_dropout=0.0"])
+    batch = throughput.synthetic_batch(run, 2, 32)
+    objective = throughput.make_objective_for(run)
+    assert objective.cfg.mem_len > 0
+    model = models.build(run.family, run.model)
+    args, kwargs = objective.init_inputs(batch)
+    params = nn.meta.unbox(model.init({"params": jax.random.key(0)}, *args, **kwargs)["params"])
+    loss_fn = objective.make_loss(model)
+    carry = objective.init_carry(2, run.model)
+    with tempfile.TemporaryDirectory() as d:
+        save_hf(run.family, run.model, jax.tree.map(np.asarray, params), d)
+        hf = transformers.XLNetLMHeadModel.from_pretrained(d).eval()
+    t = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
+    t = {k: v.float() if v.is_floating_point() else v if v.dtype == torch.bool else v.long() for k, v in t.items()}
+    state: dict = {}
+    losses = []
+    for _ in range(3):
+        ours, (_, carry) = loss_fn(params, batch, jax.random.key(1), carry=carry, deterministic=True)
+        with torch.no_grad():
+            ref = throughput.reference_plm_loss(objective, {"model": hf}, {}, t, state)
+        np.testing.assert_allclose(float(ref), float(ours), rtol=1e-5)
+        theirs_LMBD = np.stack([m.numpy() for m in state["mems"]])
+        np.testing.assert_allclose(theirs_LMBD, np.asarray(carry["mems"]).transpose(1, 2, 0, 3), atol=1e-5)
+        losses.append(float(ours))
+    assert losses[1] != losses[0]  # the memory changed what the second step reads

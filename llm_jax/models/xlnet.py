@@ -366,6 +366,19 @@ class XLNetModel(nn.Module):
         return logits.reshape(*x_BTD.shape[:-1], table_VD.shape[0])
 
 
+class LMLossBias(nn.Module):
+    """The tied LM head's own output bias `bias [V]` (HF `lm_loss.bias`); named `bias`, so that AdamW exempts it
+    from weight decay as it does every bias (`llm_jax.train.optim`; the original XLNet exempts it too)."""
+
+    vocab_size: int
+
+    @nn.compact
+    def __call__(self, logits_BXV):
+        bias_V = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (P_VOCAB,)),
+                            (self.vocab_size,), jnp.float32)
+        return logits_BXV + bias_V
+
+
 class XLNetLMHeadModel(nn.Module):
     """The trunk + the LM head tied to the word embedding with a bias `lm_loss/bias` (HF `XLNetLMHeadModel`): the
     pretraining model. Logits on the query stream with `target_mapping_BPT` (`logits_BPV`), else on the content
@@ -375,8 +388,7 @@ class XLNetLMHeadModel(nn.Module):
 
     def setup(self):
         self.transformer = XLNetModel(self.cfg)
-        self.lm_loss_bias = self.param("lm_loss_bias", nn.with_logical_partitioning(nn.initializers.zeros, (P_VOCAB,)),
-                                       (self.cfg.vocab_size,), jnp.float32)
+        self.lm_loss = LMLossBias(self.cfg.vocab_size)
 
     def __call__(self, tokens_BT, *, segment_ids_BT=None, positions_BT=None, mask_BT=None, perm_mask_BTT=None,
                  target_mapping_BPT=None, mems_LBMD=None, return_mems: bool = False, mem_len: int | None = None,
@@ -386,7 +398,7 @@ class XLNetLMHeadModel(nn.Module):
                                mems_LBMD=mems_LBMD, return_mems=return_mems, mem_len=mem_len, reuse_len=reuse_len,
                                deterministic=deterministic)
         x = out.hidden_BTD if out.query_BPD is None else out.query_BPD
-        logits = (self.transformer.attend(x) + self.lm_loss_bias).astype(jnp.float32)
+        logits = self.lm_loss(self.transformer.attend(x)).astype(jnp.float32)
         logits = shard(logits, BATCH, SEQ, VOCAB)
         if out.query_BPD is None:
             return out.replace(logits_BTV=logits)
@@ -484,14 +496,14 @@ HF_NAME_MAP: dict[str, tuple[str, str]] = {
     f"{_L}/ff/wo/bias": (f"{_H}.ff.layer_2.bias", "vector"),
     f"{_L}/ff_norm/scale": (f"{_H}.ff.layer_norm.weight", "vector"),
     f"{_L}/ff_norm/bias": (f"{_H}.ff.layer_norm.bias", "vector"),
-    "lm_loss_bias": ("lm_loss.bias", "vector"),
+    "lm_loss/bias": ("lm_loss.bias", "vector"),
 }
 HF_ARCHITECTURE = "XLNetLMHeadModel"
 HF_MODEL_TYPE = "xlnet"
 HF_BASE_PREFIX = "transformer"
 HF_TIED_WEIGHTS: dict[str, str] = {"lm_loss.weight": "transformer.word_embedding.weight"}
 HF_IGNORED: tuple[str, ...] = ()
-HF_INIT_IF_MISSING: tuple[str, ...] = ("lm_loss_bias",)
+HF_INIT_IF_MISSING: tuple[str, ...] = ("lm_loss/",)
 
 
 def config_from_hf(hf: dict[str, Any]) -> Config:

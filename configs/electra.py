@@ -31,8 +31,8 @@ def get_config(arg: str = "size=tiny"):
     if size in ("tiny", "mini"):
         # The CPU recipe with which BERT-tiny's MLM leaves the unigram plateau; the generator learns with it too. The
         # discriminator stays on its own plateau (its last hidden states collapse to one vector within ~100 steps) and
-        # does not beat "nothing replaced" on the bundled text within 1,200 steps, with this rate, 5e-4, 25 % masking
-        # or the original's Glorot-initialised logit layer alike (benchmarks/NOTES.md, experiments 7-15).
+        # does not beat "nothing replaced" on the bundled text within 1,200 (or 2,400) steps, with this rate, 5e-4, 25 % masking
+        # or the original's Glorot-initialised logit layer alike (benchmarks/NOTES.md, experiments 7-16).
         cpu_learning_scale(cfg)
     else:
         lr, batch, steps, seq_len, mask_prob = _PAPER[size]

@@ -20,7 +20,7 @@ Sources of the published figures:
 * GPT-1: Radford et al. 2018 as quoted by the GPT-2 paper's Table 2 (117M for the GPT-1 shape); GPT-2: Radford et
   al. 2019, Table 2 (117M / 345M / 762M / 1542M);
 * T5: Raffel et al. 2020, §3.7 and Table 14 (60M / 220M / 770M / 3B / 11B);
-* our reference counts of the Hugging Face models: `/work/shared/reference/figures.md` §1.1–1.4, §1.6, §1.7.
+* our reference counts of the Hugging Face models: the shared reference notes (`reference/figures.md`) §1.1–1.4, §1.6, §1.7.
 
 Writes `benchmarks/results/model_table.{json,md}` with the machine, the versions and the commit.
 """
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from llm_jax.eval.report import machine_info, machine_line, markdown_table, write_results  # noqa: E402
 
 NAME = "model_table"
-FIGURES = "/work/shared/reference/figures.md"
+FIGURES = "reference/figures.md (the shared reference notes)"
 
 # The training method of each DEFAULT_OBJECTIVE, as the papers name it.
 METHODS = {

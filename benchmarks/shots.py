@@ -2,6 +2,8 @@
 
     python benchmarks/shots.py --model runs/gpt2-tiny --task wordnet-supersense --limit 200
     python benchmarks/shots.py --model runs/bert-tiny --k 0,1,4,16,64,256,all --seeds 0,1,2 --finetune 16,64,256,all
+    python benchmarks/shots.py --model MINILM_DIR --label all-MiniLM-L6-v2 --k "" --finetune 1,4,16,64,256,all \
+        --finetune-set train.steps=100,train.batch_size=32,data.seq_len=32,optim.learning_rate=1e-4
 
 Regimes (GPT-3 §2, Figure 2.1, and the lecture's zero / few / many-shot):
 
@@ -45,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--scorer", default="auto")
     p.add_argument("--finetune", default="", help="also fine-tune at these K (e.g. 16,64,256,all); empty = no")
     p.add_argument("--finetune-steps", type=int, default=150)
+    p.add_argument("--finetune-set", default="", help="fine-tuning overrides KEY=VALUE,… of the finetune config "
+                   "(e.g. train.batch_size=32,optim.learning_rate=1e-4); the same for every K and seed")
     p.add_argument("--workdir", default=str(ROOT / "runs" / "shots"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     return p.parse_args(argv)
@@ -61,6 +65,8 @@ def main(argv=None) -> int:
     from llm_jax.interop.native import load_pretrained
 
     label = args.label or pathlib.Path(args.model).resolve().name
+    # What the results files name the model: a path relative to the checkout as given, never a machine path.
+    shown = args.model if not pathlib.Path(args.model).is_absolute() else f"<{label} directory>"
     family, config, params, tok = load_pretrained(args.model)
     task = load_task(TaskConfig(args.task))
     n_train = len(task.splits["train"])
@@ -94,33 +100,45 @@ def main(argv=None) -> int:
                    f"--config.train.seed={seed}"]
             if k_text != "all":
                 cmd.append(f"--config.data.train_examples={k}")
+            cmd += [f"--config.{kv.strip()}" for kv in args.finetune_set.split(",") if kv.strip()]
             if not (work / "results.json").exists():
                 subprocess.run(cmd, check=True, cwd=ROOT)
             res = json.loads((work / "results.json").read_text())[args.split]
             accs.append(res[task.spec.main_metric])
+            if baseline is None:  # no in-context run (an encoder without an LM head): the fine-tuning runs report it
+                baseline = res.get("majority_baseline")
             runs.append({"regime": "fine-tuning", "k": k, "seed": seed, **res})
             print(f"fine-tuning K={k_text} seed={seed}: {task.spec.main_metric} {accs[-1]:.4f}", flush=True)
         m, s = _mean_std(accs)
         rows.append(["fine-tuning", k_text, m, s, len(accs), None])
 
+    if not rows:
+        print("Nothing to run: give in-context K values (--k) and/or fine-tuning K values (--finetune).",
+              file=sys.stderr)
+        return 2
     info = machine_info(ROOT)
     metric = task.spec.main_metric
+    regimes = ("in-context" if ks else "") + (" and " if ks and args.finetune else "") + (
+        "fine-tuning" if args.finetune else "")
     name = f"shots_{label}"
     md = "\n".join([
         f"# Shots curve: {label} ({family}, {type(config).__module__.split('.')[-1]}) on {args.task}",
         "",
-        (f"{metric} on the first {args.limit or 'all'} {args.split} examples; mean ± std over seeds {seeds} (K = 0: "
-         f"one run). Majority baseline: {baseline:.4f}. In-context: demonstrations that do not fit the model's "
-         f"{config.max_seq_len} positions are dropped (`used` = per query, mean)."),
+        (f"Regimes: {regimes}. {metric} on the {args.split} split (in-context: its first {args.limit or 'all'} "
+         f"examples; fine-tuning: all of it); mean ± std over seeds {seeds} (K = 0: one run). Majority baseline: "
+         f"{baseline:.4f}. In-context: demonstrations that do not fit the model's {config.max_seq_len} positions "
+         f"are dropped (`used` = per query, mean)."
+         + (f" Fine-tuning overrides: `{args.finetune_set}`." if args.finetune_set else "")),
         "",
         markdown_table(["regime", "K", metric, "std", "runs", "used"], rows, floats="{:.4f}"),
         "",
-        (f"`python benchmarks/shots.py --model {args.model} --task {args.task} --limit {args.limit} --k {args.k} "
-         f"--seeds {args.seeds}" + (f" --finetune {args.finetune}" if args.finetune else "") + "`"),
+        (f"`python benchmarks/shots.py --model {shown} --label {label} --task {args.task} --limit {args.limit} --k '{args.k}' "
+         f"--seeds {args.seeds}" + (f" --finetune {args.finetune}" if args.finetune else "")
+         + (f" --finetune-set {args.finetune_set}" if args.finetune_set else "") + "`"),
         "",
         machine_line(info),
     ])
-    payload = {"model": args.model, "label": label, "family": family, "task": args.task, "split": args.split,
+    payload = {"model": shown, "label": label, "family": family, "task": args.task, "split": args.split,
                "limit": args.limit, "metric": metric, "majority_baseline": baseline, "rows": rows, "runs": runs,
                "machine": info}
     js, mdp = write_results(args.out, name, payload, md)

@@ -91,12 +91,17 @@ def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule
 
 
 def _decay_mask(params):
-    """True for weights that get decay: everything but biases and norm scales (named `bias` / `scale`)."""
+    """True for weights that get decay: everything but norm scales (named `scale`) and biases — any param whose
+    path names a bias: the `bias` vectors, Transformer-XL / XLNet's relative-attention biases u, v, s (`r_w_bias`,
+    `r_r_bias`, `r_s_bias`), T5's relative position bias table (`relative_attention_bias/embedding`), the
+    adaptive softmax's `cluster_bias`. This is the rule of the original code (XLNet's `exclude_from_weight_decay=
+    ["LayerNorm", "layer_norm", "bias"]` matched anywhere in a variable's name) and of Hugging Face's example
+    scripts (`no_decay = ["bias", "LayerNorm.weight"]`, substrings of the parameter name)."""
 
     def keep(path, _):
-        names = [getattr(k, "key", None) for k in path if hasattr(k, "key")]
+        names = [str(getattr(k, "key", "")) for k in path if hasattr(k, "key")]
         last = names[-1] if names else None
-        return last not in ("bias", "scale")
+        return last != "scale" and not any("bias" in name for name in names)
 
     return jax.tree_util.tree_map_with_path(keep, params)
 

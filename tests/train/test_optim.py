@@ -63,6 +63,25 @@ def test_adafactor_builds_updates_and_decays_only_weights():
     np.testing.assert_allclose(diff["norm"]["scale"], 0.0)
 
 
+def test_adamw_decays_neither_biases_nor_relative_attention_biases():
+    # XLNet / Transformer-XL u, v, s biases and T5's relative bias table are biases: no decay, as in the original
+    # code and Hugging Face's scripts (`"bias" in name`); kernels and embeddings are decayed.
+    params = {"layer": {"rel_attn": {"r_w_bias": jnp.ones((2, 3)), "r_s_bias": jnp.ones((2, 3)),
+                                     "q": {"kernel": jnp.ones((4, 3))}},
+                        "relative_attention_bias": {"embedding": jnp.ones((8, 2))}},
+              "word_embeddings": {"embedding": jnp.ones((5, 4))}, "norm": {"scale": jnp.ones((3,))}}
+    zero_grads = jax.tree.map(jnp.zeros_like, params)
+    cfg = OptimConfig(learning_rate=1e-2, warmup_steps=0, clip_norm=0.0, weight_decay=0.5, schedule="linear", end_learning_rate=1e-2)
+    tx, _ = make_optimizer(cfg, 10)
+    updates, _ = tx.update(zero_grads, tx.init(params), params)
+    got = {"/".join(str(k.key) for k in path): float(jnp.max(jnp.abs(u)))
+           for path, u in jax.tree_util.tree_leaves_with_path(updates)}
+    assert got == {"layer/rel_attn/r_w_bias": 0.0, "layer/rel_attn/r_s_bias": 0.0,
+                   "layer/rel_attn/q/kernel": pytest.approx(1e-2 * 0.5),
+                   "layer/relative_attention_bias/embedding": 0.0,
+                   "word_embeddings/embedding": pytest.approx(1e-2 * 0.5), "norm/scale": 0.0}
+
+
 def test_extra_transforms_run_last():
     params = _params()
     keep = {"dense": {"kernel": jnp.zeros((4, 3)).at[0].set(1.0), "bias": jnp.ones((3,))},

@@ -5,7 +5,9 @@ Usage: python benchmarks/electra_disc_probe.py [OVERRIDES_JSON] [STEPS] [EVERY]
     plus the probe's own keys: "synthetic": "uniform" | "unigram" (replacements drawn from the uniform or the
     training unigram distribution instead of the generator: does the discriminator learn when the task is easy?),
     "bias_init": a starting logit for the discriminator's output bias (e.g. the prior's, -1.8), "head_glorot": 1
-    (google-research/electra's TF-default Glorot-uniform init of the 1-logit layer instead of normal(0.02)).
+    (google-research/electra's TF-default Glorot-uniform init of the 1-logit layer instead of normal(0.02)),
+    "tie_encoders": 1 (§3.2 "tie all weights": with a generator of the discriminator's size, the generator runs on the
+    discriminator's encoder params, so one trunk gets both losses' gradients; the generator's own copy is unused).
   STEPS: the schedule's length (warmup, then linear decay to 0 at STEPS); EVERY: evaluation period.
 
 Every EVERY steps on 8 fixed held-out batches: the generator's MLM loss, the discriminator's loss against the
@@ -30,7 +32,8 @@ steps = int(sys.argv[2]) if len(sys.argv) > 2 else 300
 every = int(sys.argv[3]) if len(sys.argv) > 3 else 50
 synthetic = overrides.pop("synthetic", None)
 bias_init = overrides.pop("bias_init", None)
-head_glorot = overrides.pop("head_glorot", None)  # "uniform" / "unigram": replacements not from the generator
+head_glorot = overrides.pop("head_glorot", None)
+tie_encoders = overrides.pop("tie_encoders", None)  # "uniform" / "unigram": replacements not from the generator
 cfg = from_dict(load_config_file("configs/electra.py:size=tiny", {**overrides, "train.steps": steps}))
 wd = pathlib.Path("runs/electra_disc_probe"); wd.mkdir(parents=True, exist_ok=True)
 family = models.family_module(cfg.family)
@@ -66,7 +69,16 @@ counts = np.bincount(np.concatenate([np.concatenate(d) for d in data.train_docs_
 unigram = jnp.asarray(np.log(np.maximum(counts, 1e-9) / counts.sum()), jnp.float32)
 lam = cfg.objective.disc_weight
 
+def tied(p):
+    """The params the generator reads: its encoder replaced by the discriminator's (experiment 17)."""
+    if not tie_encoders:
+        return p
+    p = dict(p)
+    p["generator"] = {**p["generator"], "stack": p["electra"]["encoder"]["stack"]}
+    return p
+
 def losses(p, batch, rng):
+    p = tied(p)
     den = obj.loss_denominators(batch)
     g_rng, s_rng, d_rng = jax.random.split(rng, 3)
     mlm, acc, corrupted, replaced = obj.generate(model, p, batch, g_rng, den, False)

@@ -100,3 +100,16 @@ def test_oversampling_balances_classes():
     assert np.bincount(labels[idx]).tolist() == [10, 10, 10]
     assert set(idx[labels[idx] == 1].tolist()) == {10, 11, 12}
     np.testing.assert_array_equal(idx, oversample_indices(labels, seed=0))
+
+
+def test_reloaded_run_reproduces_its_test_results(supersense_run):
+    # `load_finetuned` (what compression benchmarks score transformed models with) encodes and scores the test
+    # split exactly as the run did: its best params give the run's results.json.
+    from llm_jax.eval.finetuned import load_finetuned
+
+    run = load_finetuned(supersense_run)
+    metrics, rows = run.score(run.params, "test")
+    results = json.loads((supersense_run / "results.json").read_text())["test"]
+    assert metrics["accuracy"] == results["accuracy"] and len(rows) == len(run.task.splits["test"])
+    with pytest.raises(FileNotFoundError, match="checkpoints/config.json is missing: point at the directory"):
+        load_finetuned(supersense_run / "checkpoints")

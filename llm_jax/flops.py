@@ -697,6 +697,11 @@ def towers_for(family: str, model_cfg: Any, objective_cfg: Any, seq_len: int, *,
     trained = models.family_module(family).towers(
         model_cfg, seq_len, predicted_positions=cls.predicted_positions_for(objective_cfg, seq_len),
         heads=cls.heads)
+    memory = cls.memory_positions_for(objective_cfg)
+    if memory:  # the objective's memory: M more keys per query, and M more relative distances where scored
+        trained = [dataclasses.replace(t, attention_memory=t.attention_memory + memory,
+                                       relative_positions=t.relative_positions + memory if t.relative_positions
+                                       else 0) for t in trained]
     return tuple(trained) + tuple(cls.frozen_towers(objective_cfg, seq_len, frozen_configs or {}))
 
 

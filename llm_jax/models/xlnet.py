@@ -462,7 +462,8 @@ def towers(cfg: Config, seq_len: int, *, predicted_positions: int, heads: tuple[
     positions, attending to the content stream's keys and values (it projects only its queries) and carrying the
     LM head (tied, with a bias). Both have relative position terms over the 2T relative distances of
     `attn_type="bi"` (T + 1 with "uni") and the segment term; no input norm, post-LN, no attention biases. The
-    memory an objective carries (M more keys and distances) is not counted."""
+    memory the permutation-LM objective carries (M more keys and distances) is added by `flops.towers_for`
+    (`Objective.memory_positions_for`)."""
     rel = seq_len + (seq_len if cfg.attn_type == "bi" else 1)
     common = dict(num_layers=cfg.n_layer, d_model=cfg.d_model, num_heads=cfg.n_head, head_dim=cfg.d_head,
                   d_ff=cfg.d_inner, vocab_size=cfg.vocab_size, embedding_tables=1, use_bias=True, attention_bias=False,

@@ -208,6 +208,14 @@ class Objective(abc.ABC):
         return seq_len
 
     @classmethod
+    def memory_positions_for(cls, cfg) -> int:
+        """Memory positions the objective carries into every layer's attention (keys, values and relative
+        distances beyond the sequence's own), when the objective rather than the model sets them; 0 by default
+        (a segment-recurrent model's own `mem_len` is in its family's towers)."""
+        del cfg
+        return 0
+
+    @classmethod
     def frozen_towers(cls, cfg, seq_len: int, frozen_configs: Mapping[str, tuple[str, Any]]) -> tuple:
         """The FLOPs towers (`llm_jax.flops.Tower`, `trainable=False`) of the frozen models the loss runs.
 

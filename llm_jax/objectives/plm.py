@@ -231,6 +231,12 @@ class Plm(Objective):
         """The query stream runs at the `num_predict` positions of each row."""
         return cfg.predictions(seq_len)
 
+    @classmethod
+    def memory_positions_for(cls, cfg) -> int:
+        """XLNet pretraining's memory (`mem_len`, Yang et al. 2019 §2.5): M more keys and relative distances in
+        both streams."""
+        return cfg.mem_len
+
     def bind_tokenizer(self, tokenizer) -> None:
         """Which pieces start a word: `▁…`, special pieces `<…>` and punctuation (the reference's
         `_is_start_piece`); an id the vocabulary does not name counts as one."""

@@ -87,6 +87,15 @@ def test_towers_count_the_query_stream_at_predicted_positions_only():
     assert 0.1 < (sum(q.values()) - q["matmul/lm_head/vocab"]) / sum(c.values()) < 0.25
     assert "matmul/layers/self_attn/kv" not in q and q["matmul/layers/self_attn/scores"] == 2 * 85 * 1024 * 512 * 24
     assert c["matmul/layers/self_attn/rel_pos"] == 2 * 1024 * 1024 * 1024 * 24  # R = 2T rows projected per layer
+    # XLNet-Large's pretraining memory (mem_len 384, §3.1): M more keys in both streams and M more distances.
+    mem_content, mem_query = flops.towers_for("xlnet", cfg, objectives.config_for("plm", mem_len=384, reuse_len=256),
+                                              512)
+    assert (mem_content.attention_memory, mem_content.relative_positions) == (384, 1024 + 384)
+    assert (mem_query.attention_keys, mem_query.attention_memory) == (512, 384)
+    qm = flops.tower_forward_terms(mem_query, dropout=False)
+    assert qm["matmul/layers/self_attn/scores"] == 2 * 85 * 1024 * (512 + 384) * 24
+    cm = flops.tower_forward_terms(mem_content, dropout=False)
+    assert cm["matmul/layers/self_attn/rel_pos"] == 2 * (1024 + 384) * 1024 * 1024 * 24
 
 
 # ------------------------------------------------------------------------------------------- HF parity

@@ -5,7 +5,9 @@ sizes: tiny, mini for CPU (a SentencePiece Unigram vocabulary with XLNet's speci
 corpus; rows of 128 tokens, 64 reused into a memory of 64, 21 predictions); base, large (the released models).
 Recipe (Appendix A.3, Table 7, XLNet-Large): rows of 512 tokens (reuse_len = perm_size = 256), memory 384,
 partial prediction K = 6 (85 predictions), n-gram spans up to 5, Adam with lr 4e-4, ε = 1e-6, weight decay 0.01,
-40k warmup steps then linear decay, batch 8192 for 500k steps, dropout 0.1, gradient clipping at 1.
+40k warmup steps then linear decay, batch 8192 for 500k steps, dropout 0.1, gradient clipping at 1; bidirectional
+data (the README's `--bi_data=True`: half of each batch is the reversed corpus, read with negated relative
+distances: `objective.bi_data` and `model.bi_data`). The CPU sizes read the corpus forward only.
 `:size=tiny,k=7` predicts 1/7 instead (the paper tries K = 6 and 7).
 """
 
@@ -31,7 +33,8 @@ def get_config(arg: str = "size=tiny"):
     else:
         cfg.data.seq_len = 512
         cfg.data.vocab_size = 32000
-        cfg.objective.update(reuse_len=256, perm_size=256, mem_len=384)
+        cfg.objective.update(reuse_len=256, perm_size=256, mem_len=384, bi_data=True)
+        cfg.model.bi_data = True
         cfg.optim.warmup_steps = 40_000
         cfg.train.batch_size = 8192
         cfg.train.steps = 500_000

@@ -5,7 +5,10 @@ last tokens of each order (§2.3 "partial prediction", K = |z| / (|z| − c) ≈
 pipeline (zihangdai/xlnet `data_utils.py`: `create_tfrecords`, `_sample_mask`, `_split_a_and_b`, `_local_perm`):
 
 * the corpus is one token stream (every document ends with `<eod>`), cut into B parallel streams (`batch_size`
-  rows, stream-major: row `nB + r` is step n of stream r, read in order so that memory carries over);
+  rows, stream-major: row `nB + r` is step n of stream r, read in order so that memory carries over); with
+  `bi_data` (XLNet-large's pretraining, the reference's `bi_data`) the stream is cut into B/2 streams and the
+  other B/2 are the same streams reversed, in the second half of every batch, where the model (`bi_data`) reads
+  the relative distances negated;
 * each row is `reuse (R tokens of the stream) ++ A <sep> B <sep> <cls>` of T tokens, with token types 0 for the
   reused part and A, 1 for B (and its `<sep>`) and 2 for `<cls>` (§2.5); A is the text after the reused part cut
   at a sentence boundary and B, half of the time, its continuation and otherwise text from elsewhere in the
@@ -57,6 +60,8 @@ class PlmConfig(ObjectiveConfigBase):
       perm_size: positions per block of the permutation (≤ R and ≤ T − R); 0 = R.
       mem_len: M, memory slots carried from one step to the next (0 = no memory).
       num_predict: predictions per row; 0 = T // K.
+      bi_data: the second half of every batch is the first half's streams reversed (the reference's `bi_data`;
+        an even batch, and the model's `bi_data` on so that it reads those rows' distances negated).
     """
 
     name: str = "plm"
@@ -66,6 +71,7 @@ class PlmConfig(ObjectiveConfigBase):
     perm_size: int = 0
     mem_len: int = 0
     num_predict: int = 0
+    bi_data: bool = False
 
     def validate(self):
         if self.partial_prediction_k < 2:
@@ -275,9 +281,16 @@ class Plm(Objective):
                              "tokenizer.")
         stream, sent_ids = np.concatenate(pieces), np.concatenate(sent)
         check_token_ids(stream, self.vocab_size)
-        steps = stream.size // b
-        data = stream[:b * steps].reshape(b, steps)
-        sent_ids = sent_ids[:b * steps].reshape(b, steps)
+        if self.cfg.bi_data and b % 2:
+            raise ValueError(f"objective.bi_data=True puts each forward stream's reversed copy in the second half of "
+                             f"the batch: train.batch_size={b} must be even.")
+        forward = b // 2 if self.cfg.bi_data else b
+        steps = stream.size // forward
+        data = stream[:forward * steps].reshape(forward, steps)
+        sent_ids = sent_ids[:forward * steps].reshape(forward, steps)
+        if self.cfg.bi_data:  # the reference's `bwd_data = fwd_data[..., ::-1]` (sentence ids reversed alike)
+            data = np.concatenate([data, data[:, ::-1]])
+            sent_ids = np.concatenate([sent_ids, sent_ids[:, ::-1]])
         rng = np.random.default_rng((seed, _STREAM))
         tail = np.asarray([self.special.sep, self.special.cls], np.int32)
         rows, segs = [], []
@@ -369,6 +382,11 @@ class Plm(Objective):
         `logits_BPV` against each predicted position's own token; the carry's memory goes in and the new one
         (this row's first `reuse_len` content states appended, the last `mem_len` kept) comes out."""
         mem_len = self.cfg.mem_len
+        model_bi_data = getattr(getattr(model, "cfg", None), "bi_data", self.cfg.bi_data)
+        if model_bi_data != self.cfg.bi_data:
+            raise ValueError(f"objective.bi_data={self.cfg.bi_data} but model.bi_data={model_bi_data}: the reversed "
+                             "streams of the second half of each batch need the model to negate their relative "
+                             "distances; set both to the same value.")
 
         def loss_fn(params, batch, rng, *, carry=None, frozen=None, denominators=None, deterministic=False):
             del frozen

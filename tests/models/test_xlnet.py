@@ -333,6 +333,27 @@ def test_rows_are_reuse_then_a_sep_b_sep_cls_of_parallel_streams():
         plm.PlmConfig(perm_size=5).lengths(24)
 
 
+def test_bi_data_puts_the_reversed_streams_in_the_second_half_of_each_batch():
+    # The reference's bi_data: B/2 forward streams, and the same streams reversed as rows B/2 … B−1 of each batch.
+    objective = plm.Plm(plm.PlmConfig(bi_data=True), SPECIAL, 64)
+    b, t = 4, 24
+    rows = objective.build_examples(_docs(8), t, seed=0, batch_size=b)["tokens"]
+    reuse = t // 2
+    stream = np.concatenate([s for doc in _docs(8) for s in [*doc, np.asarray([SPECIAL.eod])]])
+    forward = stream[:2 * (stream.size // 2)].reshape(2, -1)
+    streams = np.concatenate([forward, forward[:, ::-1]])
+    assert rows.shape[0] >= 2 * b
+    for n in range(rows.shape[0] // b):
+        for r in range(b):
+            np.testing.assert_array_equal(rows[n * b + r, :reuse], streams[r, n * reuse:(n + 1) * reuse])
+    with pytest.raises(ValueError, match="must be even"):
+        objective.build_examples(_docs(8), t, seed=0, batch_size=3)
+    tiny = xlnet.PRESETS["xlnet-tiny"] if "xlnet-tiny" in xlnet.PRESETS else None
+    model_cfg = dataclasses.replace(tiny or next(iter(xlnet.PRESETS.values())), bi_data=False)
+    with pytest.raises(ValueError, match="objective.bi_data=True but model.bi_data=False"):
+        objective.make_loss(models.build("xlnet", model_cfg))
+
+
 def test_prepare_draws_partial_prediction_over_a_factorization_order():
     """P = T / K predictions per row, each of its own token, never `<sep>` / `<cls>`; the unpredicted tokens are seen
     by every position and see no predicted one of their part; the reused part never sees the new part (which sees

@@ -1,0 +1,642 @@
+"""Pruning: magnitude (weight) pruning, FFN neuron removal, and masks that survive fine-tuning.
+
+Three transformations of a model's params (the `params` dict of the family's pretraining model, as
+`llm_jax.interop.native.load_pretrained` returns it), chosen by a spec string (`parse_prune_spec`):
+
+* **magnitude pruning** (Han et al. 2015 §3, "Learning both weights and connections"): weights whose absolute
+  value is under a threshold (`magnitude-threshold:T`), or the smallest ones up to a target sparsity
+  (`magnitude:S`), are set to 0 — one threshold over all chosen weights (global, the default) or one per matrix
+  (`,per-matrix`: every layer's matrix of a scanned `[L, …]` stack separately, sliced along its `layers` axis).
+  The matrices keep their shapes; the zeros are what is gained (compressible files, sparse kernels elsewhere).
+* **neuron pruning** (`neurons:F`, `neurons-threshold:T`): FFN hidden units ranked by the L2 norm of their weight
+  vectors are *removed* — smaller matrices and a Config with a smaller FFN width (the family's `FFN_BLOCKS`,
+  `llm_jax.models.family`), a model that loads, runs, saves and exports like any other.
+* **masks through training**: `masks_for` + `keep_masked` keep a pruned model's zeros at zero while it is
+  fine-tuned (a last step in the optax chain zeroes the pruned entries of every update), and
+  `gradual_magnitude_pruning` prunes during training on Zhu & Gupta's (2017, "To prune, or not to prune", §3)
+  cubic schedule, with its masks in the optimizer state so that they are checkpointed and resumed.
+
+What is pruned by default (`DEFAULT_GROUPS`): the projection kernels inside the transformer stacks — attention
+query/key/value/output and the FFN's input(s) and output. Never embeddings, norm scales, biases, relative-position
+tables or heads unless a `groups=REGEX` option names them (the regex is searched in each param's '/'-joined path,
+e.g. `bert/encoder/stack/layers/block/mlp/wi/kernel`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import re
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import traverse_util
+
+from llm_jax import models
+from llm_jax.layers.stack import SCOPE as STACK_SCOPE
+
+# The projection kernels of the blocks inside every `llm_jax.layers.Stack` (whose params live under
+# `.../<stack>/layers/block/...`): attention (`query`, `key`, `value`, `out`) and the FFN (`llm_jax.layers.Mlp`'s
+# `wi` or gated `wi_0`/`wi_1`, and `wo`). Relative-position projections (`pos`), segment tables, biases and norms
+# are left out.
+DEFAULT_GROUPS = rf"(^|/){STACK_SCOPE}/block/(.*/)?(query|key|value|out|wi|wi_0|wi_1|wo)/kernel$"
+
+METHODS = ("magnitude", "magnitude-threshold", "neurons", "neurons-threshold")
+ACCEPTED = ("magnitude:SPARSITY (0 ≤ SPARSITY < 1), magnitude-threshold:T (T ≥ 0), neurons:FRACTION "
+            "(0 ≤ FRACTION < 1) or neurons-threshold:T, then options ,per-matrix ,global ,begin=STEP ,end=STEP "
+            ",every=STEPS and ,groups=REGEX (last: the rest of the text is the regex)")
+
+
+# ------------------------------------------------------------------------------------------------- the spec
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneSpec:
+    """What to prune, parsed from text by `parse_prune_spec`.
+
+    Attributes:
+      method: one of `METHODS`.
+      amount: the target sparsity (`magnitude`, fraction of the chosen weights set to 0), the absolute threshold
+        (`magnitude-threshold`: |w| < T → 0; `neurons-threshold`: units whose L2 norm is < T), or the fraction of
+        FFN hidden units removed (`neurons`).
+      per_matrix: magnitude pruning: one threshold / target per layer's matrix instead of one over all chosen
+        weights.
+      groups: a regex searched in each param's '/'-joined path (None: `DEFAULT_GROUPS`; for neuron pruning: the
+        family's FFN blocks whose path it matches, None = all of them).
+      begin / end / every: gradual pruning during fine-tuning only (`gradual_magnitude_pruning`): the first and
+        last optimizer steps of the schedule and the steps between mask updates (None = the fine-tuning run's
+        defaults).
+      text: the text it was parsed from.
+    """
+
+    method: str
+    amount: float
+    per_matrix: bool = False
+    groups: str | None = None
+    begin: int | None = None
+    end: int | None = None
+    every: int | None = None
+    text: str = ""
+
+    @property
+    def group_regex(self) -> str:
+        """The regex of the weights magnitude pruning chooses (the spec's, or `DEFAULT_GROUPS`)."""
+        return self.groups if self.groups is not None else DEFAULT_GROUPS
+
+    @property
+    def is_magnitude(self) -> bool:
+        return self.method.startswith("magnitude")
+
+    @property
+    def has_schedule(self) -> bool:
+        return (self.begin, self.end, self.every) != (None, None, None)
+
+
+def _bad(text: str, why: str) -> ValueError:
+    return ValueError(f"Prune spec {text!r}: {why}; accepted: {ACCEPTED}.")
+
+
+def parse_prune_spec(text: str) -> PruneSpec:
+    """Parses `METHOD:AMOUNT[,OPTION...]` (see `ACCEPTED`), e.g. `magnitude:0.5`, `magnitude:0.9,per-matrix`,
+    `magnitude-threshold:0.01,groups=mlp/w[io]/kernel$`, `neurons:0.25`, `magnitude:0.8,begin=0,end=600,every=50`.
+
+    Options: `per-matrix` / `global` (magnitude pruning: one threshold per layer's matrix, or one over all chosen
+    weights — the default); `begin=STEP`, `end=STEP`, `every=STEPS` (the gradual schedule of fine-tuning,
+    `gradual_magnitude_pruning`); `groups=REGEX` (the params to prune; it comes last and takes the rest of the
+    text, commas included).
+
+    Raises:
+      ValueError: one line saying what is wrong and listing the accepted forms.
+    """
+    if not isinstance(text, str) or ":" not in text:
+        raise _bad(text, "expected METHOD:AMOUNT")
+    head, _, rest = text.strip().partition(":")
+    method = head.strip()
+    if method not in METHODS:
+        raise _bad(text, f"unknown method {method!r}")
+    groups = None
+    if ",groups=" in rest:
+        rest, _, groups = rest.partition(",groups=")
+        try:
+            re.compile(groups)
+        except re.error as e:
+            raise _bad(text, f"groups={groups!r} is not a regular expression ({e})") from None
+        if not groups:
+            raise _bad(text, "groups= is empty")
+    amount_text, *options = [part.strip() for part in rest.split(",")]
+    try:
+        amount = float(amount_text)
+    except ValueError:
+        raise _bad(text, f"the amount {amount_text!r} is not a number") from None
+    if not math.isfinite(amount) or amount < 0 or (method in ("magnitude", "neurons") and amount >= 1):
+        raise _bad(text, f"the amount {amount_text} is out of range")
+    fields: dict[str, Any] = {}
+    for option in options:
+        key, eq, value = option.partition("=")
+        if option in ("per-matrix", "global"):
+            fields["per_matrix"] = option == "per-matrix"
+        elif eq and key in ("begin", "end", "every"):
+            try:
+                fields[key] = int(value)
+            except ValueError:
+                raise _bad(text, f"{key}={value!r} is not a whole number of steps") from None
+        else:
+            raise _bad(text, f"unknown option {option!r}")
+    spec = PruneSpec(method, amount, groups=groups, text=text.strip(), **fields)
+    if not spec.is_magnitude and (spec.per_matrix or "per_matrix" in fields):
+        raise _bad(text, "per-matrix/global apply to magnitude pruning; neuron pruning always ranks each layer's "
+                   "units separately")
+    if spec.has_schedule and spec.method != "magnitude":
+        raise _bad(text, "begin/end/every schedule gradual pruning to a target sparsity (magnitude:S) only")
+    if (spec.begin or 0) < 0 or (spec.every is not None and spec.every < 1) or (
+            spec.end is not None and spec.end <= (spec.begin or 0)):
+        raise _bad(text, "the schedule needs 0 ≤ begin < end and every ≥ 1")
+    return spec
+
+
+# ------------------------------------------------------------------------------------------- tree helpers
+
+
+def _path_str(path) -> str:
+    return "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
+def _flat(params) -> dict[str, Any]:
+    return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(params)).items()}
+
+
+def _unflat(flat: Mapping[str, Any]) -> dict:
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+
+
+def _chosen(flat: Mapping[str, Any], regex: str, text: str = "") -> list[str]:
+    pattern = re.compile(regex)
+    chosen = [p for p in flat if pattern.search(p) and np.ndim(flat[p]) >= 1]
+    if not chosen:
+        example = next(iter(flat), "")
+        raise ValueError(f"Prune groups {regex!r}{f' (of {text!r})' if text else ''} match no parameter (paths look "
+                         f"like {example!r}); fix the groups= regex.")
+    return chosen
+
+
+def layer_axes_of(boxed_params) -> dict[str, int | None]:
+    """'/'-joined param path → the index of its logical `layers` axis (a scanned stack's `[L, …]` axis), or None.
+
+    Args:
+      boxed_params: boxed params (leaves `nn.LogicallyPartitioned`, e.g. `jax.eval_shape(model.init, ...)`'s before
+        `nn.meta.unbox`); a shared stack (ALBERT) has no `layers` axis: one matrix serves every depth.
+    """
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(
+            boxed_params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))[0]:
+        names = getattr(leaf, "names", None) or ()
+        out[_path_str(path)] = names.index("layers") if "layers" in names else None
+    return out
+
+
+def layer_axes(family: str, config) -> dict[str, int | None]:
+    """`layer_axes_of` the family's pretraining model (shapes only: nothing is allocated)."""
+    from llm_jax import objectives  # why lazy: objectives sit above models; only the init inputs are needed
+
+    model = models.build(family, config)
+    objective = objectives.shape_only_objective(models.family_module(family).DEFAULT_OBJECTIVE, config.vocab_size)
+    args, kwargs = objective.init_inputs(objective.dummy_batch(1, 8))
+    boxed = jax.eval_shape(lambda k: model.init(k, *args, **kwargs), jax.random.key(0))["params"]
+    return layer_axes_of(boxed)
+
+
+def _matrices(x: np.ndarray, axis: int | None) -> np.ndarray:
+    """`x` as `[M, N]`: one row per layer's matrix (axis = the layers axis) or one row (no layers axis)."""
+    if axis is None:
+        return x.reshape(1, -1)
+    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+
+
+def _from_matrices(rows: np.ndarray, like: np.ndarray, axis: int | None) -> np.ndarray:
+    if axis is None:
+        return rows.reshape(like.shape)
+    moved = np.moveaxis(like, axis, 0).shape
+    return np.moveaxis(rows.reshape(moved), 0, axis)
+
+
+def _smallest_k_mask(abs_values: np.ndarray, k: int) -> np.ndarray:
+    """A bool mask of exactly the `k` smallest entries of a 1-D array (ties broken by position)."""
+    prune = np.zeros(abs_values.shape, bool)
+    if k <= 0:
+        return prune
+    if k >= abs_values.size:
+        prune[:] = True
+        return prune
+    kth = np.partition(abs_values, k - 1)[k - 1]
+    prune = abs_values < kth
+    ties = np.flatnonzero(abs_values == kth)[:k - int(prune.sum())]
+    prune[ties] = True
+    return prune
+
+
+def _stats(before: np.ndarray, after: np.ndarray, axis: int | None) -> dict[str, Any]:
+    rows = _matrices(after, axis)
+    entry = {"shape": list(after.shape), "size": int(after.size), "nonzero_before": int(np.count_nonzero(before)),
+             "nonzero": int(np.count_nonzero(after)), "sparsity": float(1 - np.count_nonzero(after) / after.size)}
+    if axis is not None:
+        entry["layer_sparsity"] = [float(1 - np.count_nonzero(r) / r.size) for r in rows]
+    return entry
+
+
+# -------------------------------------------------------------------------------------- magnitude pruning
+
+
+def magnitude_prune(params, spec: PruneSpec, axes: Mapping[str, int | None] | None = None) -> tuple[dict, dict]:
+    """Magnitude pruning (Han et al. 2015 §3) of the params `spec.group_regex` chooses; shapes are unchanged.
+
+    Args:
+      params: a params tree (nested dicts of arrays).
+      spec: `magnitude:S` (exactly ⌊S·N + ½⌋ of the N chosen weights — the smallest |w|, ties by position — set to
+        0, N counted per layer's matrix with `per_matrix`) or `magnitude-threshold:T` (|w| < T → 0).
+      axes: `layer_axes(...)`: where each param's `layers` axis is (per-matrix pruning slices along it); None =
+        every param is one matrix.
+
+    Returns:
+      `(params, groups)`: the new params (numpy) and, per pruned param path, its shape, size, non-zeros before and
+      after, sparsity and (stacked) each layer's sparsity.
+    """
+    flat = {k: np.asarray(v) for k, v in _flat(params).items()}
+    chosen = _chosen(flat, spec.group_regex, spec.text)
+    axes = axes or {}
+    out = dict(flat)
+    if spec.method == "magnitude-threshold":
+        for p in chosen:
+            out[p] = np.where(np.abs(flat[p]) < spec.amount, 0, flat[p]).astype(flat[p].dtype)
+    elif spec.per_matrix:
+        for p in chosen:
+            rows = _matrices(np.abs(flat[p]), axes.get(p))
+            prune = np.stack([_smallest_k_mask(r, int(round(spec.amount * r.size))) for r in rows])
+            out[p] = np.where(_from_matrices(prune, flat[p], axes.get(p)), 0, flat[p]).astype(flat[p].dtype)
+    else:
+        sizes = [flat[p].size for p in chosen]
+        everything = np.concatenate([np.abs(flat[p]).ravel() for p in chosen])
+        prune = np.split(_smallest_k_mask(everything, int(round(spec.amount * everything.size))),
+                         np.cumsum(sizes)[:-1])
+        for p, m in zip(chosen, prune):
+            out[p] = np.where(m.reshape(flat[p].shape), 0, flat[p]).astype(flat[p].dtype)
+    return _unflat(out), {p: _stats(flat[p], out[p], axes.get(p)) for p in chosen}
+
+
+# ----------------------------------------------------------------------------------------- neuron pruning
+
+
+def _ffn_blocks(family: str, spec: PruneSpec | None = None) -> dict[str, tuple[str, ...]]:
+    fam = models.family_module(family)
+    blocks = getattr(fam, "FFN_BLOCKS", None)
+    if blocks is None:
+        raise ValueError(f"Family {family!r} declares no FFN_BLOCKS (the family-contract member that names its FFN "
+                         f"width field and FFN modules): neuron pruning needs it; prune by magnitude instead.")
+    if spec is not None and spec.groups is not None:
+        pattern = re.compile(spec.groups)
+        blocks = {f: tuple(p for p in paths if pattern.search(p)) for f, paths in blocks.items()}
+        blocks = {f: paths for f, paths in blocks.items() if paths}
+        if not blocks:
+            raise ValueError(f"Prune spec {spec.text!r}: groups={spec.groups!r} matches none of {family}'s FFN blocks "
+                             f"{[p for ps in fam.FFN_BLOCKS.values() for p in ps]}; fix the regex.")
+    return blocks
+
+
+def _ffn_module(params, path: str, family: str) -> dict:
+    node = params
+    for key in path.split("/"):
+        if key not in node:
+            raise ValueError(f"{family}.FFN_BLOCKS names {path!r}, which these params lack (at {key!r}); are they the "
+                             f"params of the family's pretraining model?")
+        node = node[key]
+    return node
+
+
+def _unit_norms(mlp: Mapping[str, Any]) -> np.ndarray:
+    """`[..., F]`: each hidden unit's L2 norm over its incoming kernel column(s) and outgoing kernel row."""
+    squares = np.square(np.asarray(mlp["wo"]["kernel"], np.float64)).sum(-1)  # [..., F, D] → [..., F]
+    for name in sorted(k for k in mlp if k.startswith("wi")):
+        squares = squares + np.square(np.asarray(mlp[name]["kernel"], np.float64)).sum(-2)  # [..., D, F] → [..., F]
+    return np.sqrt(squares)
+
+
+def ffn_units_to_keep(family: str, config, params, spec: PruneSpec) -> dict[str, tuple[str, np.ndarray]]:
+    """Which FFN hidden units neuron pruning keeps: FFN block path → (its width field, `[..., K]` sorted indices).
+
+    A unit's score is the L2 norm of its weight vectors: its incoming column of `wi` (both `wi_0` and `wi_1` when
+    gated, T5 v1.1) together with its outgoing row of `wo`, biases left out (they are not weight vectors; a removed
+    unit's biases go with it). `neurons:F` removes the round(F·width) lowest-scoring units; `neurons-threshold:T`
+    the units scoring under T. Every layer of a scanned stack ranks its own units and keeps its own set, but all
+    keep the same number K, because the stacked `[L, …]` layout needs equal widths: with a threshold, K is set by
+    the layer with the fewest units under it (other layers keep some units under the threshold). All blocks of
+    one width field (T5's encoder and decoder) keep the same K too. A shared stack (ALBERT) has one set.
+
+    Raises:
+      ValueError: the family has no `FFN_BLOCKS`, or every unit would go.
+    """
+    blocks = _ffn_blocks(family, spec)
+    keep: dict[str, tuple[str, np.ndarray]] = {}
+    for field, paths in blocks.items():
+        width = getattr(config, field)
+        norms = {p: _unit_norms(_ffn_module(params, p, family)) for p in paths}
+        if spec.method == "neurons":
+            removed = int(round(spec.amount * width))
+        else:
+            removed = min(int(c) for n in norms.values() for c in np.atleast_1d((n < spec.amount).sum(-1)))
+        if removed >= width:
+            raise ValueError(f"Prune spec {spec.text!r} removes all {width} units of {field}; remove fewer.")
+        k = width - removed
+        for p, n in norms.items():
+            # Stable ranking (highest norm first, ties by position), then the kept units in their original order.
+            order = np.argsort(-n, axis=-1, kind="stable")[..., :k]
+            keep[p] = (field, np.sort(order, axis=-1))
+    return keep
+
+
+def _take_units(mlp: dict, idx: np.ndarray) -> dict:
+    """The FFN module's params restricted to the hidden units `idx` (`[..., K]`)."""
+    out = {}
+    for name, sub in mlp.items():
+        sub = dict(sub)
+        if name.startswith("wi"):
+            sub["kernel"] = np.take_along_axis(np.asarray(sub["kernel"]), idx[..., None, :], axis=-1)
+            if "bias" in sub:
+                sub["bias"] = np.take_along_axis(np.asarray(sub["bias"]), idx, axis=-1)
+        elif name == "wo":
+            sub["kernel"] = np.take_along_axis(np.asarray(sub["kernel"]), idx[..., :, None], axis=-2)
+        out[name] = sub
+    return out
+
+
+def neuron_prune(family: str, config, params, spec: PruneSpec) -> tuple[Any, dict, dict]:
+    """Removes FFN hidden units (see `ffn_units_to_keep` for the ranking): smaller `wi` / `wo` matrices and a
+    Config whose FFN width field (the family's `FFN_BLOCKS`) is the kept count.
+
+    Returns:
+      `(config, params, blocks)`: the new Config and params (numpy), and per FFN block its width field, units
+      before and kept.
+
+    Raises:
+      ValueError: as `ffn_units_to_keep`.
+    """
+    keep = ffn_units_to_keep(family, config, params, spec)
+    flat_modules = {}
+    widths = {}
+    for path, (field, idx) in keep.items():
+        flat_modules[path] = _take_units(_ffn_module(params, path, family), idx)
+        widths[field] = idx.shape[-1]
+    new = jax.tree.map(np.asarray, dict(params))
+    for path, module in flat_modules.items():
+        *parents, last = path.split("/")
+        node = new
+        for key in parents:
+            node[key] = dict(node[key])
+            node = node[key]
+        node[last] = module
+    new_config = dataclasses.replace(config, **widths).validate()
+    blocks = {path: {"width_field": field, "units": int(getattr(config, field)), "kept": int(idx.shape[-1])}
+              for path, (field, idx) in keep.items()}
+    return new_config, new, blocks
+
+
+# ------------------------------------------------------------------------------------------------ prune()
+
+
+def _count(params) -> tuple[int, int]:
+    leaves = jax.tree.leaves(params)
+    return sum(int(np.size(x)) for x in leaves), sum(int(np.count_nonzero(np.asarray(x))) for x in leaves)
+
+
+def prune(family: str, config, params, spec: PruneSpec) -> tuple[Any, dict, dict]:
+    """Prunes a model as `spec` says (module docstring; Han et al. 2015 §3 for weights, L2-norm neuron ranking).
+
+    Args:
+      family: the registry name (`"bert"`).
+      config: its Config; params: the params of `llm_jax.models.build(family, config)` (what `load_pretrained`
+        returns).
+      spec: from `parse_prune_spec` (no begin/end/every: those schedule pruning during fine-tuning).
+
+    Returns:
+      `(config, params, report)`: the Config (smaller after neuron pruning, else the same), the params (numpy), and
+      a JSON-able report — `spec`, `method`, `amount`, `per_matrix`, `groups` (the regex used), per pruned param or
+      FFN block what happened (`params`: shape, sparsity, per-layer sparsity; or `blocks`: units and kept), the
+      pruned weights' `sparsity`, and the whole model's `parameters_before`/`parameters` and
+      `nonzero_before`/`nonzero`. The report is what `save_model_dir(..., compression={"prune": report})` records.
+
+    Raises:
+      ValueError: a spec with a schedule, groups that match nothing, or neuron pruning of a family without
+        `FFN_BLOCKS` (one line each).
+    """
+    if spec.has_schedule:
+        raise ValueError(f"Prune spec {spec.text!r}: begin/end/every schedule gradual pruning during fine-tuning "
+                         f"(train.prune); pruning a saved model takes no schedule — drop them.")
+    params_before, nonzero_before = _count(params)
+    report: dict[str, Any] = {"spec": spec.text, "method": spec.method, "amount": spec.amount}
+    if spec.is_magnitude:
+        axes = layer_axes(family, config) if spec.per_matrix else None
+        new_params, groups = magnitude_prune(params, spec, axes)
+        size = sum(g["size"] for g in groups.values())
+        report.update(per_matrix=spec.per_matrix, groups=spec.group_regex, params=groups,
+                      sparsity=float(1 - sum(g["nonzero"] for g in groups.values()) / size),
+                      pruned_group_size=size)
+        new_config = config
+    else:
+        new_config, new_params, blocks = neuron_prune(family, config, params, spec)
+        report.update(groups=spec.groups, blocks=blocks,
+                      width={b["width_field"]: [b["units"], b["kept"]] for b in blocks.values()})
+    params_after, nonzero_after = _count(new_params)
+    report.update(parameters_before=params_before, parameters=params_after, nonzero_before=nonzero_before,
+                  nonzero=nonzero_after)
+    return new_config, new_params, report
+
+
+def prune_record(path: str | os.PathLike) -> dict | None:
+    """The `compression.prune` record of a model directory's config.json (what `prune` reported), or None."""
+    config_file = pathlib.Path(path).expanduser() / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        record = json.loads(config_file.read_text(encoding="utf-8")).get("compression", {}).get("prune")
+    except (ValueError, AttributeError, OSError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+# --------------------------------------------------------------------------------------- masks in training
+
+
+def masks_for(params, groups: str | None = None) -> dict:
+    """Keep-masks of a pruned model: a tree shaped like `params` whose leaves are bool arrays (True where the weight
+    is non-zero, i.e. kept) for the params `groups` chooses (None: `DEFAULT_GROUPS`) and None for the rest.
+
+    Raises:
+      ValueError: groups that match no parameter.
+    """
+    flat = _flat(params)
+    chosen = set(_chosen(flat, groups or DEFAULT_GROUPS))
+    return _unflat({p: (np.asarray(v) != 0 if p in chosen else None) for p, v in flat.items()})
+
+
+def keep_masked(masks) -> optax.GradientTransformation:
+    """Multiplies the updates by fixed keep-masks (from `masks_for`), so pruned weights stay exactly 0.
+
+    Append it LAST to the chain (`make_optimizer(..., extra_transforms=[keep_masked(m)])`): after the optimizer's
+    update and weight decay, a pruned entry's update is 0, so a 0 stays 0. The masks are closed over: constants of
+    the jitted step. Params are matched by path, so any mapping type holding the same names fits.
+    """
+    flat = {p: jnp.asarray(m) for p, m in _flat(masks).items() if m is not None}
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def mask(path, u):
+            m = flat.get(_path_str(path))
+            return u if m is None else jnp.where(m, u, jnp.zeros_like(u))
+
+        return jax.tree_util.tree_map_with_path(mask, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class GradualPruningState(NamedTuple):
+    """`count`: optimizer steps taken; `masks`: keep-masks of the pruned params (bool, shaped like them), an
+    `optax.MaskedNode` for the rest."""
+
+    count: jax.Array
+    masks: Any
+
+
+def sparsity_at(step, target_sparsity: float, begin_step: int, end_step: int, initial_sparsity: float = 0.0):
+    """Zhu & Gupta (2017) §3: `s_t = s_f + (s_i − s_f)(1 − (t − t0)/(n Δt))³` for t0 ≤ t ≤ t0 + nΔt (= end_step);
+    `s_i` before, `s_f` after. Traceable in `step`."""
+    progress = jnp.clip((jnp.asarray(step, jnp.float32) - begin_step) / (end_step - begin_step), 0.0, 1.0)
+    return target_sparsity + (initial_sparsity - target_sparsity) * (1.0 - progress) ** 3
+
+
+def _keep_ranks(abs_rows: jax.Array, k) -> jax.Array:
+    """`[M, N]` → bool, False at the k smallest entries of each row (ties by position); k traced.
+
+    Why a sort and a running count rather than argsort ranks: no scatter, which compiles several times faster.
+    """
+    kth = jnp.take(jnp.sort(abs_rows, axis=-1), jnp.clip(k - 1, 0, abs_rows.shape[1] - 1), axis=-1)[:, None]
+    below = abs_rows < kth
+    ties = abs_rows == kth
+    # Of the entries equal to the k-th value, the first (k − #below) by position are pruned too.
+    room = k - below.sum(-1, keepdims=True)
+    prune = below | (ties & (jnp.cumsum(ties, axis=-1) <= room))
+    return jnp.where(k > 0, ~prune, True)
+
+
+def gradual_magnitude_pruning(target_sparsity: float, begin_step: int, end_step: int, every: int,
+                              groups: str | None = None, *, initial_sparsity: float = 0.0, per_matrix: bool = False,
+                              layer_axes: Mapping[str, int | None] | None = None) -> optax.GradientTransformation:
+    """Gradual magnitude pruning (Zhu & Gupta 2017, "To prune, or not to prune", §3) as an optax transformation.
+
+    At optimizer step t (0-based; the state counts calls) with begin_step ≤ t ≤ end_step and
+    `(t − begin_step) % every == 0` (and at t = end_step), the masks are recomputed: the ⌊s_t·N⌋ chosen weights of
+    smallest |w| (current params, before this update; ties by position) are pruned, with s_t from `sparsity_at`
+    (one ranking over all chosen weights, or per layer's matrix with `per_matrix`). Pruned weights, once 0, rank
+    lowest, so a non-decreasing schedule never revives them. Every step, each pruned entry's update is `−param`
+    (it becomes exactly 0, and a 0 stays 0) and the others pass unchanged. Place it last in the chain (after
+    weight decay). The masks live in the state (`GradualPruningState`): they are checkpointed and resumed with it.
+
+    Args:
+      target_sparsity: s_f in [0, 1). begin_step / end_step: t0 and t0 + nΔt (end > begin). every: Δt ≥ 1.
+      groups: the params to prune (regex on '/'-joined paths; None: `DEFAULT_GROUPS`).
+      initial_sparsity: s_i (Zhu & Gupta start at 0).
+      per_matrix: one sparsity per layer's matrix (the paper's per-layer pruning) instead of one global ranking.
+      layer_axes: `layer_axes_of(boxed params)` of the trained model: where each param's `layers` axis is, for
+        per-matrix pruning of scanned stacks (None: every param is one matrix).
+
+    Raises:
+      ValueError: an out-of-range sparsity or schedule (one line).
+    """
+    if not (0.0 <= initial_sparsity <= target_sparsity < 1.0):
+        raise ValueError(f"gradual pruning needs 0 ≤ initial_sparsity ({initial_sparsity}) ≤ target_sparsity "
+                         f"({target_sparsity}) < 1.")
+    if not (0 <= begin_step < end_step) or every < 1:
+        raise ValueError(f"gradual pruning needs 0 ≤ begin ({begin_step}) < end ({end_step}) and every ({every}) ≥ 1.")
+    regex = re.compile(groups or DEFAULT_GROUPS)
+    axes = dict(layer_axes or {})
+    is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+
+    def chosen(path, x) -> bool:
+        return bool(regex.search(_path_str(path))) and np.ndim(x.value if is_box(x) else x) >= 1
+
+    def init_fn(params):
+        def ones(path, x):
+            if not chosen(path, x):
+                return optax.MaskedNode()
+            if is_box(x):  # the abstract init that derives shardings: keep the logical names
+                return x.replace_boxed(jnp.ones(x.value.shape, jnp.bool_))
+            return jnp.ones(jnp.shape(x), jnp.bool_)
+
+        masks = jax.tree_util.tree_map_with_path(ones, params, is_leaf=is_box)
+        if not any(True for _ in jax.tree.leaves(masks)):
+            raise ValueError(f"gradual pruning: groups {regex.pattern!r} match no parameter; fix the regex.")
+        return GradualPruningState(jnp.zeros((), jnp.int32), masks)
+
+    def recompute(params, masks, step):
+        s = sparsity_at(step, target_sparsity, begin_step, end_step, initial_sparsity)
+        items = [(path, x) for path, x in jax.tree_util.tree_flatten_with_path(params)[0] if chosen(path, x)]
+        new = {}
+        if per_matrix:
+            for path, x in items:
+                axis = axes.get(_path_str(path))
+                rows = jnp.abs(x).reshape(1, -1) if axis is None else jnp.moveaxis(jnp.abs(x), axis, 0).reshape(
+                    x.shape[axis], -1)
+                keep = _keep_ranks(rows, jnp.floor(s * rows.shape[1]).astype(jnp.int32))
+                keep = keep.reshape(x.shape) if axis is None else jnp.moveaxis(
+                    keep.reshape(jnp.moveaxis(x, axis, 0).shape), 0, axis)
+                new[_path_str(path)] = keep
+        else:
+            everything = jnp.concatenate([jnp.abs(x).ravel() for _, x in items])[None, :]
+            keep = _keep_ranks(everything, jnp.floor(s * everything.shape[1]).astype(jnp.int32))[0]
+            pieces = jnp.split(keep, np.cumsum([x.size for _, x in items])[:-1])
+            new = {_path_str(path): piece.reshape(x.shape) for (path, x), piece in zip(items, pieces)}
+        return jax.tree_util.tree_map_with_path(
+            lambda path, m: new[_path_str(path)] if not isinstance(m, optax.MaskedNode) else m, masks,
+            is_leaf=lambda m: isinstance(m, optax.MaskedNode))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("gradual_magnitude_pruning needs the params in update(); pass them (optax.apply_updates "
+                             "loops do).")
+        t = state.count
+        on_grid = (t >= begin_step) & (t <= end_step) & (((t - begin_step) % every == 0) | (t == end_step))
+        masks = jax.lax.cond(on_grid, lambda: recompute(params, state.masks, t), lambda: state.masks)
+        flat = {_path_str(p): m for p, m in jax.tree_util.tree_flatten_with_path(masks)[0]}
+
+        def apply(path, u, p):
+            m = flat.get(_path_str(path))
+            return u if m is None else jnp.where(m, u, -p.astype(u.dtype))
+
+        updates = jax.tree_util.tree_map_with_path(apply, updates, params)
+        return updates, GradualPruningState(t + 1, masks)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def measured_sparsity(params, groups: str | None = None) -> float:
+    """The fraction of zeros among the params `groups` chooses (None: `DEFAULT_GROUPS`)."""
+    flat = _flat(params)
+    chosen = _chosen(flat, groups or DEFAULT_GROUPS)
+    size = sum(int(np.size(flat[p])) for p in chosen)
+    return 1.0 - sum(int(np.count_nonzero(np.asarray(flat[p]))) for p in chosen) / size
+
+
+__all__ = ["ACCEPTED", "DEFAULT_GROUPS", "METHODS", "GradualPruningState", "PruneSpec", "ffn_units_to_keep",
+           "gradual_magnitude_pruning", "keep_masked", "layer_axes", "layer_axes_of", "magnitude_prune",
+           "masks_for", "measured_sparsity", "neuron_prune", "parse_prune_spec", "prune", "prune_record",
+           "sparsity_at"]

@@ -493,6 +493,12 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
         print(f"[llm-jax] finetune {source.family} ({source.description}) on {spec.name} ({spec.kind}, "
               f"{spec.num_labels} labels{how}): {n_params:,} parameters | {n_train:,} training rows of {cfg.data.seq_len} "
               f"tokens | batch {tcfg.batch_size} | steps {start_step}→{total} | eval every {eval_every}", flush=True)
+        if prune_info.get("masked"):
+            print(f"[llm-jax] pruned model ({prune_info['masked']}): its zeros are kept (masked updates)", flush=True)
+        if prune_info.get("gradual"):
+            print(f"[llm-jax] gradual pruning {prune_info['gradual']}: sparsity 0 → {parse_prune_spec(tcfg.prune).amount}"
+                  f" from step {prune_info['begin']} to {prune_info['end']}, masks every {prune_info['every']} steps",
+                  flush=True)
     end = min(total, tcfg.stop_after) if tcfg.stop_after else total
     if best.exhausted:
         end = start_step  # stopped early before: nothing left to train

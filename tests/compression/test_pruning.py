@@ -110,8 +110,8 @@ def test_layer_axes_know_stacked_from_shared():
 
 @pytest.fixture(scope="module")
 def pruned_finetune(tmp_path_factory, bert, tokenizer):
-    """A magnitude-pruned (50 %) BERT model directory fine-tuned 8 steps on a bundled task through the CLI, with
-    gradual pruning to 70 % during the run (mask updates at steps 0, 2, 4, 6)."""
+    """A magnitude-pruned (50 %) BERT model directory fine-tuned 6 steps on a bundled task through the CLI, with
+    gradual pruning to 70 % during the run (mask updates at steps 0, 2, 4)."""
     cfg, params = bert
     _, pruned, report = prune("bert", cfg, params, parse_prune_spec("magnitude:0.5"))
     src = save_model_dir("bert", cfg, pruned, tmp_path_factory.mktemp("pruned") / "model", tokenizer=tokenizer,
@@ -119,9 +119,9 @@ def pruned_finetune(tmp_path_factory, bert, tokenizer):
     workdir = tmp_path_factory.mktemp("ft")
     assert cli.main(["finetune", "--config", f"{ROOT / 'configs' / 'finetune.py'}:model={src},task=wordnet-supersense",
                      "--workdir", str(workdir), "--config.train.progress=False", "--config.data.seq_len=16",
-                     "--config.data.train_examples=64", "--config.train.batch_size=8", "--config.train.steps=8",
-                     "--config.train.eval_examples=40", "--config.train.eval_every=8",
-                     "--config.optim.learning_rate=1e-2", "--config.train.prune=magnitude:0.7,end=6,every=2"]) == 0
+                     "--config.data.train_examples=64", "--config.train.batch_size=8", "--config.train.steps=6",
+                     "--config.train.eval_examples=40", "--config.train.eval_every=6",
+                     "--config.optim.learning_rate=1e-2", "--config.train.prune=magnitude:0.7,end=4,every=2"]) == 0
     _, _, tuned, _ = load_pretrained(workdir)  # the final checkpoint's params (the classifier's tree)
     return pruned, tuned, workdir
 
@@ -148,7 +148,7 @@ def test_gradual_pruning_in_fine_tuning_reaches_its_target(pruned_finetune):
     n = sum(out[p].size for p in chosen)
     assert _count_zeros(out, chosen) == math.floor(0.7 * n)
     summary = json.loads((workdir / "summary.json").read_text())["pruning"]
-    assert summary["masked"] == "magnitude:0.5" and summary["gradual"] == "magnitude:0.7,end=6,every=2"
+    assert summary["masked"] == "magnitude:0.5" and summary["gradual"] == "magnitude:0.7,end=4,every=2"
     assert summary["final_sparsity"][DEFAULT_GROUPS] == pytest.approx(math.floor(0.7 * n) / n)
 
 
@@ -208,11 +208,20 @@ def test_keep_masked_zeroes_updates_of_pruned_weights(bert):
 # -------------------------------------------------------------------------------------------- 4. neurons
 
 
+_FORWARDS = {}
+
+
 def _apply(family, cfg, params, tokens):
-    kwargs = {"decoder_tokens_BT": tokens} if family == "t5" else {}
-    out = models.build(family, cfg).apply({"params": params}, tokens, **kwargs)
-    logits = out.mlm_logits_BTV if family == "bert" else out.logits_BTV
-    return np.asarray(out.hidden_BTD), np.asarray(logits)
+    """`(hidden_BTD, logits_BTV)`, jitted once per Config (the original and the masked original share it)."""
+    if (family, cfg) not in _FORWARDS:
+        model = models.build(family, cfg)
+
+        def forward(params, tokens):
+            out = model.apply({"params": params}, tokens, **({"decoder_tokens_BT": tokens} if family == "t5" else {}))
+            return out.hidden_BTD, (out.mlm_logits_BTV if family == "bert" else out.logits_BTV)
+
+        _FORWARDS[family, cfg] = jax.jit(forward)
+    return tuple(np.asarray(x) for x in _FORWARDS[family, cfg](params, tokens))
 
 
 def _masked_original(params, keep):
@@ -232,52 +241,68 @@ def _masked_original(params, keep):
     return traverse_util.unflatten_dict(flat, sep="/")
 
 
-@pytest.mark.parametrize("family", ["bert", "t5"])
-def test_neuron_pruned_model_equals_the_masked_original(family, bert):
-    if family == "bert":
-        cfg, params = bert
-    else:  # v1.1's gated FFN: wi_0 and wi_1 lose the same units
-        cfg = models.make_config("t5", vocab_size=300, d_model=32, d_kv=8, num_heads=2, d_ff=48, num_layers=2,
-                                 num_decoder_layers=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
-        params = _random_params("t5", cfg, seed=3)
-    spec = parse_prune_spec("neurons:0.25")
-    keep = ffn_units_to_keep(family, cfg, params, spec)
-    new_cfg, small, report = prune(family, cfg, params, spec)
+TOKENS = np.random.default_rng(0).integers(5, 300, (2, 10)).astype(np.int32)
+
+
+_NEURONS = {}
+
+
+def _neurons(family, bert):
+    """`neurons:0.25` of a BERT, or of a gated (v1.1) T5 whose `wi_0` and `wi_1` lose the same units (made once)."""
+    if family not in _NEURONS:
+        if family == "bert":
+            cfg, params = bert
+        else:
+            cfg = models.make_config("t5", vocab_size=300, d_model=32, d_kv=8, num_heads=2, d_ff=48, num_layers=2,
+                                     num_decoder_layers=1, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+            params = _random_params("t5", cfg, seed=3)
+        spec = parse_prune_spec("neurons:0.25")
+        new_cfg, small, report = prune(family, cfg, params, spec)
+        _NEURONS[family] = family, cfg, params, ffn_units_to_keep(family, cfg, params, spec), new_cfg, small, report
+    return _NEURONS[family]
+
+
+@pytest.fixture(params=["bert", "t5"])
+def neurons(request, bert):
+    return _neurons(request.param, bert)
+
+
+def test_neuron_pruned_model_equals_the_masked_original(neurons):
+    family, cfg, params, keep, new_cfg, small, report = neurons
     field, = models.family_module(family).FFN_BLOCKS
     width = getattr(cfg, field)
     assert getattr(new_cfg, field) == width - round(0.25 * width) and report["width"] == {
         field: [width, getattr(new_cfg, field)]}
     for block, (_, idx) in keep.items():
         assert np.all(np.diff(idx, axis=-1) > 0)
-        assert _flat(small)[f"{block}/wo/kernel"].shape[-2] == getattr(new_cfg, field)
+        for path, x in _flat(small).items():  # every FFN matrix of the block is smaller
+            if path.startswith(block + "/w") and not path.endswith("wo/bias"):
+                assert getattr(new_cfg, field) in x.shape and width not in x.shape, path
     assert report["parameters"] < report["parameters_before"]
-    tokens = np.random.default_rng(0).integers(5, 300, (2, 12)).astype(np.int32)
-    got = _apply(family, new_cfg, small, tokens)
-    want = _apply(family, cfg, _masked_original(params, keep), tokens)
+    got = _apply(family, new_cfg, small, TOKENS)
+    want = _apply(family, cfg, _masked_original(params, keep), TOKENS)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5)
-    # ... and it differs from the unpruned model (the units were real).
-    assert not np.allclose(_apply(family, cfg, params, tokens)[1], want[1], atol=1e-5)
+    # ... and it differs from the unpruned model (the removed units were real).
+    assert not np.allclose(_apply(family, cfg, params, TOKENS)[1], want[1], atol=1e-5)
 
 
 def test_neuron_pruned_bert_saves_loads_and_exports_to_hf(bert, tokenizer, tmp_path, require):
+    _, cfg, _, _, new_cfg, small, report = _neurons("bert", bert)
     torch, transformers = require("torch"), require("transformers")
-    cfg, params = bert
-    new_cfg, small, report = prune("bert", cfg, params, parse_prune_spec("neurons:0.5"))
     src = save_model_dir("bert", new_cfg, small, tmp_path / "model", tokenizer=tokenizer,
                          compression={"prune": report})
     assert json.loads((src / "config.json").read_text())["compression"]["prune"]["method"] == "neurons"
-    family, loaded_cfg, loaded, _ = load_pretrained(src)
-    assert family == "bert" and loaded_cfg == new_cfg and loaded_cfg.intermediate_size == 32
+    loaded_family, loaded_cfg, loaded, _ = load_pretrained(src)
+    assert loaded_family == "bert" and loaded_cfg == new_cfg and loaded_cfg.intermediate_size == 48
     jax.tree.map(np.testing.assert_array_equal, loaded, small)
     convert_to_hf(src, tmp_path / "hf")
     hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert hf_config["intermediate_size"] == 32 and hf_config["hidden_size"] == 32
+    assert hf_config["intermediate_size"] == 48 and hf_config["hidden_size"] == 32
     hf = transformers.BertForPreTraining.from_pretrained(tmp_path / "hf").eval()
-    tokens = np.random.default_rng(0).integers(5, cfg.vocab_size, (2, 12)).astype(np.int32)
     with torch.no_grad():
-        out = hf(torch.tensor(tokens, dtype=torch.long), output_hidden_states=True)
-    hidden, logits = _apply("bert", new_cfg, small, tokens)
+        out = hf(torch.tensor(TOKENS, dtype=torch.long), output_hidden_states=True)
+    hidden, logits = _apply("bert", new_cfg, small, TOKENS)
     np.testing.assert_allclose(hidden, out.hidden_states[-1].numpy(), atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(logits, out.prediction_logits.numpy(), atol=1e-4, rtol=1e-4)
 

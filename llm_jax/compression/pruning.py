@@ -309,12 +309,13 @@ def _ffn_blocks(family: str, spec: PruneSpec | None = None) -> dict[str, tuple[s
     return blocks
 
 
-def _ffn_module(params, path: str, family: str) -> dict:
+def _ffn_module(params, path: str) -> dict | None:
+    """The FFN module's params at `path`, or None when the params lack it (a fine-tuned classifier has no ELECTRA
+    generator)."""
     node = params
     for key in path.split("/"):
-        if key not in node:
-            raise ValueError(f"{family}.FFN_BLOCKS names {path!r}, which these params lack (at {key!r}); are they the "
-                             f"params of the family's pretraining model?")
+        if not isinstance(node, Mapping) or key not in node:
+            return None
         node = node[key]
     return node
 
@@ -338,14 +339,18 @@ def ffn_units_to_keep(family: str, config, params, spec: PruneSpec) -> dict[str,
     the layer with the fewest units under it (other layers keep some units under the threshold). All blocks of
     one width field (T5's encoder and decoder) keep the same K too. A shared stack (ALBERT) has one set.
 
+    Blocks the params lack (a fine-tuned classifier has no ELECTRA generator) are skipped, and their width stays.
+
     Raises:
-      ValueError: the family has no `FFN_BLOCKS`, or every unit would go.
+      ValueError: the family has no `FFN_BLOCKS`, the params hold none of its blocks, or every unit would go.
     """
     blocks = _ffn_blocks(family, spec)
     keep: dict[str, tuple[str, np.ndarray]] = {}
     for field, paths in blocks.items():
         width = getattr(config, field)
-        norms = {p: _unit_norms(_ffn_module(params, p, family)) for p in paths}
+        norms = {p: _unit_norms(_ffn_module(params, p)) for p in paths if _ffn_module(params, p) is not None}
+        if not norms:
+            continue  # none of this width's blocks is in these params: the width stays
         if spec.method == "neurons":
             removed = int(round(spec.amount * width))
         else:
@@ -357,6 +362,9 @@ def ffn_units_to_keep(family: str, config, params, spec: PruneSpec) -> dict[str,
             # Stable ranking (highest norm first, ties by position), then the kept units in their original order.
             order = np.argsort(-n, axis=-1, kind="stable")[..., :k]
             keep[p] = (field, np.sort(order, axis=-1))
+    if not keep:
+        raise ValueError(f"These params hold none of {family}'s FFN blocks {[p for ps in blocks.values() for p in ps]}; "
+                         f"pass the params load_pretrained returns for a {family} model.")
     return keep
 
 
@@ -390,7 +398,7 @@ def neuron_prune(family: str, config, params, spec: PruneSpec) -> tuple[Any, dic
     flat_modules = {}
     widths = {}
     for path, (field, idx) in keep.items():
-        flat_modules[path] = _take_units(_ffn_module(params, path, family), idx)
+        flat_modules[path] = _take_units(_ffn_module(params, path), idx)
         widths[field] = idx.shape[-1]
     new = jax.tree.map(np.asarray, dict(params))
     for path, module in flat_modules.items():

@@ -20,6 +20,7 @@ from llm_jax.compression.pruning import (DEFAULT_GROUPS, ffn_units_to_keep, grad
 from llm_jax.data import load_documents, special_ids, train_tokenizer
 from llm_jax.interop import state_dict
 from llm_jax.interop.native import convert_to_hf, load_pretrained, save_model_dir
+from llm_jax.train.checkpoint import Checkpointer, abstract_like
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KERNELS = re.compile(DEFAULT_GROUPS)
@@ -155,7 +156,7 @@ def test_gradual_pruning_in_fine_tuning_reaches_its_target(pruned_finetune):
 # ------------------------------------------------------------------------------------------ 3. gradual (optax)
 
 
-def test_gradual_pruning_follows_the_cubic_schedule_and_keeps_zeros():
+def test_gradual_pruning_follows_the_cubic_schedule_and_keeps_zeros(tmp_path):
     rng = np.random.default_rng(1)
     params = {"enc": {"stack": {"layers": {"block": {"mlp": {"wi": {"kernel": rng.standard_normal((2, 8, 16)),
                                                                     "bias": rng.standard_normal((2, 16))}}}}}},
@@ -187,9 +188,14 @@ def test_gradual_pruning_follows_the_cubic_schedule_and_keeps_zeros():
             zeros_so_far |= w == 0
             assert np.all(np.asarray(p["emb"]["embedding"]) != 0)  # not a chosen group
         assert s == pytest.approx(target)
-        # The masks are optimizer state (checkpointed and resumed with it).
+        # The masks are optimizer state: checkpointed and restored with it.
         masks = state[1].masks
         assert np.array_equal(np.asarray(traverse_util.flatten_dict(masks)[kernel]), w != 0)
+        ckpt = Checkpointer(tmp_path / f"ckpt{per_matrix}")
+        ckpt.save(14, {"params": p, "opt_state": state}, {"step": 14}, force=True)
+        _, restored, _ = ckpt.restore_latest(abstract_like({"params": p, "opt_state": state}))
+        ckpt.close()
+        jax.tree.map(np.testing.assert_array_equal, restored["opt_state"], state)
 
 
 def test_keep_masked_zeroes_updates_of_pruned_weights(bert):
@@ -326,6 +332,8 @@ def test_unsupported_family_groups_and_schedule_are_one_line_errors(bert):
     with pytest.raises(ValueError, match="'xlnet' declares no FFN_BLOCKS.*neuron pruning needs it") as e:
         prune("xlnet", xlnet_cfg, {}, parse_prune_spec("neurons:0.5"))
     assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="hold none of bert's FFN blocks"):
+        prune("bert", cfg, {"other": {"kernel": np.ones((2, 2))}}, parse_prune_spec("neurons:0.5"))
     with pytest.raises(ValueError, match="match no parameter"):
         prune("bert", cfg, params, parse_prune_spec("magnitude:0.5,groups=no_such_param"))
     with pytest.raises(ValueError, match="during fine-tuning"):

@@ -363,8 +363,9 @@ def ffn_units_to_keep(family: str, config, params, spec: PruneSpec) -> dict[str,
             order = np.argsort(-n, axis=-1, kind="stable")[..., :k]
             keep[p] = (field, np.sort(order, axis=-1))
     if not keep:
-        raise ValueError(f"These params hold none of {family}'s FFN blocks {[p for ps in blocks.values() for p in ps]}; "
-                         f"pass the params load_pretrained returns for a {family} model.")
+        names = [p for ps in blocks.values() for p in ps]
+        raise ValueError(f"These params hold none of {family}'s FFN blocks {names}; pass the params load_pretrained "
+                         f"returns for a {family} model.")
     return keep
 
 

@@ -496,9 +496,9 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
         if prune_info.get("masked"):
             print(f"[llm-jax] pruned model ({prune_info['masked']}): its zeros are kept (masked updates)", flush=True)
         if prune_info.get("gradual"):
-            print(f"[llm-jax] gradual pruning {prune_info['gradual']}: sparsity 0 → {parse_prune_spec(tcfg.prune).amount}"
-                  f" from step {prune_info['begin']} to {prune_info['end']}, masks every {prune_info['every']} steps",
-                  flush=True)
+            target = parse_prune_spec(tcfg.prune).amount
+            print(f"[llm-jax] gradual pruning {prune_info['gradual']}: sparsity 0 → {target} from step "
+                  f"{prune_info['begin']} to {prune_info['end']}, masks every {prune_info['every']} steps", flush=True)
     end = min(total, tcfg.stop_after) if tcfg.stop_after else total
     if best.exhausted:
         end = start_step  # stopped early before: nothing left to train

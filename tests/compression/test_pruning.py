@@ -355,3 +355,17 @@ def test_declared_ffn_blocks_exist_in_the_models():
                 assert shapes[f"{path}/wo/kernel"][-2] == width, (name, path)
     assert {"bert", "roberta", "distilbert", "electra", "gpt", "albert", "t5"} <= {
         n for n, m in models.FAMILIES.items() if hasattr(m, "FFN_BLOCKS")}
+
+
+def test_check_family_refuses_a_bad_ffn_blocks():
+    import types
+
+    from llm_jax.models import bert
+    from llm_jax.models.family import check_family
+
+    for bad, why in (({"hidden_act": ("bert/encoder/stack/layers/block/mlp",)}, "no int field"),
+                     ({"intermediate_size": "bert/encoder/stack/layers/block/mlp"}, "non-empty tuples")):
+        fake = types.ModuleType("fake_bert")
+        fake.__dict__.update({k: v for k, v in vars(bert).items() if not k.startswith("__")}, FFN_BLOCKS=bad)
+        assert any(why in problem for problem in check_family(fake)), bad
+    assert check_family(bert) == []

@@ -65,8 +65,12 @@ def _family_and_config(cfg: dict[str, Any], path: pathlib.Path):
         raise ValueError(f"{path}: {first_line(e)}") from e
 
 
-def save_model_dir(family: str, config, params, path: str | os.PathLike, *, tokenizer=None) -> pathlib.Path:
-    """Writes a model directory (`config.json`, `params/`, optional `tokenizer.json`)."""
+def save_model_dir(family: str, config, params, path: str | os.PathLike, *, tokenizer=None,
+                   compression: dict | None = None) -> pathlib.Path:
+    """Writes a model directory (`config.json`, `params/`, optional `tokenizer.json`).
+
+    `compression` (JSON-able, e.g. `{"prune": report}` from `llm_jax.compression`) is recorded as config.json's
+    top-level `"compression"` key; `load_pretrained` ignores it."""
     import dataclasses
 
     out = pathlib.Path(path).absolute()
@@ -76,7 +80,10 @@ def save_model_dir(family: str, config, params, path: str | os.PathLike, *, toke
     params = jax.tree.map(np.asarray, params)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(out / "params", params)
-    (out / CONFIG_FILE).write_text(json.dumps({"family": family, "model": dataclasses.asdict(config)}, indent=2))
+    record = {"family": family, "model": dataclasses.asdict(config)}
+    if compression is not None:
+        record["compression"] = compression
+    (out / CONFIG_FILE).write_text(json.dumps(record, indent=2))
     if tokenizer is not None:
         save_tokenizer(tokenizer, out)  # tokenizer.json, and spiece.model for a SentencePiece vocabulary
     return out

@@ -230,6 +230,8 @@ LM_KIND = "masked"
 TOKENIZER = ALBERT_TOKENIZER
 INPUT_FORMAT = bert.INPUT_FORMAT
 TRUNK_NAME = "albert"
+# Neuron pruning (`llm_jax.compression.pruning`): FFN width field → the FFN (`Mlp`) modules of that width.
+FFN_BLOCKS = {"intermediate_size": ("albert/encoder/stack/layers/block/mlp",)}  # the shared layer: one set
 # Bias tests (`llm_jax.eval.embeddings`): the factorized token table `[V, E]`, and the pretrained pooler (SOP's).
 TOKEN_EMBEDDING = bert.TOKEN_EMBEDDING
 pooled_features = bert.pooled_features

@@ -313,6 +313,8 @@ LM_KIND = "masked"
 TOKENIZER = BERT_TOKENIZER
 INPUT_FORMAT = InputFormat(pad_side="right")
 TRUNK_NAME = "bert"
+# Neuron pruning (`llm_jax.compression.pruning`): FFN width field → the FFN (`Mlp`) modules of that width.
+FFN_BLOCKS = {"intermediate_size": ("bert/encoder/stack/layers/block/mlp",)}
 # Task kinds whose sequence head reads the pooled [CLS] vector (BERT §4.1, §4.4).
 POOLED_KINDS = ("classification", "regression", "multiple_choice")
 

@@ -173,6 +173,8 @@ LM_KIND = "masked"
 TOKENIZER = bert.TOKENIZER  # the teacher's WordPiece vocabulary (§3: the student shares it)
 INPUT_FORMAT = bert.INPUT_FORMAT
 TRUNK_NAME = "distilbert"
+# Neuron pruning (`llm_jax.compression.pruning`): FFN width field → the FFN (`Mlp`) modules of that width.
+FFN_BLOCKS = {"intermediate_size": ("distilbert/encoder/stack/layers/block/mlp",)}
 # Bias tests (`llm_jax.eval.embeddings`): the token table, and `[CLS]`'s state (`pre_classifier` is new).
 TOKEN_EMBEDDING = bert.TOKEN_EMBEDDING
 pooled_features = bert.first_token_features

@@ -288,6 +288,9 @@ LM_KIND = "masked"
 TOKENIZER = BERT_TOKENIZER
 INPUT_FORMAT = bert.INPUT_FORMAT
 TRUNK_NAME = "electra"
+# Neuron pruning (`llm_jax.compression.pruning`): FFN width field → the FFN (`Mlp`) modules of that width.
+FFN_BLOCKS = {"intermediate_size": ("electra/encoder/stack/layers/block/mlp",),
+              "generator_intermediate_size": ("generator/stack/layers/block/mlp",)}
 # Bias tests (`llm_jax.eval.embeddings`): the discriminator's token table (shared with the generator) and
 # `[CLS]`'s state (the classification head is all new).
 TOKEN_EMBEDDING = bert.TOKEN_EMBEDDING

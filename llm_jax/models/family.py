@@ -35,6 +35,7 @@ over the registry).
 | `Config.init_memory(batch_size) -> dict`, `Config.with_memory(*, mem_len, clamp_len, same_length) -> Config` (optional) | a segment-recurrent family (Transformer-XL): the memory a run's carry starts from (batch-major leaves, what `segment_clm`'s `init_carry` returns) and the Config with other evaluation memory settings (`llm_jax.eval.recurrent`); its pretraining module then takes `memory=` and `labels_BT=` and returns `nll_BT` and the next `memory` |
 | `text_to_text_inputs(cfg, tokens_BT, mask_BT, targets_BT) -> (args, kwargs)` (optional; needs the decoding members) | the family fine-tunes text to text (T5 §2.4, `llm_jax.train.text_to_text`): the `PRETRAINING_MODEL` call whose `logits_BTV` predict the target tokens by teacher forcing (an encoder-decoder's decoder reads the targets shifted right behind its start token); generated text is mapped back to labels |
 | `TOKEN_EMBEDDING`, `pooled_features(cfg, trunk_out) -> [B, D]` (optional, both or none) | what the bias tests (`llm_jax.eval.embeddings`) read: the path of the input token-embedding table `[V, E]` inside the trunk's params (`params[TRUNK_NAME]`), and the sentence vector its sequence classifiers read, up to the first layer that fine-tuning adds (BERT's pretrained pooler; the first token's state for RoBERTa/ELECTRA/DistilBERT, whose classifier layers are all new; GPT's last real token; T5's decoder state at the last `</s>`), from the output of `build_trunk(cfg, "classification", collect_hidden=True)`, which then holds every layer's output in `all_hidden_LBTD` (an encoder-decoder: its encoder's) |
+| `FFN_BLOCKS` (optional) | neuron pruning (`llm_jax.compression.pruning`): FFN width field of the Config (an int, `"intermediate_size"`) → the paths ('/'-joined, in `PRETRAINING_MODEL`'s params) of the `llm_jax.layers.Mlp` modules of that width (`wi` or gated `wi_0`/`wi_1`, and `wo`; under a scanned stack with a leading `[L]` axis or shared, without); a family without it cannot have its FFN units removed |
 | `HF_MODEL_TYPE`, `config_from_hf`, `config_to_hf`, and `HF_NAME_MAP`, `HF_ARCHITECTURE`, `HF_BASE_PREFIX`, `HF_TIED_WEIGHTS`, `HF_IGNORED`, `HF_INIT_IF_MISSING` (one checkpoint) or `HF_VIEWS` (several) | the Hugging Face checkpoint mapping (`llm_jax.interop`); absent for a family with no published checkpoint |
 
 Decoder steps (the optional decoding members). `llm_jax.generate` runs one jitted loop for every family that
@@ -158,6 +159,8 @@ _HF_CONTRACT: dict[str, Any] = {
 DECODING_MEMBERS = ("init_decode_state", "decode_step", "reorder_decode_state", "stop_token_ids")
 # A family that fine-tunes text to text has this member (and the decoding members).
 TEXT_TO_TEXT_MEMBER = "text_to_text_inputs"
+# A family whose FFN hidden units neuron pruning may remove has this member (see the table above).
+FFN_BLOCKS_MEMBER = "FFN_BLOCKS"
 # A family whose word and sentence vectors the bias tests read (`llm_jax.eval.embeddings`) has both, or neither.
 REPRESENTATION_MEMBERS = ("TOKEN_EMBEDDING", "pooled_features")
 _HF_SINGLE_VIEW: dict[str, Any] = {
@@ -202,6 +205,17 @@ def check_family(module: types.ModuleType) -> list[str]:
         problems.append(f"{module.__name__}.TOKEN_EMBEDDING must be a tuple of param names (a path in the trunk)")
     if hasattr(module, "pooled_features") and not callable(module.pooled_features):
         problems.append(f"{module.__name__}.pooled_features is not callable")
+    if hasattr(module, FFN_BLOCKS_MEMBER):
+        blocks = getattr(module, FFN_BLOCKS_MEMBER)
+        if not (isinstance(blocks, dict) and blocks and all(
+                isinstance(k, str) and isinstance(v, tuple) and v and all(isinstance(p, str) for p in v)
+                for k, v in blocks.items())):
+            problems.append(f"{module.__name__}.{FFN_BLOCKS_MEMBER} must map FFN width fields to non-empty tuples of "
+                            "Mlp module paths")
+        elif hasattr(module, "Config") and dataclasses.is_dataclass(module.Config):
+            ints = {f.name for f in dataclasses.fields(module.Config) if f.type in (int, "int")}
+            problems += [f"{module.__name__}.{FFN_BLOCKS_MEMBER} names {k!r}, which is no int field of its Config"
+                         for k in blocks if k not in ints]
     if problems:
         return problems
     if not issubclass(module.Config, CommonConfig):
@@ -228,5 +242,5 @@ def check_family(module: types.ModuleType) -> list[str]:
     return problems
 
 
-__all__ = ["CommonConfig", "DECODING_MEMBERS", "InputFormat", "LM_KINDS", "PAD_SIDES", "REPRESENTATION_MEMBERS",
-           "RUNTIME_FIELDS", "TEXT_TO_TEXT_MEMBER", "check_family"]
+__all__ = ["CommonConfig", "DECODING_MEMBERS", "FFN_BLOCKS_MEMBER", "InputFormat", "LM_KINDS", "PAD_SIDES",
+           "REPRESENTATION_MEMBERS", "RUNTIME_FIELDS", "TEXT_TO_TEXT_MEMBER", "check_family"]

@@ -551,6 +551,8 @@ TOKENIZER = GPT2_TOKENIZER
 INPUT_FORMAT = InputFormat(pad_side="right", classifier_token=False, task_tokens=(("sep", TOKENIZER.roles["eod"]),),
                            template="sep_between")
 TRUNK_NAME = "transformer"
+# Neuron pruning (`llm_jax.compression.pruning`): FFN width field → the FFN (`Mlp`) modules of that width.
+FFN_BLOCKS = {"intermediate_size": ("transformer/decoder/stack/layers/block/mlp",)}
 # Bias tests (`llm_jax.eval.embeddings`): the token table, and the last real token's state (`pooled_features`).
 TOKEN_EMBEDDING = ("embeddings", "word_embeddings", "embedding")
 # Decoding (optional members, `llm_jax.generate`): `init_decode_state`, `decode_step`, `reorder_decode_state` and

@@ -121,6 +121,8 @@ INPUT_FORMAT = InputFormat(
     pad_side="right", classifier_token=True, both_orders=True, template="start_delim_extract",
     task_tokens=(("bos", "_start_"), ("sep", "_delimiter_"), ("cls", "_classify_")))
 TRUNK_NAME = "transformer"
+# Neuron pruning (`llm_jax.compression.pruning`): FFN width field → the FFN (`Mlp`) modules of that width.
+FFN_BLOCKS = {"intermediate_size": ("transformer/decoder/stack/layers/block/mlp",)}
 sequence_head = gpt.sequence_head
 # Bias tests: as GPT-2's (a pretrained GPT-1 has no extract token yet; its last real token's state stands in).
 TOKEN_EMBEDDING = gpt.TOKEN_EMBEDDING

@@ -105,6 +105,8 @@ LM_KIND = "masked"
 TOKENIZER = ROBERTA_TOKENIZER
 INPUT_FORMAT = bert.INPUT_FORMAT
 TRUNK_NAME = "roberta"
+# Neuron pruning (`llm_jax.compression.pruning`): FFN width field → the FFN (`Mlp`) modules of that width.
+FFN_BLOCKS = {"intermediate_size": ("roberta/encoder/stack/layers/block/mlp",)}
 # Bias tests (`llm_jax.eval.embeddings`): the token table, and `<s>`'s state (the classification head is all new).
 TOKEN_EMBEDDING = bert.TOKEN_EMBEDDING
 pooled_features = bert.first_token_features

@@ -651,6 +651,8 @@ TOKENIZER = T5_TOKENIZER
 INPUT_FORMAT = InputFormat(pad_side="right")
 # HF's `base_model_prefix`; everything but the untied output projection.
 TRUNK_NAME = "transformer"
+# Neuron pruning (`llm_jax.compression.pruning`): FFN width field → the FFN (`Mlp`) modules of that width.
+FFN_BLOCKS = {"d_ff": ("transformer/encoder/stack/layers/block/mlp", "transformer/decoder/stack/layers/block/mlp")}
 # Bias tests (`llm_jax.eval.embeddings`): the shared token table; words are read from the encoder.
 TOKEN_EMBEDDING = ("shared", "embedding")
 # Decoding (optional members, `llm_jax.generate`): `init_decode_state`, `decode_step`, `reorder_decode_state` and

@@ -47,6 +47,8 @@ import jax
 import numpy as np
 
 from llm_jax import models, sharding
+from llm_jax.compression.pruning import (gradual_magnitude_pruning, keep_masked, layer_axes_of, masks_for,
+                                         measured_sparsity, parse_prune_spec, prune_record)
 from llm_jax.config import section
 from llm_jax.data.features import encode
 from llm_jax.data.loader import DeterministicLoader
@@ -157,6 +159,14 @@ class FinetuneTrain:
         §4.1), for causal families; 0 = none. `configs/finetune.py` takes the family's recipe value
         (`FINETUNE_TRAIN`: 0.5 for GPT-1; none for GPT-2/3, which their papers never fine-tune).
       max_to_keep / max_consecutive_skips / progress / stop_after: as in pretraining.
+      prune: gradual magnitude pruning during fine-tuning (Zhu & Gupta 2017 §3, cubic sparsity schedule;
+        `llm_jax.compression.pruning.gradual_magnitude_pruning`), as a spec
+        `magnitude:S[,begin=STEP][,end=STEP][,every=STEPS][,per-matrix][,groups=REGEX]`: the chosen weights (by
+        default the attention and FFN kernels of the stacks) reach sparsity S at step `end` (default: 75 % of the
+        steps) from 0 at `begin` (default 0), masks recomputed every `every` steps (default: a tenth of the span),
+        pruned weights held at exactly 0 to the end. Empty = none. Independently of it, a model directory written by
+        magnitude pruning (config.json's `compression.prune`) keeps its zeros: the pruned weights' updates are
+        masked for the whole run.
     """
 
     steps: int = 0
@@ -174,6 +184,7 @@ class FinetuneTrain:
     max_consecutive_skips: int = 5
     progress: bool = True
     stop_after: int = 0
+    prune: str = ""
 
     def validate(self) -> "FinetuneTrain":
         if self.steps < 0 or min(self.batch_size, self.log_every, self.max_to_keep, self.max_consecutive_skips) < 1 \
@@ -186,6 +197,11 @@ class FinetuneTrain:
             raise ValueError(f"train.warmup_ratio={self.warmup_ratio} must be in [0, 1).")
         if not self.aux_lm_weight >= 0.0:
             raise ValueError(f"train.aux_lm_weight={self.aux_lm_weight} must be ≥ 0 (0 = no auxiliary LM loss).")
+        if self.prune:
+            spec = parse_prune_spec(self.prune)
+            if spec.method != "magnitude":
+                raise ValueError(f"train.prune={self.prune!r}: fine-tuning prunes gradually to a target sparsity; use "
+                                 "magnitude:S[,begin=STEP][,end=STEP][,every=STEPS][,per-matrix][,groups=REGEX].")
         return self
 
 
@@ -272,6 +288,35 @@ def _write_predictions(workdir: pathlib.Path, split: str, rows: list[dict]) -> N
     with (out / f"{split}.jsonl").open("w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
+
+
+def _pruning_transforms(cfg: "FinetuneConfig", tcfg: FinetuneTrain, init_params, boxed, total: int
+                        ) -> tuple[list, dict]:
+    """The optax transforms that keep a magnitude-pruned source's zeros (`keep_masked`, last) and prune gradually
+    (`train.prune`), with what they do for summary.json.
+
+    Raises:
+      ValueError: a gradual schedule that ends after the run's last step (one line).
+    """
+    transforms, info = [], {}
+    if tcfg.prune:
+        spec = parse_prune_spec(tcfg.prune)
+        begin = spec.begin or 0
+        end = spec.end if spec.end is not None else max(begin + 1, int(0.75 * total))
+        every = spec.every or max(1, (end - begin) // 10)
+        if end > total:
+            raise ValueError(f"train.prune={tcfg.prune!r} ends at step {end}, after the run's {total} steps; set "
+                             f"end ≤ {total} or train longer.")
+        transforms.append(gradual_magnitude_pruning(spec.amount, begin, end, every, spec.groups,
+                                                    per_matrix=spec.per_matrix, layer_axes=layer_axes_of(boxed)))
+        info.update(gradual=spec.text, gradual_groups=spec.group_regex, begin=begin, end=end, every=every)
+    record = prune_record(cfg.model.name) if init_params is not None else None
+    if record and str(record.get("method", "")).startswith("magnitude"):
+        # A magnitude-pruned model: its zeros stay zeros (the masks come from the loaded weights themselves).
+        masks = masks_for(init_params, record.get("groups"))
+        transforms.append(keep_masked(masks))
+        info.update(masked=record.get("spec"), masked_groups=record.get("groups"))
+    return transforms, info
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -391,8 +436,6 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
         model = heads.build(source.family, source.config, spec.kind, spec.num_labels, cfg.model.classifier_dropout)
         objective = TaskObjective(spec.kind, cw, tcfg.aux_lm_weight)
     dummy = {k: np.zeros((tcfg.batch_size,) + v.shape[1:], v.dtype) for k, v in train_arrays.items()}
-    # The boxed abstract params carry the logical `layers` axis that layer-wise LR decay reads depth from.
-    tx, schedule = make_optimizer(optim_cfg, total, params=step_lib.abstract_params(model, objective, dummy))
     init_params = None
     if source.params is not None and text_to_text:
         init_params = source.params
@@ -402,6 +445,10 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
             "params"])(jax.random.key(tcfg.seed)))
         init_params, _ = heads.transplant_trunk(source.family, fresh, source.params,
                                                 vocab_sizes=(pretrained_vocab, source.config.vocab_size))
+    # The boxed abstract params carry the logical `layers` axis that layer-wise LR decay reads depth from.
+    boxed = step_lib.abstract_params(model, objective, dummy)
+    pruning, prune_info = _pruning_transforms(cfg, tcfg, init_params, boxed, total)
+    tx, schedule = make_optimizer(optim_cfg, total, params=boxed, extra_transforms=pruning)
     state, shardings = step_lib.create_state(model, objective, tx, dummy, mesh, rules, tcfg.seed,
                                              params=init_params)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
@@ -446,6 +493,12 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
         print(f"[llm-jax] finetune {source.family} ({source.description}) on {spec.name} ({spec.kind}, "
               f"{spec.num_labels} labels{how}): {n_params:,} parameters | {n_train:,} training rows of {cfg.data.seq_len} "
               f"tokens | batch {tcfg.batch_size} | steps {start_step}→{total} | eval every {eval_every}", flush=True)
+        if prune_info.get("masked"):
+            print(f"[llm-jax] pruned model ({prune_info['masked']}): its zeros are kept (masked updates)", flush=True)
+        if prune_info.get("gradual"):
+            target = parse_prune_spec(tcfg.prune).amount
+            print(f"[llm-jax] gradual pruning {prune_info['gradual']}: sparsity 0 → {target} from step "
+                  f"{prune_info['begin']} to {prune_info['end']}, masks every {prune_info['every']} steps", flush=True)
     end = min(total, tcfg.stop_after) if tcfg.stop_after else total
     if best.exhausted:
         end = start_step  # stopped early before: nothing left to train
@@ -472,6 +525,10 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
                    "stopped_early": result.stopped_early or best.exhausted, "preempted": result.preempted,
                    "train_seconds": train_seconds, "best_step": best.meta["step"],
                    "best_validation": best.meta["value"], "eval_history": best.meta["history"]}
+        if prune_info:
+            groups = [g for g in (prune_info.get("masked_groups"), prune_info.get("gradual_groups")) if g]
+            prune_info["final_sparsity"] = {g: measured_sparsity(result.state.params, g) for g in groups}
+            summary["pruning"] = prune_info
         if text_to_text:
             summary["text_to_text"] = {"input_template": spec.text.input, "targets": list(labels.words),
                                        "target_len": target_len, "num_beams": cfg.data.num_beams}

@@ -133,6 +133,7 @@ def load_frozen_models(objective, objective_cfg, dummy: dict[str, np.ndarray], m
     """
     if not objective.required_models:
         return None, None
+    from llm_jax.compression import quantize
     from llm_jax.interop.native import load_pretrained  # why lazy: only objectives with frozen models
 
     modules, params, shardings = {}, {}, {}
@@ -142,6 +143,7 @@ def load_frozen_models(objective, objective_cfg, dummy: dict[str, np.ndarray], m
             raise ValueError(f"objective.{name} is empty: the {objective_cfg.name} objective needs {what}; set "
                              f"--config.objective.{name}=DIR (a run, checkpoint, model or Hugging Face directory).")
         family, cfg, p, tok = load_pretrained(path)
+        cfg, p = quantize.as_float(family, cfg, p, f"objective.{name}")
         if tokenizer is not None and (tok is None or tok.get_vocab() != tokenizer.get_vocab()):
             raise ValueError(f"objective.{name}={path} was trained with {'another' if tok else 'an unknown'} "
                              f"vocabulary than this run's tokenizer, so their token ids disagree; start this run "
@@ -190,6 +192,10 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
         from llm_jax.interop.native import load_pretrained  # why lazy: only runs that start from given weights
 
         fam, model_cfg, init_params, hf_tokenizer = load_pretrained(cfg.init_from)
+        from llm_jax.compression import quantize
+
+        model_cfg, init_params = quantize.as_float(fam, model_cfg, init_params, "model.init_from")
+        init_params = quantize.cast_params(init_params, "float32")
         if fam != cfg.family:
             # A family built on a parent may start from the parent's weights (DistilBERT from every other BERT
             # layer, Sanh et al. 2019 §3): its optional `params_from(parent, parent_cfg, params, cfg)` hook.

@@ -55,7 +55,7 @@ import numpy as np
 import qwix
 from flax import traverse_util
 from qwix._src.core import qarray as _qarray  # the per-array quantizer (the `how` a leaf carries)
-from qwix._src.providers.ptq import WithAux
+from qwix._src.providers.ptq import WithAux  # an int8 kernel in the params tree
 
 from llm_jax.layers.linear import Einsum
 from llm_jax.models.family import QUANTIZATIONS
@@ -251,6 +251,6 @@ def dir_bytes(path: str | pathlib.Path) -> int:
     return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
 
 
-__all__ = ["CAST_DTYPES", "MODES", "QUANTIZATIONS", "abstract_quantized_params", "as_float", "cast_params",
+__all__ = ["CAST_DTYPES", "MODES", "QUANTIZATIONS", "WithAux", "abstract_quantized_params", "as_float", "cast_params",
            "compress", "dequantize_params", "dir_bytes", "param_stats", "projection_paths", "quantize_params",
            "rules", "wrap"]

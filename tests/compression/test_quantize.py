@@ -11,6 +11,7 @@ Bounds used (per projection `y = x · W`, symmetric per-output-channel int8 as q
 """
 
 import dataclasses
+import importlib.util
 import json
 import pathlib
 import re
@@ -301,7 +302,17 @@ def test_compress_cli_then_evaluate_and_finetune(bert_dir, tmp_path, capsys, cap
                        f"--config.task.train_file={data}", f"--config.task.validation_file={data}",
                        "--config.data.seq_len=16", "--config.train.steps=2", "--config.train.batch_size=8"])
     assert rc == 0 and (tmp_path / "ft" / "results.json").exists()
-    assert "runs as its dequantized float32 weights" in caplog.text
+    assert "fine-tuning: the int8-dynamic model runs as its dequantized float32 weights" in caplog.text
+    # Hugging Face cannot hold the int8 layout: the export is the dequantized float32 weights, with a warning
+    with caplog.at_level("WARNING"):
+        assert cli.main(["convert", "--to-hf", str(out), "--out", str(tmp_path / "hf")]) == 0
+    assert "exporting its dequantized float32 weights" in caplog.text
+    _, int8_cfg, int8_params, _ = load_pretrained(out)
+    _, hf_cfg, hf_params, _ = load_pretrained(tmp_path / "hf")
+    assert hf_cfg.quantization == "none"
+    flat_hf = traverse_util.flatten_dict(hf_params, sep="/")
+    for path, want in traverse_util.flatten_dict(quantize.dequantize_params(int8_params), sep="/").items():
+        np.testing.assert_array_equal(flat_hf[path], want, err_msg=path)
 
 
 def test_compress_fp16_then_evaluate(bert_dir, tmp_path, capsys):
@@ -325,5 +336,14 @@ def test_compress_cli_errors_are_one_line(bert_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "does not exist" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+    if importlib.util.find_spec("llm_jax.compression.pruning") is None:  # until the pruning module is merged
+        assert cli.main(["compress", "--model", str(bert_dir), "--out", str(tmp_path / "p"), "--prune",
+                         "magnitude:0.5"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "--prune needs llm_jax.compression.pruning" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as e:  # nothing to do: a usage error
+        cli.main(["compress", "--model", str(bert_dir), "--out", str(tmp_path / "n")])
+    assert e.value.code == 2
+    assert not (tmp_path / "p").exists() and not (tmp_path / "n").exists()
     with pytest.raises(ValueError, match="quantization='int4'"):
         dataclasses.replace(models.make_config("bert", **TINY), quantization="int4").validate()

@@ -97,6 +97,9 @@ def check_workdir(workdir: pathlib.Path, resolved: dict[str, Any], existing: str
         return  # nothing trained yet (e.g. a run that failed before its first checkpoint): nothing to protect
     old = json.loads(path.read_text())
     resolved = json.loads(json.dumps(resolved))  # compare as saved: tuples become lists
+    if isinstance(old.get("model"), dict):  # a run saved before a CommonConfig field existed had its default
+        common = {f.name: f.default for f in dataclasses.fields(models.CommonConfig)}
+        old["model"] = {**{k: v for k, v in common.items() if k not in old["model"]}, **old["model"]}
     differing = [k for k in keys if old.get(k) != resolved.get(k)]
     if differing and existing != "resume":
         details = [f"{k}.{f}: {old[k].get(f)!r} → {resolved[k].get(f)!r}" for k in differing

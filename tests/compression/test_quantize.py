@@ -347,3 +347,16 @@ def test_compress_cli_errors_are_one_line(bert_dir, tmp_path, capsys):
     assert not (tmp_path / "p").exists() and not (tmp_path / "n").exists()
     with pytest.raises(ValueError, match="quantization='int4'"):
         dataclasses.replace(models.make_config("bert", **TINY), quantization="int4").validate()
+
+
+def test_a_run_saved_before_the_quantization_field_still_resumes(tmp_path):
+    from llm_jax.train.loop import check_workdir
+
+    model = dataclasses.asdict(models.make_config("bert", **TINY))
+    old = {k: v for k, v in model.items() if k != "quantization"}
+    (tmp_path / "checkpoints" / "1").mkdir(parents=True)
+    (tmp_path / "config.json").write_text(json.dumps({"family": "bert", "model": old}))
+    check_workdir(tmp_path, {"family": "bert", "model": model}, keys=("family", "model"))  # the default: same
+    with pytest.raises(ValueError, match="quantization"):
+        check_workdir(tmp_path, {"family": "bert", "model": {**model, "quantization": "int8-weight"}},
+                      keys=("family", "model"))

@@ -54,17 +54,18 @@ import jax.numpy as jnp
 import numpy as np
 import qwix
 from flax import traverse_util
-from qwix._src.core import qarray as _qarray  # the per-array quantizer (the `how` a leaf carries)
-from qwix._src.providers.ptq import WithAux  # an int8 kernel in the params tree
+from qwix._src.core import qarray as _qarray
+from qwix._src.providers.ptq import WithAux
 
 from llm_jax.layers.linear import Einsum
 from llm_jax.models.family import QUANTIZATIONS
 
 log = logging.getLogger(__name__)
+# qwix 0.1.8's own modules: `_qarray.quantize` applies the `how` an abstract leaf carries (the per-layer quantizer
+# the scanned-stack workaround maps), `WithAux` is an int8 kernel's leaf in the params tree.
 
 MODES = ("fp16", "bf16", "int8-weight", "int8-dynamic")
-# Values of a Config's `quantization` field: how its projections run.
-
+# QUANTIZATIONS (from the family contract): the values of a Config's `quantization` field.
 CAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 # The dummy input length the quantized tree is traced with (shapes of params do not depend on it).
 _TRACE_LEN = 8

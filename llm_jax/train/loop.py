@@ -192,11 +192,11 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
     hf_tokenizer = None
     model_cfg = cfg.model
     if cfg.init_from:
+        from llm_jax.compression import quantize
         from llm_jax.interop.native import load_pretrained  # why lazy: only runs that start from given weights
 
         fam, model_cfg, init_params, hf_tokenizer = load_pretrained(cfg.init_from)
-        from llm_jax.compression import quantize
-
+        # A compressed model (`llm-jax compress`) trains from its dequantized float32 weights (one logged line).
         model_cfg, init_params = quantize.as_float(fam, model_cfg, init_params, "model.init_from")
         init_params = quantize.cast_params(init_params, "float32")
         if fam != cfg.family:

@@ -100,9 +100,10 @@ def resolve_model(source: ModelSource, tokenizer_cfg: DataConfig, workdir: pathl
 
 
 def _trainable(family: str, config, params, purpose: str):
-    """`(config, params)`: float32 params a run trains from: a compressed model's (`llm-jax compress`) int8 kernels dequantized (QAT is
-    not done here: training starts from the dequantized weights, one logged line says so) and 16-bit params cast
-    up (training keeps float32 weights; the run's `model.dtype` sets the compute precision)."""
+    """`(config, params)` a run trains from, float32: a compressed model's (`llm-jax compress`) int8 kernels
+    dequantized (no quantization-aware training here: training starts from the dequantized weights, one logged line
+    says so) and 16-bit params cast up (training keeps float32 weights; the run's `model.dtype` sets the compute
+    precision)."""
     from llm_jax.compression import quantize
 
     config, params = quantize.as_float(family, config, params, purpose)

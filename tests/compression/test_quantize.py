@@ -106,7 +106,7 @@ def test_int8_weight_layer_error_is_within_the_per_channel_bound():
 
 
 def test_int8_kernels_are_int8_in_the_saved_files_and_the_dir_is_about_a_quarter(model, compressed, tmp_path):
-    config, params, tokens = model
+    config, params, _ = model
     qconfig, qparams, record = compressed["int8-weight"]
     f32_dir = save_model_dir("bert", config, params, tmp_path / "f32")
     q_dir = save_model_dir("bert", qconfig, qparams, tmp_path / "q", compression=record)
@@ -129,7 +129,7 @@ def test_int8_kernels_are_int8_in_the_saved_files_and_the_dir_is_about_a_quarter
     assert quantize.dir_bytes(q_dir / "params") <= quantize.param_stats(qparams)["bytes"] + 64 * 1024
     assert 0.25 < ratio_disk < 0.33
     # the round trip through load_pretrained is exact
-    family, loaded_cfg, loaded, _ = load_pretrained(q_dir)
+    _, loaded_cfg, loaded, _ = load_pretrained(q_dir)
     assert loaded_cfg == qconfig
     assert jax.tree.structure(loaded) == jax.tree.structure(qparams)
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(qparams)):
@@ -178,8 +178,11 @@ def test_int8_dynamic_model_matches_the_numpy_reference_in_every_projection(mode
     reference of the same quantization (from its stored int8 weights and scales, checked against the float weights
     above). Whole-model logits are not compared to a float program with NumPy projections: a 1-ulp difference in
     any fused float op upstream moves an activation across a rounding tie, a full int8 step."""
-    config, params, tokens = model
+    config, _, tokens = model
     qconfig, qparams, _ = compressed["int8-dynamic"]
+    for path, leaf in _kernels(compressed["int8-weight"][1]).items():  # the same int8 weights as weight-only
+        np.testing.assert_array_equal(_kernels(qparams)[path].array.qvalue, leaf.array.qvalue)
+        np.testing.assert_array_equal(_kernels(qparams)[path].array.scale, leaf.array.scale)
     records = []
 
     def record(next_fun, args, kwargs, context):
@@ -219,14 +222,18 @@ def _dots(hlo: str) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def test_int8_dynamic_compiles_to_s8_dots_with_s32_results_and_float_attention(model, compressed):
-    config, params, tokens = model
+    config, _, tokens = model
     per_layer = [p for p in quantize.projection_paths("bert", config) if "/layers/" in p]
     other = len(quantize.projection_paths("bert", config)) - len(per_layer)
     dots = {}
     for mode in ("int8-weight", "int8-dynamic"):
         qconfig, qparams, _ = compressed[mode]
         qmodel = models.build("bert", qconfig)
-        fn = jax.jit(lambda p, x: (lambda o: (o.mlm_logits_BTV, o.nsp_logits_B2))(qmodel.apply({"params": p}, x)))
+        def outputs(p, x, qmodel=qmodel):
+            out = qmodel.apply({"params": p}, x)
+            return out.mlm_logits_BTV, out.nsp_logits_B2
+
+        fn = jax.jit(outputs)
         dots[mode] = _dots(fn.lower(qparams, tokens).compile().as_text())
     s8 = [d for d in dots["int8-dynamic"] if d[1] == ("s8", "s8")]
     assert s8 and all(result == "s32" for result, _ in s8)
@@ -307,7 +314,7 @@ def test_compress_cli_then_evaluate_and_finetune(bert_dir, tmp_path, capsys, cap
     with caplog.at_level("WARNING"):
         assert cli.main(["convert", "--to-hf", str(out), "--out", str(tmp_path / "hf")]) == 0
     assert "exporting its dequantized float32 weights" in caplog.text
-    _, int8_cfg, int8_params, _ = load_pretrained(out)
+    _, _, int8_params, _ = load_pretrained(out)
     _, hf_cfg, hf_params, _ = load_pretrained(tmp_path / "hf")
     assert hf_cfg.quantization == "none"
     flat_hf = traverse_util.flatten_dict(hf_params, sep="/")
@@ -318,7 +325,7 @@ def test_compress_cli_then_evaluate_and_finetune(bert_dir, tmp_path, capsys, cap
 def test_compress_fp16_then_evaluate(bert_dir, tmp_path, capsys):
     out = tmp_path / "fp16"
     assert cli.main(["compress", "--model", str(bert_dir), "--out", str(out), "--quantize", "fp16"]) == 0
-    family, config, params, _ = load_pretrained(out)
+    _, config, params, _ = load_pretrained(out)
     assert config.dtype == "float16" and config.quantization == "none"
     assert {a.dtype for a in jax.tree.leaves(params)} == {np.dtype("float16")}
     assert cli.main(["evaluate", "--model", str(out), "--task", "wordnet-wic", "--limit", "4", "--json"]) == 0

@@ -86,7 +86,7 @@ def test_int8_weight_is_within_half_a_step_and_is_the_float_model_on_the_dequant
     got = _logits(qconfig, qparams, tokens)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     rel = np.abs(got - _logits(config, params, tokens)).max() / np.abs(want).max()
-    assert 0 < rel < 0.05  # measured 0.0024: int8 weights change the logits, a little
+    assert 0 < rel < 0.02  # measured 0.0076 (max |Δlogit| / max |logit|); the exact checks are the ones above
 
 
 def test_int8_weight_layer_error_is_within_the_per_channel_bound():
@@ -123,11 +123,11 @@ def test_int8_kernels_are_int8_in_the_saved_files_and_the_dir_is_about_a_quarter
     n_rest = quantize.param_stats(params)["parameters"] - n_kernel + quantize.param_stats(qparams)["scales"]
     assert ratio_memory == pytest.approx((n_kernel + 4 * n_rest) / (4 * quantize.param_stats(params)["parameters"]))
     assert ratio_memory < 0.3  # 1 byte per kernel weight; float32 scales, embeddings, norms and biases
-    # On disk: the int8 dir holds its arrays (int8 barely compresses) plus Orbax's fixed metadata (~20 KiB), the
-    # f32 dir is ~5% under its array bytes (Orbax's zstd squeezes float32 exponents): 0.284 in memory → 0.31 here
-    # (0.27 with a 4× larger model, where the metadata matters less).
+    # On disk: the int8 dir holds its arrays (int8 barely compresses) plus Orbax's metadata (20-45 KiB: its data
+    # files split differently from save to save), the f32 dir is ~6% under its array bytes (Orbax's zstd squeezes
+    # float32 exponents): 0.284 in memory → 0.31-0.33 on disk for this 1.7 MB model (0.27 for one 4× larger).
     assert quantize.dir_bytes(q_dir / "params") <= quantize.param_stats(qparams)["bytes"] + 64 * 1024
-    assert 0.25 < ratio_disk < 0.33
+    assert 0.25 < ratio_disk < 0.35
     # the round trip through load_pretrained is exact
     _, loaded_cfg, loaded, _ = load_pretrained(q_dir)
     assert loaded_cfg == qconfig

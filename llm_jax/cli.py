@@ -10,6 +10,7 @@
     llm-jax generate --model runs/gpt2-tiny --prompt "The cat" [--num-beams 4 | --temperature 0.8 --top-p 0.9] [--json]
     llm-jax evaluate --model runs/gpt2-tiny --task perplexity --data text.txt [--stride 256] [--json]
     llm-jax evaluate --model runs/gpt2-tiny --task wordnet-wic --shots 4 [--seed 1] [--json]
+    llm-jax compress --model DIR --out DIR [--quantize fp16|bf16|int8-weight|int8-dynamic] [--prune SPEC]
     llm-jax bias --model runs/bert-tiny [--tests weat1,weat2] [--level static|word|sentence] [--std sample] [--json]
 """
 
@@ -31,6 +32,7 @@ VERBS = {
     "generate": "Continue a prompt with a model (--model RUN_OR_DIR --prompt TEXT): greedy, sampling or beam search.",
     "evaluate": "Perplexity of a text (--task perplexity --data FILE) or a task in context with K demonstrations "
                 "(--task T --shots K), no training.",
+    "compress": "Quantize (fp16, bf16, int8 weight-only or dynamic) and/or prune a model (--model DIR --out DIR).",
     "bias": "Social-bias association tests (WEAT 1-10, SEAT) on a model's word or sentence vectors (--model DIR).",
 }
 CONFIG_HELP = ("A recipe by name (`llm-jax recipes`: bert, roberta, ..., finetune) or a recipe file, then optionally "
@@ -406,6 +408,10 @@ def _generate(argv: list[str]) -> int:
         length_penalty=args.length_penalty,
         early_stopping={"false": False, "true": True}.get(args.early_stopping, args.early_stopping)).validate()
     family, model_cfg, params, tokenizer = load_pretrained(args.model)
+    from llm_jax.compression import quantize
+
+    # The family's decoder steps build their own modules: an int8 model generates with its dequantized weights.
+    model_cfg, params = quantize.as_float(family, model_cfg, params, "generate")
     decoder = decoder_for(family, model_cfg)
     if tokenizer is None:
         raise FileNotFoundError(f"{args.model} has no tokenizer.json to encode the prompt with; export the model with "
@@ -542,6 +548,74 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
+def _compress(argv: list[str]) -> int:
+    from llm_jax.compression.quantize import MODES
+
+    parser = argparse.ArgumentParser(
+        prog="llm-jax compress", description=VERBS["compress"],
+        epilog="Pruning runs first, then quantization. Prints the parameters, the size of the params directory on "
+               "disk before and after (bytes) and their ratio, and writes a model directory that every verb loads "
+               "(config.json records what was done under `compression`). int8 models run their projections in "
+               "int8 where the model is built by llm_jax.models.build (evaluate's perplexity and scorers); "
+               "fine-tuning, generation and --to-hf export use the dequantized float32 weights.")
+    parser.add_argument("--model", required=True, help="a run / checkpoint / model directory of ours, or a Hugging "
+                        "Face checkpoint directory")
+    parser.add_argument("--out", required=True, help="the new model directory (must not exist)")
+    parser.add_argument("--quantize", choices=MODES, help="fp16 / bf16: 16-bit params and compute; int8-weight: "
+                        "int8 kernels + per-channel scales, float32 products; int8-dynamic: int8 kernels and "
+                        "per-token int8 activations, int8 x int8 -> int32 products")
+    parser.add_argument("--prune", metavar="SPEC", help="pruning (llm_jax.compression.pruning), e.g. "
+                        "magnitude:0.5 or neurons:0.25")
+    args = parser.parse_args(argv)
+    if not args.quantize and not args.prune:
+        parser.error("give --quantize MODE and/or --prune SPEC: there is nothing to do")
+    out = pathlib.Path(args.out).expanduser()
+    if out.exists():
+        raise FileExistsError(f"--out {out} already exists; choose a new directory (compress never overwrites).")
+    from llm_jax.compression import pruning
+
+    spec = pruning.parse_prune_spec(args.prune) if args.prune else None  # a bad spec fails here, before any work
+    import tempfile
+
+    from llm_jax.compression import quantize
+    from llm_jax.interop import native
+
+    family, config, params, tokenizer = native.load_pretrained(args.model)
+    if config.quantization != "none":
+        raise ValueError(f"--model {args.model} is already quantized ({config.quantization}); compress its float "
+                         "original.")
+    before = quantize.param_stats(params)
+    source_params = pathlib.Path(args.model).expanduser() / "params"
+    if source_params.is_dir():
+        size_before = quantize.dir_bytes(source_params)
+    else:  # a run / checkpoint / Hugging Face directory: the size of its params saved as a model directory
+        with tempfile.TemporaryDirectory() as tmp:
+            size_before = quantize.dir_bytes(native.save_model_dir(family, config, params, tmp) / "params")
+    record = {}
+    if spec is not None:
+        config, params, report = pruning.prune(family, config, params, spec)
+        record["prune"] = report  # what fine-tuning reads to keep a magnitude-pruned model's zeros
+        done = (f"sparsity {report['sparsity']:.3f} of {report['pruned_group_size']:,} weights" if "sparsity" in report
+                else ", ".join(f"{k} {a} -> {b}" for k, (a, b) in report["width"].items()))
+        print(f"[llm-jax] pruned ({spec.text}): {done}; non-zero {report['nonzero_before']:,} -> "
+              f"{report['nonzero']:,}")
+    if args.quantize:
+        config, params, quant_record = quantize.compress(family, config, params, args.quantize)
+        record.update(quant_record)
+    written = native.save_model_dir(family, config, params, out, tokenizer=tokenizer, compression=record)
+    after = quantize.param_stats(params)
+    size_after = quantize.dir_bytes(written / "params")
+    done = [f"prune {spec.text}"] if spec is not None else []
+    done += [f"quantize {record['quantize']}"] if "quantize" in record else []
+    print(f"[llm-jax] {family}: {', '.join(done)}")
+    print(f"[llm-jax] parameters {before['parameters']:,} -> {after['parameters']:,}"
+          + (f" (+ {after['scales']:,} int8 scales)" if after["scales"] else ""))
+    print(f"[llm-jax] params on disk {size_before:,} B -> {size_after:,} B (ratio {size_after / size_before:.3f}); "
+          f"in memory {before['bytes']:,} B -> {after['bytes']:,} B")
+    print(f"[llm-jax] wrote {written}")
+    return 0
+
+
 def _bias(argv: list[str]) -> int:
     from llm_jax.eval import bias, embeddings
 
@@ -584,7 +658,12 @@ def _bias(argv: list[str]) -> int:
     if args.pooling is not None and args.level != "sentence":
         parser.error("--pooling applies to --level sentence")
     tests = bias.resolve_tests([t.strip() for t in args.tests.split(",") if t.strip()])
-    encoder = embeddings.TextEncoder(*load_pretrained(args.model))
+    from llm_jax.compression import quantize
+
+    family, model_cfg, params, tokenizer = load_pretrained(args.model)
+    # The trunk the vectors come from is built by the family (`build_trunk`): an int8 model runs dequantized.
+    model_cfg, params = quantize.as_float(family, model_cfg, params, "bias")
+    encoder = embeddings.TextEncoder(family, model_cfg, params, tokenizer)
     rows = []
     for test in tests:
         vectors = [encoder.embed(s.examples, args.level, layer=args.layer, piece=args.piece,
@@ -611,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     handlers = {"pretrain": _pretrain, "finetune": _finetune, "recipes": _recipes, "describe": _describe,
                 "convert": _convert, "flops": _flops, "generate": _generate, "evaluate": _evaluate,
-                "bias": _bias}
+                "bias": _bias, "compress": _compress}
     if verb not in handlers:
         print(f"llm-jax: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
         return 2

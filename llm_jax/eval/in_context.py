@@ -338,8 +338,11 @@ def _masked_scores(family, config, params, tok, spec, records, demos, template, 
 
 
 def _generate_answers(family, config, params, tok, records, demos, template, spec, cfg, overflow) -> list[str]:
+    from llm_jax.compression import quantize
     from llm_jax.generate import GenerationConfig, decoder_for, generate
 
+    # The family's decoder steps build their own modules: an int8 model generates with its dequantized weights.
+    config, params = quantize.as_float(family, config, params, "generation")
     decoder = decoder_for(family, config)
     kind = models.family_module(family).LM_KIND
     prefix, _, _ = split_template(template)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llm_jax import models
+from llm_jax.compression import quantize
 from llm_jax.layers import check_ids
 
 # Rows per compiled batch, and the smallest padded length (rows are padded to the next power of two from here).
@@ -337,6 +338,8 @@ def seq2seq_loglikelihood(family: str, config, params, requests: Sequence[tuple[
         cut.append(max(0, len(src) - cap))
         reqs.append((src[-cap:], tgt))
     check_ids(np.concatenate([np.asarray(s + t) for s, t in reqs]), config.vocab_size, "token ids (model.vocab_size)")
+    # The family's teacher-forcing member builds its own modules: an int8 model runs dequantized here.
+    config, params = quantize.as_float(family, config, params, "target log-likelihoods")
     fn = _seq2seq_token_logp(family, config)
     order = sorted(range(len(reqs)), key=lambda i: (len(reqs[i][0]), len(reqs[i][1])))
     out: list = [None] * len(reqs)
@@ -457,6 +460,8 @@ def original_log_probs(family: str, config, params, inputs: np.ndarray, mask: np
         raise ValueError(f"The discriminator scorer needs a replaced-token detector (`replaced_token_logits`, e.g. "
                          f"ELECTRA); {family} has none. Use the cloze scorer.")
     check_ids(inputs, config.vocab_size, "token ids (model.vocab_size)")
+    # The family's detector member builds its own modules: an int8 model runs dequantized here.
+    config, params = quantize.as_float(family, config, params, "the discriminator scorer")
     fn = _original_logp(family, config)
     n = len(inputs)
     out = np.zeros(inputs.shape, np.float32)

@@ -69,8 +69,10 @@ def save_model_dir(family: str, config, params, path: str | os.PathLike, *, toke
                    compression: dict | None = None) -> pathlib.Path:
     """Writes a model directory (`config.json`, `params/`, optional `tokenizer.json`).
 
-    `compression` (JSON-able, e.g. `{"prune": report}` from `llm_jax.compression`) is recorded as config.json's
-    top-level `"compression"` key; `load_pretrained` ignores it."""
+    `compression` (JSON-able: what `llm-jax compress` did, e.g. `{"prune": report, "quantize": "int8-weight"}`) is
+    recorded as config.json's top-level `"compression"` key; `load_pretrained` reads the model from the Config (an
+    int8 model's `quantization` field) and fine-tuning reads `compression.prune` (a magnitude-pruned model keeps its
+    zeros)."""
     import dataclasses
 
     out = pathlib.Path(path).absolute()
@@ -93,8 +95,10 @@ class DamagedCheckpointError(UnreadableFileError):
     """An Orbax checkpoint directory of ours that exists but does not restore."""
 
 
-def _restore_params(state_dir: pathlib.Path, key: str | None) -> dict:
-    """The params saved in an Orbax checkpoint directory (`key`: their entry in a saved TrainState).
+def _restore_params(state_dir: pathlib.Path, key: str | None, target=None, keep_dtype: str | None = None) -> dict:
+    """The params saved in an Orbax checkpoint directory (`key`: their entry in a saved TrainState), as float32
+    numpy arrays; with `target` (an abstract tree: an int8 model's, `llm_jax.compression.quantize`) restored into
+    its structure and dtypes as saved; floating leaves stored as `keep_dtype` (a 16-bit model's dtype) keep it.
 
     Raises:
       DamagedCheckpointError: the checkpoint does not restore (one line, naming the directory).
@@ -103,9 +107,12 @@ def _restore_params(state_dir: pathlib.Path, key: str | None) -> dict:
     # FileNotFoundError, KeyError, their own errors), and none of them says which directory or what to do.
     try:
         with ocp.StandardCheckpointer() as ckptr:
+            if target is not None:
+                return jax.tree.map(np.asarray, ckptr.restore(state_dir.absolute(), target))
             tree = ckptr.restore(state_dir.absolute())
         tree = tree[key] if key else tree
-        return jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), tree)
+        return jax.tree.map(lambda x: np.asarray(x) if keep_dtype and np.asarray(x).dtype == keep_dtype
+                            else np.asarray(x, dtype=np.float32), tree)
     except Exception as e:
         raise DamagedCheckpointError(f"{state_dir} does not restore ({type(e).__name__}: {first_line(e)}): the "
                                      f"checkpoint is damaged or incomplete (an interrupted save?); use an earlier "
@@ -186,7 +193,14 @@ def load_pretrained(path: str | os.PathLike) -> tuple[str, Any, dict, tokenizers
         return family, config, params, load_hf_tokenizer(p)
     family, config = _family_and_config(cfg, p / CONFIG_FILE)
     if (p / "params").is_dir():
-        return family, config, _restore_params(p / "params", None), _tokenizer_near(p)
+        target = None
+        if config.quantization != "none":  # int8: restored into the quantized tree (`llm-jax compress`)
+            from llm_jax.compression import quantize  # why lazy: qwix only for quantized models
+
+            target = quantize.abstract_quantized_params(family, config)
+        # A 16-bit model (`llm-jax compress --quantize fp16|bf16`) keeps its 16-bit params.
+        keep = config.dtype if config.dtype in ("float16", "bfloat16") else None
+        return family, config, _restore_params(p / "params", None, target, keep), _tokenizer_near(p)
     if (p / "checkpoints").is_dir():
         step, params = _restore_newest(p)
         log.info("Loaded params from %s", p / "checkpoints" / str(step))
@@ -222,5 +236,11 @@ def convert_to_hf(src: str | os.PathLike, out: str | os.PathLike) -> pathlib.Pat
             raise FileExistsError(f"--out {out} holds a run or model of ours; writing a Hugging Face config.json there "
                                   "would replace its own. Choose another --out directory.")
     family, config, params, tokenizer = load_pretrained(src)
+    if config.quantization != "none":
+        from llm_jax.compression import quantize
+
+        log.warning("%s is an %s model: Hugging Face checkpoints cannot hold its int8 kernels and scales; exporting "
+                    "its dequantized float32 weights.", src, config.quantization)
+        config, params = quantize.as_float(family, config, params, "convert --to-hf")
     save_hf(family, config, params, out, tokenizer=tokenizer)
     return pathlib.Path(out)

@@ -43,6 +43,16 @@ def _bias_dims(eqn: str) -> str:
     return "".join(c for c in out if c in kernel)
 
 
+def matmul_layout() -> bool:
+    """Whether a plain projection runs as a 2-D matmul on reshaped views (True: every float model).
+
+    Quantization (`llm_jax.compression.quantize`) intercepts this function to return False while a quantized model
+    runs: the projection is then the einsum on the kernel at its own multi-axis shape, so its int8 values keep the
+    saved layout (and logical axes) and its per-output-channel scales follow the kernel's output axes.
+    """
+    return True
+
+
 class Einsum(nn.Module):
     """`y = einsum(eqn, x, kernel) (+ bias)`, e.g. `Einsum('BTD,DHK->BTHK', (D, H, K), ('embed', 'heads', 'kv'))`.
 
@@ -69,9 +79,12 @@ class Einsum(nn.Module):
             raise ValueError(f"Einsum {self.eqn}: kernel shape {tuple(self.shape)} and axes {tuple(self.kernel_axes)} differ in rank.")
         kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, tuple(self.kernel_axes)),
                             tuple(self.shape), self.param_dtype)
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        float_layout = matmul_layout()
+        x = x.astype(self.dtype)
+        if float_layout:  # a quantized kernel (qwix's int8 values + scales) is dequantized by the product itself
+            kernel = kernel.astype(self.dtype)
         plain = _as_matmul(self.eqn)
-        if plain is None:
+        if plain is None or not float_layout:
             y = jnp.einsum(self.eqn, x, kernel)
         else:
             # Why a 2-D matmul on reshaped views (free: both are row-major) rather than the einsum: for the

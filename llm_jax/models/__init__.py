@@ -70,8 +70,15 @@ def with_runtime(config, runtime_from) -> object:
 
 
 def build(family: str, config, **kwargs) -> nn.Module:
-    """The Flax module of the family's pretraining model (e.g. `BertForPreTraining`)."""
-    return family_module(family).PRETRAINING_MODEL(config.validate(), **kwargs)
+    """The Flax module of the family's pretraining model (e.g. `BertForPreTraining`); for a Config whose
+    `quantization` is int8, that module wrapped by qwix (its projections run int8: `llm_jax.compression.quantize`),
+    which takes the int8 params tree."""
+    module = family_module(family).PRETRAINING_MODEL(config.validate(), **kwargs)
+    if config.quantization != "none":
+        from llm_jax.compression import quantize  # why lazy: qwix only for quantized models
+
+        module = quantize.wrap(family, config, module)
+    return module
 
 
 __all__ = ["FAMILIES", "RUNTIME_FIELDS", "CommonConfig", "InputFormat", "all_presets", "build", "check_family",

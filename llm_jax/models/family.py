@@ -74,6 +74,8 @@ LM_KINDS = ("masked", "causal", "seq2seq", "permutation")
 
 # Fields of every Config that a run may change without changing the architecture (precision, memory, speed,
 # regularisation): taken from the run's config when weights come from a checkpoint.
+# Values of `CommonConfig.quantization` (mirrors `llm_jax.compression.quantize.QUANTIZATIONS`).
+QUANTIZATIONS = ("none", "int8-weight", "int8-dynamic")
 RUNTIME_FIELDS = ("dtype", "remat", "scan_unroll", "attention_impl", "hidden_dropout", "attention_dropout")
 
 
@@ -87,6 +89,9 @@ class CommonConfig:
       scan_unroll: unroll the layer scan (same `[L, …]` param layout).
       attention_impl: a key of `llm_jax.layers.ATTENTION_IMPLEMENTATIONS`.
       hidden_dropout / attention_dropout: dropout rates of the residual stream and attention probabilities.
+      quantization: how the projections run — "none" (float), "int8-weight" or "int8-dynamic"
+        (`llm_jax.compression.quantize`): an architecture field (the params tree is int8), not a runtime one, so a
+        run's runtime settings never erase it; `llm_jax.models.build` wraps the module with qwix when it is set.
     """
 
     dtype: str = "float32"
@@ -100,6 +105,7 @@ class CommonConfig:
     attention_impl: str = "einsum"
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
+    quantization: str = "none"
 
     # Members each family's Config provides (checked by `check_family`).
     REQUIRED_MEMBERS = ("validate", "max_seq_len", "width", "vocab_size", "num_token_types", "with_vocabulary",
@@ -113,7 +119,8 @@ class CommonConfig:
         """Checks the runtime fields (each family's `validate` calls it).
 
         Raises:
-          ValueError: an unknown dtype, remat policy or attention implementation, or a dropout outside [0, 1).
+          ValueError: an unknown dtype, remat policy, attention implementation or quantization, or a dropout outside
+            [0, 1).
         """
         from llm_jax.layers import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES  # why lazy: layers import nothing here
 
@@ -130,6 +137,9 @@ class CommonConfig:
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"model.{name}={getattr(self, name)} must be in [0, 1).")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"model.quantization={self.quantization!r} is not one of {QUANTIZATIONS}; "
+                             "`llm-jax compress --quantize` writes int8 models.")
 
 
 # name → the type (or predicate) a family module's attribute must satisfy.

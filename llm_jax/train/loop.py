@@ -97,6 +97,9 @@ def check_workdir(workdir: pathlib.Path, resolved: dict[str, Any], existing: str
         return  # nothing trained yet (e.g. a run that failed before its first checkpoint): nothing to protect
     old = json.loads(path.read_text())
     resolved = json.loads(json.dumps(resolved))  # compare as saved: tuples become lists
+    if isinstance(old.get("model"), dict):  # a run saved before a CommonConfig field existed had its default
+        common = {f.name: f.default for f in dataclasses.fields(models.CommonConfig)}
+        old["model"] = {**{k: v for k, v in common.items() if k not in old["model"]}, **old["model"]}
     differing = [k for k in keys if old.get(k) != resolved.get(k)]
     if differing and existing != "resume":
         details = [f"{k}.{f}: {old[k].get(f)!r} → {resolved[k].get(f)!r}" for k in differing
@@ -133,6 +136,7 @@ def load_frozen_models(objective, objective_cfg, dummy: dict[str, np.ndarray], m
     """
     if not objective.required_models:
         return None, None
+    from llm_jax.compression import quantize
     from llm_jax.interop.native import load_pretrained  # why lazy: only objectives with frozen models
 
     modules, params, shardings = {}, {}, {}
@@ -142,6 +146,7 @@ def load_frozen_models(objective, objective_cfg, dummy: dict[str, np.ndarray], m
             raise ValueError(f"objective.{name} is empty: the {objective_cfg.name} objective needs {what}; set "
                              f"--config.objective.{name}=DIR (a run, checkpoint, model or Hugging Face directory).")
         family, cfg, p, tok = load_pretrained(path)
+        cfg, p = quantize.as_float(family, cfg, p, f"objective.{name}")
         if tokenizer is not None and (tok is None or tok.get_vocab() != tokenizer.get_vocab()):
             raise ValueError(f"objective.{name}={path} was trained with {'another' if tok else 'an unknown'} "
                              f"vocabulary than this run's tokenizer, so their token ids disagree; start this run "
@@ -187,9 +192,13 @@ def pretrain(cfg, workdir: str | pathlib.Path, *, existing: str = "refuse") -> d
     hf_tokenizer = None
     model_cfg = cfg.model
     if cfg.init_from:
+        from llm_jax.compression import quantize
         from llm_jax.interop.native import load_pretrained  # why lazy: only runs that start from given weights
 
         fam, model_cfg, init_params, hf_tokenizer = load_pretrained(cfg.init_from)
+        # A compressed model (`llm-jax compress`) trains from its dequantized float32 weights (one logged line).
+        model_cfg, init_params = quantize.as_float(fam, model_cfg, init_params, "model.init_from")
+        init_params = quantize.cast_params(init_params, "float32")
         if fam != cfg.family:
             # A family built on a parent may start from the parent's weights (DistilBERT from every other BERT
             # layer, Sanh et al. 2019 §3): its optional `params_from(parent, parent_cfg, params, cfg)` hook.

@@ -89,6 +89,7 @@ def resolve_model(source: ModelSource, tokenizer_cfg: DataConfig, workdir: pathl
     from llm_jax.interop.native import load_pretrained  # why lazy: only runs that start from given weights
 
     family, config, params, tok = load_pretrained(path)
+    config, params = _trainable(family, config, params, "fine-tuning")
     if tok is None:
         raise FileNotFoundError(f"{path} has no tokenizer beside its weights; the token ids must come from the "
                                 "tokenizer the model was trained with.")
@@ -96,6 +97,17 @@ def resolve_model(source: ModelSource, tokenizer_cfg: DataConfig, workdir: pathl
     if source.random_init:
         return Source(family, config, None, tok, f"{path} architecture (random init)")
     return Source(family, config, params, tok, str(path))
+
+
+def _trainable(family: str, config, params, purpose: str):
+    """`(config, params)` a run trains from, float32: a compressed model's (`llm-jax compress`) int8 kernels
+    dequantized (no quantization-aware training here: training starts from the dequantized weights, one logged line
+    says so) and 16-bit params cast up (training keeps float32 weights; the run's `model.dtype` sets the compute
+    precision)."""
+    from llm_jax.compression import quantize
+
+    config, params = quantize.as_float(family, config, params, purpose)
+    return config, quantize.cast_params(params, "float32")
 
 
 def for_task_inputs(source: Source) -> tuple[Source, dict[str, str]]:

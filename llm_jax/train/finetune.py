@@ -152,7 +152,10 @@ class FinetuneTrain:
       log_every: steps between logged training metrics.
       eval_every: steps between validation evaluations; 0 = once per epoch, at most 10 times a run.
       eval_examples: validation examples used by those evaluations (0 = all; a seed-drawn subset otherwise).
-        The final validation and test scores always use the whole splits.
+      final_eval_examples: examples of each evaluation split (validation, test) that the final scores,
+        `results.json` and `predictions/` use: 0 = the whole splits (what a reported score needs); N ≥ 1 = a
+        subset of N drawn with `seed` (for smoke runs: text-to-text decoding of thousands of rows is slow on CPU).
+        The evaluations during training draw their `eval_examples` from that subset.
       patience: stop after this many evaluations without improvement of the first metric (0 = never).
       checkpoint_every: steps between checkpoints (0 = only at the end / on preemption).
       aux_lm_weight: λ of the auxiliary LM loss on the task inputs (GPT-1 §3.2: `task + λ · LM`, λ = 0.5 in
@@ -177,6 +180,7 @@ class FinetuneTrain:
     log_every: int = 50
     eval_every: int = 0
     eval_examples: int = 0
+    final_eval_examples: int = 0
     patience: int = 0
     checkpoint_every: int = 0
     aux_lm_weight: float = 0.0
@@ -191,8 +195,10 @@ class FinetuneTrain:
                 or self.epochs <= 0:
             raise ValueError("train.steps must be ≥ 0, train.epochs > 0, and train.batch_size, log_every, max_to_keep "
                              "and max_consecutive_skips ≥ 1.")
-        if min(self.eval_every, self.eval_examples, self.patience, self.checkpoint_every, self.stop_after) < 0:
-            raise ValueError("train.eval_every, eval_examples, patience, checkpoint_every, stop_after must be ≥ 0.")
+        if min(self.eval_every, self.eval_examples, self.final_eval_examples, self.patience, self.checkpoint_every,
+               self.stop_after) < 0:
+            raise ValueError("train.eval_every, eval_examples, final_eval_examples, patience, checkpoint_every and "
+                             "stop_after must be ≥ 0 (0 = every example / never).")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"train.warmup_ratio={self.warmup_ratio} must be in [0, 1).")
         if not self.aux_lm_weight >= 0.0:
@@ -408,7 +414,8 @@ def finetune(cfg: FinetuneConfig, workdir: str | pathlib.Path) -> dict[str, Any]
         else:
             train_arrays = _take(train_arrays, oversample_indices(train_arrays["labels"], tcfg.seed))
     n_train = len(train_arrays["inputs"])
-    eval_records = {s: r for s, r in task.splits.items() if s != "train" and r}
+    eval_records = {s: _eval_records(r, tcfg.final_eval_examples, tcfg.seed)
+                    for s, r in task.splits.items() if s != "train" and r}
     encoded = {s: encode_split(r) for s, r in eval_records.items()}
     early_records = _eval_records(eval_records["validation"], tcfg.eval_examples, tcfg.seed)
     early_encoded = (encoded["validation"] if early_records is eval_records["validation"] else

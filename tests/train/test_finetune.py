@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from llm_jax import cli
-from llm_jax.train.finetune import BestKeeper, oversample_indices
+from llm_jax.train.finetune import BestKeeper, FinetuneTrain, oversample_indices
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -113,3 +113,9 @@ def test_reloaded_run_reproduces_its_test_results(supersense_run):
     assert metrics["accuracy"] == results["accuracy"] and len(rows) == len(run.task.splits["test"])
     with pytest.raises(FileNotFoundError, match="checkpoints/config.json is missing: point at the directory"):
         load_finetuned(supersense_run / "checkpoints")
+
+
+def test_final_eval_examples_must_not_be_negative():
+    assert FinetuneTrain(final_eval_examples=100).validate().final_eval_examples == 100
+    with pytest.raises(ValueError, match="final_eval_examples"):
+        FinetuneTrain(final_eval_examples=-1).validate()

@@ -30,7 +30,7 @@ def _setup(name):
     batch = objective.prepare({"tokens": rows, "mask": mask, "epoch": np.zeros(4, int),
                                "example_index": np.arange(4)}, seed=0)
     args, kwargs = objective.init_inputs(batch)
-    params = model.init(jax.random.key(0), *args, **kwargs)["params"]
+    params = jax.jit(lambda k: model.init(k, *args, **kwargs))(jax.random.key(0))["params"]  # one compilation
     loss_fn = objective.make_loss(model)
     run = jax.jit(lambda p, b, k: loss_fn(p, b, k, deterministic=True))
     return objective, params, batch, run, loss_fn
@@ -68,19 +68,20 @@ def test_replace_mlm_predicts_originals_from_generator_samples():
     flat = traverse_util.flatten_dict(params, sep="/")
     assert any(k.startswith("discriminator_mlm_head/") for k in flat)
     assert not any(k.startswith("discriminator_predictions/") for k in flat)  # no RTD head: nothing trains it
-    loss, (m, _) = run(params, batch, jax.random.key(3))
+    # The loss, its terms and its gradient from one compiled program.
+    (loss, (m, _)), grads = jax.jit(jax.value_and_grad(
+        lambda p, b: loss_fn(p, b, jax.random.key(3), deterministic=True), has_aux=True))(params, batch)
     np.testing.assert_allclose(loss, m["gen_mlm_loss"] + m["mlm_loss"], rtol=1e-6)
     assert 0.5 < m["replaced_fraction"] <= 1.0  # untrained generator: nearly every sample is wrong
     # Both towers learn: the discriminator's MLM head and the generator receive gradients.
-    grads = jax.jit(jax.grad(lambda p, b: loss_fn(p, b, jax.random.key(3), deterministic=True)[0]))(params, batch)
     g = traverse_util.flatten_dict(nn.unbox(grads), sep="/")
     assert np.abs(np.asarray(g["discriminator_mlm_head/transform/kernel"])).sum() > 0
     assert any(np.abs(np.asarray(v)).sum() > 0 for k, v in g.items() if k.startswith("generator/"))
     # RTD's parameter tree (and so HF export) is untouched by the ablation's head.
     rtd = objectives.shape_only_objective("rtd", V)
     args, kwargs = rtd.init_inputs(rtd.dummy_batch(1, 8))
-    rtd_params = models.build("electra", dataclasses.replace(electra.PRESETS["electra-tiny"], vocab_size=V)).init(
-        jax.random.key(0), *args, **kwargs)["params"]
+    rtd_model = models.build("electra", dataclasses.replace(electra.PRESETS["electra-tiny"], vocab_size=V))
+    rtd_params = jax.eval_shape(lambda k: rtd_model.init(k, *args, **kwargs), jax.random.key(0))["params"]  # the tree
     assert "discriminator_mlm_head" not in rtd_params
 
 

@@ -278,7 +278,7 @@ def test_no_prediction_sees_its_own_token_or_a_later_one():
                                "example_index": np.arange(b)}, seed=3)
     model = xlnet.XLNetModel(cfg)
     args, kwargs = objective.init_inputs(batch)
-    params = nn.meta.unbox(model.init(jax.random.key(0), *args, **kwargs)["params"])
+    params = nn.meta.unbox(jax.jit(lambda k: model.init(k, *args, **kwargs))(jax.random.key(0))["params"])
     direction_D = jnp.asarray(rng.standard_normal(cfg.d_model), jnp.float32)
 
     def g_BP(table_VD):  # each predicted position's query-stream state, projected on one direction
@@ -467,6 +467,7 @@ def test_finetune_from_the_xlnet_run(cli_run, tmp_path):
     assert cli.main(["finetune", "--config", f"{ROOT / 'configs' / 'finetune.py'}:model={cli_run},task=wordnet-wic",
                      "--workdir", str(tmp_path), "--config.train.progress=False", "--config.data.seq_len=48",
                      "--config.data.train_examples=64", "--config.train.steps=4", "--config.train.eval_every=4",
-                     "--config.train.eval_examples=32"]) == 0
+                     "--config.train.eval_examples=32",
+                     "--config.train.final_eval_examples=64"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert 0.0 <= results["validation"]["accuracy"] <= 1.0

@@ -11,6 +11,7 @@ in the train state and sharded on the batch axes (each case on the layouts it na
 """
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -134,18 +135,19 @@ def _losses(case, mesh_cfg, devices, steps=2):
 
 
 @pytest.fixture(scope="module")
-def references():
-    """Losses on one device, per case, computed once."""
-    return {name: _losses(case, sharding.MeshConfig(data=1), jax.devices()[:1])[0] for name, case in CASES.items()}
+def reference():
+    """`reference(case)`: the case's losses on one device, computed when a case first asks and kept for the module,
+    so that a run of a few cases (`-k`) compiles only their references."""
+    return functools.cache(lambda name: _losses(CASES[name], sharding.MeshConfig(data=1), jax.devices()[:1])[0])
 
 
 @pytest.mark.parametrize("case,layout", [(c, layout) for c in sorted(CASES) for layout in CASES[c].layouts])
-def test_same_loss_on_one_and_eight_devices(references, case, layout):
+def test_same_loss_on_one_and_eight_devices(reference, case, layout):
     mesh_cfg = LAYOUTS[layout]
     assert len(jax.devices()) == 8
     losses, state = _losses(CASES[case], mesh_cfg, jax.devices())
     assert np.all(np.isfinite(losses)) and losses[0] != losses[1]  # two real steps, the first one updated
-    np.testing.assert_allclose(losses, references[case], rtol=1e-5)
+    np.testing.assert_allclose(losses, reference(case), rtol=1e-5)
     for leaf in jax.tree.leaves(state.carry):  # carried state (Transformer-XL's memory) is split like the batch
         assert leaf.sharding.spec[0] == ("data", "fsdp")
     specs = [leaf.sharding.spec for leaf in jax.tree.leaves(state.params)]

@@ -607,11 +607,17 @@ def test_cli_finetunes_a_pretraining_run_text_to_text(text_to_text_run, capsys):
 def test_cli_finetunes_a_hugging_face_t5_with_beam_search(cli_run, tmp_path, capsys):
     assert cli.main(["convert", "--to-hf", str(cli_run), "--out", str(tmp_path / "hf")]) == 0
     capsys.readouterr()
-    assert _finetune(tmp_path / "hf", tmp_path / "ft", "--config.train.steps=2", "--config.data.num_beams=2") == 0
+    # Beam search decodes the final scores of 100 examples per split (`train.final_eval_examples`): the whole
+    # splits (2000 each) are what `text_to_text_run` decodes, greedily.
+    assert _finetune(tmp_path / "hf", tmp_path / "ft", "--config.train.steps=2", "--config.data.num_beams=2",
+                     "--config.train.final_eval_examples=100") == 0
     out = capsys.readouterr().out
     assert "text to text: targets of" in out and "beam search (2 beams)" in out and "non_label_outputs" in out
     results = json.loads((tmp_path / "ft" / "results.json").read_text())
-    assert 0 <= results["test"]["non_label_outputs"] <= 2000 and "accuracy" in results["test"]
+    assert 0 <= results["test"]["non_label_outputs"] <= 100 and "accuracy" in results["test"]
+    for split in ("validation", "test"):
+        rows = [json.loads(line) for line in (tmp_path / "ft" / "predictions" / f"{split}.jsonl").open()]
+        assert len(rows) == 100 and len({r["idx"] for r in rows}) == 100
     # Zero-shot cloze scores a masked LM; text to text refuses it before anything compiles.
     assert _finetune(tmp_path / "hf", tmp_path / "zero", "--config.data.train_examples=0") == 1
     assert "text to text needs training examples" in capsys.readouterr().err

@@ -166,9 +166,10 @@ def pretrain_one(objective: str, budget: float, seed: int, root: pathlib.Path, c
             "eval": {k: v for k, v in ev.items() if isinstance(v, (int, float))}}
 
 
-def finetune_one(row: dict[str, Any], task: str, root: pathlib.Path, max_train: int = FINETUNE_MAX_TRAIN
-                 ) -> dict[str, Any]:
-    """Fine-tunes one checkpoint on one task (or reads the finished result)."""
+def finetune_one(row: dict[str, Any], task: str, root: pathlib.Path, max_train: int = FINETUNE_MAX_TRAIN,
+                 max_eval: int = 0) -> dict[str, Any]:
+    """Fine-tunes one checkpoint on one task (or reads the finished result); `max_eval` > 0 scores only that many
+    validation and test examples (`train.final_eval_examples`, for tests; 0 = the whole splits)."""
     from llm_jax.config import load_config_file
     from llm_jax.train.finetune import config_from_dict, finetune
 
@@ -181,6 +182,8 @@ def finetune_one(row: dict[str, Any], task: str, root: pathlib.Path, max_train: 
 
     n_train = len(bundled_records(task, "train", mark=False))
     settings = {**FINETUNE, "train.seed": row["seed"], "data.train_examples": max_train if n_train > max_train else -1}
+    if max_eval:
+        settings["train.final_eval_examples"] = max_eval
     cfg = config_from_dict(load_config_file(f"finetune:model={row['workdir']},task={task}", settings))
     t0 = time.time()
     result = finetune(cfg, workdir)
@@ -278,13 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     # For the script's test: a corpus cut and a fine-tuning subset small enough for seconds.
     parser.add_argument("--max-documents", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--finetune-examples", type=int, default=FINETUNE_MAX_TRAIN, help=argparse.SUPPRESS)
+    parser.add_argument("--finetune-eval-examples", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     root = pathlib.Path(args.root).absolute()
     root.mkdir(parents=True, exist_ok=True)
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", str(root / "jax_cache"))
+    if not jax.config.jax_compilation_cache_dir:  # a cache the caller set up (a test session's) is kept
+        jax.config.update("jax_compilation_cache_dir", str(root / "jax_cache"))
     budgets = QUICK["budgets"] if args.quick else [float(b) for b in args.budgets.split(",") if b.strip()]
     seeds = QUICK["seeds"] if args.quick else [int(s) for s in args.seeds.split(",") if s.strip()]
     tasks = QUICK["tasks"] if args.quick else tuple(t for t in args.tasks.split(",") if t.strip())
@@ -305,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             for objective in objectives:
                 row = pretrain_one(objective, budget, seed, root, corpus, tok, special, args.convention)
-                row["tasks"] = {task: finetune_one(row, task, root, args.finetune_examples) for task in tasks}
+                row["tasks"] = {task: finetune_one(row, task, root, args.finetune_examples,
+                                                   args.finetune_eval_examples) for task in tasks}
                 rows.append(row)
     agg = aggregate(rows, tasks)
     run_seconds = sum((r["pretrain_seconds"] or 0.0) + sum(t.get("wall_seconds", 0.0) for t in r["tasks"].values())

@@ -20,7 +20,7 @@ def test_tiny_study_runs_resumes_and_spends_the_budget(tmp_path):
     budget = 1.5e10
     argv = ["--budgets", f"{budget}", "--seeds", "0", "--objectives", "mlm,rtd", "--tasks", "wordnet-supersense",
             "--root", str(tmp_path / "root"), "--out", str(tmp_path / "res"), "--max-documents", "150",
-            "--finetune-examples", "40"]
+            "--finetune-examples", "40", "--finetune-eval-examples", "100"]
     assert study.main(argv) == 0
     results = json.loads((tmp_path / "res.json").read_text())
     runs = {r["objective"]: r for r in results["runs"]}

@@ -467,7 +467,6 @@ def test_finetune_from_the_xlnet_run(cli_run, tmp_path):
     assert cli.main(["finetune", "--config", f"{ROOT / 'configs' / 'finetune.py'}:model={cli_run},task=wordnet-wic",
                      "--workdir", str(tmp_path), "--config.train.progress=False", "--config.data.seq_len=48",
                      "--config.data.train_examples=64", "--config.train.steps=4", "--config.train.eval_every=4",
-                     "--config.train.eval_examples=32",
-                     "--config.train.final_eval_examples=64"]) == 0
+                     "--config.train.eval_examples=32"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert 0.0 <= results["validation"]["accuracy"] <= 1.0

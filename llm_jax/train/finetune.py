@@ -155,7 +155,8 @@ class FinetuneTrain:
       final_eval_examples: examples of each evaluation split (validation, test) that the final scores,
         `results.json` and `predictions/` use: 0 = the whole splits (what a reported score needs); N ≥ 1 = a
         subset of N drawn with `seed` (for smoke runs: text-to-text decoding of thousands of rows is slow on CPU).
-        The evaluations during training draw their `eval_examples` from that subset.
+        The evaluations during training draw their `eval_examples` from that subset. A capped run's results are
+        not the task's scores: `llm_jax.eval.finetuned` rescoring a run uses the whole splits.
       patience: stop after this many evaluations without improvement of the first metric (0 = never).
       checkpoint_every: steps between checkpoints (0 = only at the end / on preemption).
       aux_lm_weight: λ of the auxiliary LM loss on the task inputs (GPT-1 §3.2: `task + λ · LM`, λ = 0.5 in

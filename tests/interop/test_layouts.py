@@ -185,12 +185,14 @@ def test_part_needs_an_output_axis_and_a_valid_index():
 
 @dataclasses.dataclass(frozen=True)
 class FakeConfig:
-    """What the interop code asks of a Config: `validate()`, `vocab_size` (save_hf checks tokenizers against it)."""
+    """What the interop code asks of a Config: `validate()`, `vocab_size` (save_hf checks tokenizers against it),
+    `quantization` (`models.build` wraps an int8 model)."""
 
     encoder_layers: int = 2
     decoder_layers: int = 3
     vocab_size: int = 11
     num_layers: int = 99  # deliberately unlike either depth: per-layer counts must come from each param
+    quantization: str = "none"
 
     def validate(self):
         return self

@@ -586,14 +586,16 @@ def _owner(objective) -> type:
 
 def no_decay_parameters(modules) -> set[int]:
     """`id`s of the parameters AdamW does not decay, as `llm_jax.train.optim` decides for ours (biases and norm
-    scales): biases by name, norm scales by module class (`LayerNorm`, GPT-2's `ln_*`, T5's `T5LayerNorm`, any class
-    with "Norm" in its name) so that no naming convention of a family is missed."""
+    scales): biases by name — any parameter whose full name contains "bias", as Hugging Face's scripts decide
+    (XLNet's `r_w_bias` / `r_r_bias` / `r_s_bias`, T5's `relative_attention_bias.weight`) — and norm scales by module
+    class (`LayerNorm`, GPT-2's `ln_*`, T5's `T5LayerNorm`, any class with "Norm" in its name) so that no naming
+    convention of a family is missed."""
     out = set()
     for module in modules:
-        for sub in module.modules():
+        for prefix, sub in module.named_modules():
             norm = "norm" in type(sub).__name__.lower()
             for name, p in sub.named_parameters(recurse=False):
-                if norm or name == "bias":
+                if norm or "bias" in f"{prefix}.{name}":
                     out.add(id(p))
     return out
 

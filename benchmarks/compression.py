@@ -47,7 +47,7 @@ FINETUNE = ["--config.train.steps=100", "--config.train.batch_size=32", "--confi
             "--config.train.progress=False", "--config.train.log_every=50", "--config.train.seed=0"]
 GPT_PRETRAIN = {"train.steps": 300, "train.batch_size": 16, "data.seq_len": 128, "train.progress": False,
                 "train.log_every": 100}
-def GRADUAL(sparsity: float) -> list[str]:  # noqa: N802 (a recipe constant, like FINETUNE)
+def GRADUAL(sparsity: float) -> list[str]:
     """Fine-tuning overrides of gradual magnitude pruning to `sparsity` (cubic schedule over the first 75 %)."""
     return [f"--config.train.prune=magnitude:{sparsity:g}"]
 
@@ -73,20 +73,18 @@ def parse_args(argv=None):
 # ------------------------------------------------------------------------------------------------ measuring
 
 
-def directory_bytes(path: pathlib.Path) -> int:
-    return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
-
-
 def params_bytes_on_disk(params, path: pathlib.Path) -> int:
     """Bytes of `params` saved as an Orbax checkpoint (how every model directory of ours stores them)."""
     import orbax.checkpoint as ocp
+
+    from llm_jax.compression.quantize import dir_bytes
 
     if path.exists():
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path.absolute(), params)
-    return directory_bytes(path)
+    return dir_bytes(path)
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -336,7 +334,7 @@ def causal_part(workdir: pathlib.Path, settings: dict, repeats: int) -> dict[str
     rows += torch_causal_rows(workdir, run, ids, window, batch, repeats, rows[0]["perplexity"])
     return {"model": "GPT-2-tiny pretrained here (configs/gpt.py:version=2,size=tiny, "
                      f"{GPT_PRETRAIN['train.steps']} steps)", "rows": rows, "metric": "perplexity",
-            "tokens": int(len(ids)), "window": window}
+            "tokens": len(ids), "window": window}
 
 
 def _conv1d_as_linear(model) -> None:
@@ -358,7 +356,6 @@ def _conv1d_as_linear(model) -> None:
 def torch_causal_rows(workdir, run, ids, window, batch, repeats, our_perplexity):
     import math
 
-    import numpy as np
     import torch
     import transformers
 
@@ -480,22 +477,22 @@ def main(argv=None) -> int:
         results["causal"] = causal_part(workdir, settings, settings["repeats"])
     info = machine_info(ROOT)
     lines = ["# Compression: pruning and quantization, measured", "",
-             "Sizes are the params directory on disk (Orbax, as every model directory stores them; PyTorch: "
+             ("Sizes are the params directory on disk (Orbax, as every model directory stores them; PyTorch: "
              "`torch.save` of the state dict); latency is the median forward pass after warm-up "
              f"({settings['repeats']} timed runs), speed-up = float32 latency / this one, all measured in this one run. "
-             "Non-zero: the fraction of weights that are not 0 (an int8 weight counts its int8 value)."]
+             "Non-zero: the fraction of weights that are not 0 (an int8 weight counts its int8 value).")]
     if "classifier" in results:
         part = results["classifier"]
         lines += ["", f"## {part['model']} fine-tuned on {part['task']} (test accuracy)", "",
-                  f"Majority class: {part['majority_baseline']:.4f}. Rows with `+ fine-tuning` prune the pretrained "
+                  (f"Majority class: {part['majority_baseline']:.4f}. Rows with `+ fine-tuning` prune the pretrained "
                   "checkpoint and fine-tune it with the same recipe while its zeros stay zero (masked updates); "
-                  "the others transform the fine-tuned model as it is.", "", _table(part)]
+                  "the others transform the fine-tuned model as it is."), "", _table(part)]
     if "causal" in results:
         part = results["causal"]
         lines += ["", f"## {part['model']}: perplexity of {part['tokens']:,} held-out tokens", "",
                   f"Windows of {part['window']} tokens; batch rows for timing are such windows.", "", _table(part)]
-    lines += ["", f"`python benchmarks/compression.py{' --quick' if args.quick else ''}` — "
-                  f"{(time.time() - t0) / 60:.0f} minutes.", "", machine_line(info)]
+    lines += ["", (f"`python benchmarks/compression.py{' --quick' if args.quick else ''}` — "
+                  f"{(time.time() - t0) / 60:.0f} minutes."), "", machine_line(info)]
     payload = {**results, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
                "machine": info, "seconds": round(time.time() - t0, 1)}
     name = NAME + ("_quick" if args.quick else "")

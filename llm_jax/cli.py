@@ -599,6 +599,12 @@ def _compress(argv: list[str]) -> int:
                 else ", ".join(f"{k} {a} -> {b}" for k, (a, b) in report["width"].items()))
         print(f"[llm-jax] pruned ({spec.text}): {done}; non-zero {report['nonzero_before']:,} -> "
               f"{report['nonzero']:,}")
+        if report["nonzero"] == report["nonzero_before"]:
+            print(f"[llm-jax] warning: --prune {spec.text} removed nothing (the weights are already that sparse, or the "
+                  "threshold is below every weight).")
+        elif report.get("sparsity", 0.0) >= 0.999:
+            print(f"[llm-jax] warning: --prune {spec.text} zeroed all of the chosen weights: the layers compute "
+                  "nothing; choose a lower sparsity or threshold.")
     if args.quantize:
         config, params, quant_record = quantize.compress(family, config, params, args.quantize)
         record.update(quant_record)

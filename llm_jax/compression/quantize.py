@@ -218,7 +218,10 @@ def compress(family: str, config, params: Any, mode: str) -> tuple[Any, Any, dic
     if mode in CAST_DTYPES:
         dtype = CAST_DTYPES[mode]
         return dataclasses.replace(config, dtype=dtype).validate(), cast_params(params, dtype), {"quantize": mode}
-    qconfig = dataclasses.replace(config, quantization=mode).validate()
+    if config.dtype != "float32":  # a 16-bit model: its weights quantized from float32, the rest computed in it
+        log.info("--quantize %s: the %s model's weights are quantized from float32 and it computes in float32.",
+                 mode, config.dtype)
+    qconfig = dataclasses.replace(config, quantization=mode, dtype="float32").validate()
     return qconfig, quantize_params(family, qconfig, cast_params(params, "float32")), {"quantize": mode}
 
 

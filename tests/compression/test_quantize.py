@@ -328,6 +328,11 @@ def test_compress_fp16_then_evaluate(bert_dir, tmp_path, capsys):
     assert config.dtype == "float16" and config.quantization == "none"
     assert {a.dtype for a in jax.tree.leaves(params)} == {np.dtype("float16")}
     assert cli.main(["evaluate", "--model", str(out), "--task", "wordnet-wic", "--limit", "4", "--json"]) == 0
+    # A 16-bit model quantized to int8: its weights from float32, computing in float32 (not a scan dtype clash).
+    int8 = tmp_path / "fp16-int8"
+    assert cli.main(["compress", "--model", str(out), "--out", str(int8), "--quantize", "int8-weight"]) == 0
+    _, config, _, _ = load_pretrained(int8)
+    assert (config.dtype, config.quantization) == ("float32", "int8-weight")
 
 
 def test_compress_cli_prunes_then_quantizes_and_records_both(bert_dir, tmp_path, capsys):

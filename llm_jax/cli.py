@@ -567,14 +567,14 @@ def _compress(argv: list[str]) -> int:
     parser.add_argument("--prune", metavar="SPEC", help="pruning (llm_jax.compression.pruning), e.g. "
                         "magnitude:0.5 or neurons:0.25")
     args = parser.parse_args(argv)
-    if not args.quantize and not args.prune:
+    if not args.quantize and args.prune is None:
         parser.error("give --quantize MODE and/or --prune SPEC: there is nothing to do")
     out = pathlib.Path(args.out).expanduser()
     if out.exists():
         raise FileExistsError(f"--out {out} already exists; choose a new directory (compress never overwrites).")
     from llm_jax.compression import pruning
 
-    spec = pruning.parse_prune_spec(args.prune) if args.prune else None  # a bad spec fails here, before any work
+    spec = pruning.parse_prune_spec(args.prune) if args.prune is not None else None  # a bad spec fails here
     import tempfile
 
     from llm_jax.compression import quantize

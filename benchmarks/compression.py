@@ -175,10 +175,28 @@ def measure(workdir: pathlib.Path, label: str, params, timer_for, score: dict[st
 
     stats = quantize.param_stats(params)
     size = params_bytes_on_disk(params, workdir / "sizes" / label.replace(" ", "_").replace("/", "-"))
-    row = {"label": label, "parameters": stats["parameters"], "nonzeros": nonzeros(params), "bytes_on_disk": size,
-           **latency_row(timer_for, rows_in, repeats), **score, **extra}
-    print(f"[compression] {label}: {json.dumps({k: v for k, v in row.items() if k != 'label'})}", flush=True)
+    return _report({"label": label, "parameters": stats["parameters"], "nonzeros": nonzeros(params),
+                    "bytes_on_disk": size, **latency_row(timer_for, rows_in, repeats), **score, **extra})
+
+
+def _report(row: dict[str, Any]) -> dict[str, Any]:
+    print(f"[compression] {row['label']}: {json.dumps({k: v for k, v in row.items() if k != 'label'})}", flush=True)
     return row
+
+
+def torch_row(workdir: pathlib.Path, label: str, model, forward, rows_in: dict, repeats: int, parameters: int,
+              score: dict[str, float]) -> dict[str, Any]:
+    """One PyTorch table row: `torch.save` size of the state dict, latency of `forward(model, batch)`, the score
+    (`parameters`: the float model's count; a dynamically quantized module packs its weights out of `parameters()`)."""
+    import torch
+
+    path = workdir / "sizes" / (label.replace(" ", "_") + ".pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return _report({"label": label, "parameters": parameters,
+                    "nonzeros": None, "bytes_on_disk": path.stat().st_size,
+                    **latency_row(lambda b: (lambda: forward(model, b)), rows_in, repeats), **score,
+                    "method": "pytorch", "setting": label, "finetuned_after_pruning": None, "pruning": None})
 
 
 # ------------------------------------------------------------------------------------------------ the classifier
@@ -277,16 +295,8 @@ def torch_classifier_rows(workdir, checkpoint, family, pre_config, tuned, head, 
                                                                                       dtype=torch.qint8))):
         logits = np.concatenate([forward(m, {k: v[i:i + 64] for k, v in inputs.items()})
                                  for i in range(0, len(labels), 64)])
-        path = workdir / "sizes" / (label.replace(" ", "_") + ".pt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(m.state_dict(), path)
-        row = {"label": label, "parameters": sum(p.numel() for p in model.parameters()), "nonzeros": None,
-               "bytes_on_disk": path.stat().st_size,
-               **latency_row(lambda b, m=m: (lambda: forward(m, b)), inputs, repeats),
-               "accuracy": float(np.mean(logits.argmax(-1) == labels)), "method": "pytorch", "setting": label,
-               "finetuned_after_pruning": None, "pruning": None}
-        print(f"[compression] {label}: {json.dumps({k: v for k, v in row.items() if k != 'label'})}", flush=True)
-        rows.append(row)
+        rows.append(torch_row(workdir, label, m, forward, inputs, repeats, sum(p.numel() for p in model.parameters()),
+                              {"accuracy": float(np.mean(logits.argmax(-1) == labels))}))
     return rows
 
 
@@ -390,16 +400,9 @@ def torch_causal_rows(workdir, run, ids, window, batch, repeats, our_perplexity)
         ppl = perplexity(m)
         if label == "PyTorch float32" and abs(ppl / our_perplexity - 1) > 1e-4:
             raise RuntimeError(f"the PyTorch reference's perplexity {ppl:.4f} differs from ours {our_perplexity:.4f}")
-        path = workdir / "sizes" / ("gpt2-tiny_" + label.replace(" ", "_") + ".pt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(m.state_dict(), path)
-        row = {"label": f"gpt2-tiny {label}", "parameters": sum(p.numel() for p in model.parameters()),
-               "nonzeros": None, "bytes_on_disk": path.stat().st_size,
-               **latency_row(lambda b, m=m: (lambda: forward(m, b)), batch, repeats), "perplexity": ppl,
-               "method": "pytorch", "setting": label, "finetuned_after_pruning": None, "pruning": None}
-        print(f"[compression] {row['label']}: {json.dumps({k: v for k, v in row.items() if k != 'label'})}",
-              flush=True)
-        rows.append(row)
+        row = torch_row(workdir, f"gpt2-tiny {label}", m, forward, batch, repeats,
+                        sum(p.numel() for p in model.parameters()), {"perplexity": ppl})
+        rows.append({**row, "setting": label})
     return rows
 
 

@@ -591,10 +591,17 @@ def _compress(argv: list[str]) -> int:
     else:  # a run / checkpoint / Hugging Face directory: the size of its params saved as a model directory
         with tempfile.TemporaryDirectory() as tmp:
             size_before = quantize.dir_bytes(native.save_model_dir(family, config, params, tmp) / "params")
-    record = {}
+    # A model compressed before keeps what was done to it: the step this call replaces moves to `history`.
+    record = {k: v for k, v in pruning.compression_record(args.model).items() if k in ("prune", "quantize", "history")}
+
+    def replace(key: str, value) -> None:
+        if key in record:
+            record["history"] = [*record.get("history", []), {key: record[key]}]
+        record[key] = value
+
     if spec is not None:
         config, params, report = pruning.prune(family, config, params, spec)
-        record["prune"] = report  # what fine-tuning reads to keep a magnitude-pruned model's zeros
+        replace("prune", report)  # what fine-tuning reads to keep a magnitude-pruned model's zeros
         done = (f"sparsity {report['sparsity']:.3f} of {report['pruned_group_size']:,} weights" if "sparsity" in report
                 else ", ".join(f"{k} {a} -> {b}" for k, (a, b) in report["width"].items()))
         print(f"[llm-jax] pruned ({spec.text}): {done}; non-zero {report['nonzero_before']:,} -> "
@@ -607,7 +614,8 @@ def _compress(argv: list[str]) -> int:
                   "nothing; choose a lower sparsity or threshold.")
     if args.quantize:
         config, params, quant_record = quantize.compress(family, config, params, args.quantize)
-        record.update(quant_record)
+        for key, value in quant_record.items():
+            replace(key, value)
     written = native.save_model_dir(family, config, params, out, tokenizer=tokenizer, compression=record)
     after = quantize.param_stats(params)
     size_after = quantize.dir_bytes(written / "params")

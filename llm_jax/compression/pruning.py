@@ -422,19 +422,34 @@ def prune(family: str, config, params, spec: PruneSpec) -> tuple[Any, dict, dict
     return new_config, new_params, report
 
 
-def prune_record(path: str | os.PathLike) -> dict | None:
-    """The `compression.prune` record of a model directory's config.json (what `prune` reported), or None."""
+def compression_record(path: str | os.PathLike) -> dict:
+    """The `compression` record of a model directory's config.json (what `llm-jax compress` did to it: `prune`,
+    `quantize` and, for a model compressed more than once, `history`, the earlier steps' records, oldest first);
+    `{}` for a directory without one or without a readable config.json."""
     config_file = pathlib.Path(path).expanduser() / "config.json"
     if not config_file.is_file():
-        return None
+        return {}
     try:
-        record = json.loads(config_file.read_text(encoding="utf-8")).get("compression", {}).get("prune")
+        record = json.loads(config_file.read_text(encoding="utf-8")).get("compression", {})
     except (ValueError, AttributeError, OSError):
-        return None
-    return record if isinstance(record, dict) else None
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
-__all__ = ["ACCEPTED", "DEFAULT_GROUPS", "METHODS", "GradualPruningState", "PruneSpec", "ffn_units_to_keep",
-           "gradual_magnitude_pruning", "keep_masked", "layer_axes", "layer_axes_of", "magnitude_prune",
-           "masks_for", "measured_sparsity", "neuron_prune", "parse_prune_spec", "prune", "prune_record",
-           "sparsity_at"]
+def prune_record(path: str | os.PathLike) -> dict | None:
+    """The newest **magnitude**-pruning report in a model directory's compression record (`compression.prune`, or
+    an earlier step's in `compression.history` when a later step pruned neurons), or None: what fine-tuning reads
+    to keep the pruned weights at zero."""
+    record = compression_record(path)
+    steps = [record] + list(reversed([h for h in record.get("history", []) if isinstance(h, dict)]))
+    for step in steps:
+        report = step.get("prune")
+        if isinstance(report, dict) and str(report.get("method", "")).startswith("magnitude"):
+            return report
+    return None
+
+
+__all__ = ["ACCEPTED", "DEFAULT_GROUPS", "METHODS", "GradualPruningState", "PruneSpec", "compression_record",
+           "ffn_units_to_keep", "gradual_magnitude_pruning", "keep_masked", "layer_axes", "layer_axes_of",
+           "magnitude_prune", "masks_for", "measured_sparsity", "neuron_prune", "parse_prune_spec", "prune",
+           "prune_record", "sparsity_at"]

@@ -355,6 +355,24 @@ def test_compress_cli_prunes_then_quantizes_and_records_both(bert_dir, tmp_path,
     assert zeros >= 0.5 * sum(int(np.asarray(k).size) for k in kernels)
 
 
+def test_compressing_a_compressed_model_keeps_what_was_done_before(bert_dir, tmp_path):
+    from llm_jax.compression.pruning import prune_record
+
+    record = lambda d: json.loads((d / "config.json").read_text())["compression"]  # noqa: E731
+    sparse, half, neurons = tmp_path / "sparse", tmp_path / "sparse-fp16", tmp_path / "sparse-neurons"
+    assert cli.main(["compress", "--model", str(bert_dir), "--out", str(sparse), "--prune", "magnitude:0.5"]) == 0
+    assert cli.main(["compress", "--model", str(sparse), "--out", str(half), "--quantize", "fp16"]) == 0
+    # Quantizing a pruned model: both steps recorded, so fine-tuning it still keeps the zeros.
+    assert record(half)["quantize"] == "fp16" and record(half)["prune"]["spec"] == "magnitude:0.5"
+    assert "history" not in record(half)
+    # Pruning again: the newest report is `prune`, the earlier one moves to `history`; fine-tuning keeps the
+    # zeros of the magnitude step even though the newest step removed neurons.
+    assert cli.main(["compress", "--model", str(sparse), "--out", str(neurons), "--prune", "neurons:0.25"]) == 0
+    assert record(neurons)["prune"]["method"] == "neurons"
+    assert [h["prune"]["spec"] for h in record(neurons)["history"]] == ["magnitude:0.5"]
+    assert prune_record(neurons)["spec"] == "magnitude:0.5" and prune_record(bert_dir) is None
+
+
 def test_compress_cli_errors_are_one_line(bert_dir, tmp_path, capsys):
     out = tmp_path / "exists"
     out.mkdir()

@@ -9,6 +9,8 @@ For every FLOPs budget and seed it pretrains, on the WordNet part of the bundled
 * **ELECTRA**: replaced-token detection with a discriminator of exactly BERT-tiny's shape (E = D = 128, so the
   two fine-tuned networks are the same) and a generator at the paper's ratio for small models (¼ of the width);
 * optionally the paper's Table 5 ablations (`--objectives mlm,rtd,electra15,replace_mlm,all_tokens_mlm`);
+* and, as the reference a pretrained row must beat to show any transfer, the same network fine-tuned from random
+  weights (per seed; `--no-random-init` skips it);
 
 each for as many steps as the budget buys by the FLOPs accountant (`llm_jax.flops`, `--convention ours`:
 what our step computes; the ELECTRA paper's convention is reported beside it), so the objectives get equal
@@ -63,7 +65,7 @@ RECIPES = {  # objective → (recipe, extra overrides)
     "replace_mlm": ("electra:size=tiny,objective=replace_mlm", {"model.embedding_size": 128}),
     "all_tokens_mlm": ("electra:size=tiny,objective=all_tokens_mlm", {"model.embedding_size": 128}),
 }
-LABELS = {"mlm": "BERT (MLM)", "rtd": "ELECTRA (RTD)", "electra15": "ELECTRA 15 %", "replace_mlm": "Replace MLM",
+LABELS = {"random_init": "no pretraining (random init)", "mlm": "BERT (MLM)", "rtd": "ELECTRA (RTD)", "electra15": "ELECTRA 15 %", "replace_mlm": "Replace MLM",
           "all_tokens_mlm": "All-Tokens MLM"}
 QUICK = {"budgets": [1.5e12], "seeds": [0], "tasks": ("wordnet-supersense",)}
 
@@ -167,21 +169,25 @@ def pretrain_one(objective: str, budget: float, seed: int, root: pathlib.Path, c
 
 
 def finetune_one(row: dict[str, Any], task: str, root: pathlib.Path, max_train: int = FINETUNE_MAX_TRAIN,
-                 max_eval: int = 0) -> dict[str, Any]:
+                 max_eval: int = 0, random_init: bool = False) -> dict[str, Any]:
     """Fine-tunes one checkpoint on one task (or reads the finished result); `max_eval` > 0 scores only that many
-    validation and test examples (`train.final_eval_examples`, for tests; 0 = the whole splits)."""
+    validation and test examples (`train.final_eval_examples`, for tests; 0 = the whole splits). `random_init`:
+    the checkpoint's architecture from random weights instead (`finetune/random-init-s<seed>/<task>`), the
+    reference every pretrained row must beat to show transfer."""
     from llm_jax.config import load_config_file
     from llm_jax.train.finetune import config_from_dict, finetune
 
-    workdir = root / "finetune" / pathlib.Path(row["workdir"]).name / task
+    name = f"random-init-s{row['seed']}" if random_init else pathlib.Path(row["workdir"]).name
+    workdir = root / "finetune" / name / task
     result_file = workdir / "results.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    print(f"[electra_vs_mlm] fine-tuning {pathlib.Path(row['workdir']).name} on {task}", flush=True)
+    print(f"[electra_vs_mlm] fine-tuning {name} on {task}", flush=True)
     from llm_jax.data.tasks.bundled import bundled_records
 
     n_train = len(bundled_records(task, "train", mark=False))
-    settings = {**FINETUNE, "train.seed": row["seed"], "data.train_examples": max_train if n_train > max_train else -1}
+    settings = {**FINETUNE, "train.seed": row["seed"], "data.train_examples": max_train if n_train > max_train else -1,
+                "model.random_init": random_init}
     if max_eval:
         settings["train.final_eval_examples"] = max_eval
     cfg = config_from_dict(load_config_file(f"finetune:model={row['workdir']},task={task}", settings))
@@ -218,7 +224,8 @@ def aggregate(rows: list[dict[str, Any]], tasks) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(agg: list[dict[str, Any]], tasks, unigram: dict[str, Any], header: str) -> str:
+def markdown(agg: list[dict[str, Any]], tasks, unigram: dict[str, Any], header: str,
+             majority: dict[str, float] | None = None) -> str:
     from llm_jax.eval.report import markdown_table
 
     def pm(v):
@@ -230,12 +237,15 @@ def markdown(agg: list[dict[str, Any]], tasks, unigram: dict[str, Any], header: 
                f"disc acc {e['eval_disc_accuracy'][0]:.3f} vs {1 - e['eval_replaced_rate'][0]:.3f}"
                if "eval_disc_accuracy" in e else
                f"MLM {e['eval_mlm_loss'][0]:.2f}" if "eval_mlm_loss" in e else "—")
-        rows.append([f"{e['budget']:.1e}", LABELS[e["objective"]], e["steps"], f"{e['tokens']:,}",
+        rows.append([f"{e['budget']:.1e}" if e["budget"] else "0", LABELS[e["objective"]], e["steps"],
+                     f"{e['tokens']:,}",
                      f"{e['flops_ours']:.2e}", f"{e['flops_electra']:.2e}", f"{e['pretrain_seconds'] / 60:.1f} min",
                      pre] + [pm(e.get(t)) for t in tasks])
     table = markdown_table(["budget (FLOPs, ours)", "objective", "steps", "tokens", "FLOPs ours", "FLOPs ELECTRA conv.",
                             "pretrain wall", "held-out pretraining metric"] + [f"{t} test acc" for t in tasks], rows)
-    return (f"{header}\n\n{table}\n\nUnigram baseline of the corpus under the shared WordPiece-{unigram['vocab_size']} "
+    chance = ("Majority-class test accuracy: " + ", ".join(f"{t} {v:.3f}" for t, v in majority.items() if v is not None)
+              + ". ") if majority else ""
+    return (f"{header}\n\n{table}\n\n{chance}Unigram baseline of the corpus under the shared WordPiece-{unigram['vocab_size']} "
             f"tokenizer: held-out cross-entropy {unigram['eval_cross_entropy']:.3f} nats (train entropy "
             f"{unigram['train_entropy']:.3f}); an MLM's held-out loss below it is learning from context. The "
             "discriminator's baseline is the accuracy of answering \"original\" everywhere (1 − replaced rate).\n")
@@ -249,7 +259,12 @@ def plot(agg: list[dict[str, Any]], tasks, path: pathlib.Path) -> None:
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for objective in dict.fromkeys(e["objective"] for e in agg):
+        for e in agg:
+            if e["objective"] == "random_init" and task in e:  # no FLOPs to place it at: a band across the plot
+                (mean, std) = e[task]
+                ax.axhline(mean, color="grey", linestyle="--", label=LABELS["random_init"])
+                ax.axhspan(mean - std, mean + std, color="grey", alpha=0.15)
+        for objective in dict.fromkeys(e["objective"] for e in agg if e["objective"] != "random_init"):
             pts = [(e["flops_ours"], *e[task]) for e in agg if e["objective"] == objective and task in e]
             if not pts:
                 continue
@@ -272,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--objectives", default="mlm,rtd", help=f"of {sorted(RECIPES)}")
     parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--no-random-init", dest="random_init", action="store_false",
+                        help="skip the reference row: the same network fine-tuned from random weights, per seed")
     parser.add_argument("--convention", default="ours", choices=("ours", "electra"),
                         help="the accountant's convention that budgets are spent in")
     parser.add_argument("--root", default="runs/electra_vs_mlm", help="where the runs live (resumable)")
@@ -313,6 +330,15 @@ def main(argv: list[str] | None = None) -> int:
                 row["tasks"] = {task: finetune_one(row, task, root, args.finetune_examples,
                                                    args.finetune_eval_examples) for task in tasks}
                 rows.append(row)
+    # The no-pretraining reference: each seed's first checkpoint's architecture (every objective fine-tunes the
+    # same network) fine-tuned from random weights with the same recipe and seed.
+    for seed in seeds if args.random_init else []:
+        first = next(r for r in rows if r["seed"] == seed)
+        rows.append({"objective": "random_init", "budget": 0.0, "seed": seed, "steps": 0, "tokens": 0,
+                     "flops_ours": 0.0, "flops_electra": 0.0, "pretrain_seconds": 0.0, "workdir": first["workdir"],
+                     "eval": {}, "tasks": {task: finetune_one(first, task, root, args.finetune_examples,
+                                                              args.finetune_eval_examples, random_init=True)
+                                           for task in tasks}})
     agg = aggregate(rows, tasks)
     run_seconds = sum((r["pretrain_seconds"] or 0.0) + sum(t.get("wall_seconds", 0.0) for t in r["tasks"].values())
                       for r in rows)
@@ -321,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{seeds}, fine-tuned with one recipe on {', '.join(tasks)}; test accuracy mean ± std over seeds. "
               f"The runs took {run_seconds / 60:.1f} min of wall time in all (pretraining and fine-tuning); this "
               f"invocation {(time.time() - t_start) / 60:.1f} min (finished runs are reused).")
-    text = markdown(agg, tasks, unigram, header)
+    majority = {t: rows[0]["tasks"][t]["test"].get("majority_baseline") for t in tasks}
+    text = markdown(agg, tasks, unigram, header, majority)
     out.parent.mkdir(parents=True, exist_ok=True)
     md = out.with_suffix(".md")
     reading = ""

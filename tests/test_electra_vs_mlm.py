@@ -24,7 +24,10 @@ def test_tiny_study_runs_resumes_and_spends_the_budget(tmp_path):
     assert study.main(argv) == 0
     results = json.loads((tmp_path / "res.json").read_text())
     runs = {r["objective"]: r for r in results["runs"]}
-    assert set(runs) == {"mlm", "rtd"}
+    assert set(runs) == {"mlm", "rtd", "random_init"}
+    # The reference: the same network fine-tuned from random weights, no pretraining FLOPs.
+    scratch = runs.pop("random_init")
+    assert scratch["flops_ours"] == 0 and 0 <= scratch["tasks"]["wordnet-supersense"]["test"]["accuracy"] <= 1
     for r in runs.values():
         per_step = r["flops_ours"] / r["steps"]
         # As many steps as the budget buys, and no more.
@@ -36,9 +39,10 @@ def test_tiny_study_runs_resumes_and_spends_the_budget(tmp_path):
     assert (tmp_path / "res.png").stat().st_size > 0
     text = (tmp_path / "res.md").read_text()
     assert "ELECTRA (RTD)" in text and "BERT (MLM)" in text and "Unigram baseline" in text
+    assert "no pretraining (random init)" in text and "Majority-class test accuracy: wordnet-supersense" in text
     # A rerun finds every run finished: nothing is trained or fine-tuned again.
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "root").glob("*/*/summary.json")}
     stamps |= {p: p.stat().st_mtime for p in (tmp_path / "root").glob("finetune/*/*/results.json")}
-    assert len(stamps) == 4
+    assert len(stamps) == 5  # 2 pretraining runs, 3 fine-tuning runs (MLM, ELECTRA, random init)
     assert study.main(argv) == 0
     assert all(p.stat().st_mtime == t for p, t in stamps.items())

@@ -638,6 +638,20 @@ def text_to_text_inputs(cfg: Config, tokens_BT: jax.Array, mask_BT: jax.Array,
                           "decoder_tokens_BT": shift_right(targets_BT, cfg.decoder_start_token_id)}
 
 
+def FINETUNE_OPTIM(cfg: Config) -> dict[str, Any]:  # noqa: N802 (a family attribute, read by configs/finetune.py)
+    """T5's fine-tuning recipe (Raffel et al. 2020 §3.1.2, and T5X's fine-tuning configs): Adafactor at a constant
+    learning rate of 0.001, no weight decay, no global-norm clipping (Adafactor clips its own update at RMS 1)."""
+    del cfg
+    return {"name": "adafactor", "learning_rate": 1e-3, "schedule": "constant", "weight_decay": 0.0,
+            "clip_norm": 0.0}
+
+
+def FINETUNE_TRAIN(cfg: Config) -> dict[str, Any]:  # noqa: N802 (a family attribute, read by configs/finetune.py)
+    """No warmup in T5's fine-tuning (§3.1.2: the constant rate from the first step)."""
+    del cfg
+    return {"warmup_ratio": 0.0}
+
+
 # ------------------------------------------------------------------------------------- family contract
 # (llm_jax/models/family.py)
 

@@ -21,7 +21,7 @@ import optax
 from llm_jax.layers.stack import SCOPE as STACK_SCOPE
 
 OPTIMIZERS = ("adamw", "adafactor")
-SCHEDULES = ("linear", "cosine", "rsqrt")
+SCHEDULES = ("linear", "cosine", "rsqrt", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,8 @@ class OptimConfig:
         moments, decay rate 0.8, update clipping at RMS 1.0, step scaled by the parameter RMS, no momentum).
       schedule: "linear" (warmup, then linear decay to `end_learning_rate`), "cosine" (warmup, then cosine decay
         to `end_learning_rate`) or "rsqrt" (`learning_rate × sqrt(warmup / max(step, warmup))`: constant, then
-        ∝ 1/sqrt(step); T5's `1/sqrt(max(step, 10⁴))` is `learning_rate=0.01, warmup_steps=10_000`).
+        ∝ 1/sqrt(step); T5's `1/sqrt(max(step, 10⁴))` is `learning_rate=0.01, warmup_steps=10_000`) or
+        "constant" (warmup, then `learning_rate` to the end: T5's fine-tuning, §3.1.2, at 0.001).
     """
 
     learning_rate: float = 1e-4
@@ -81,7 +82,9 @@ def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule
         return lambda step: peak * jnp.sqrt(k / jnp.maximum(jnp.asarray(step, jnp.float32), k))
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
     decay_steps = max(total_steps - warmup, 1)
-    if cfg.schedule == "cosine":
+    if cfg.schedule == "constant":
+        decay = optax.constant_schedule(cfg.learning_rate)
+    elif cfg.schedule == "cosine":
         decay = optax.cosine_decay_schedule(cfg.learning_rate, decay_steps, alpha=cfg.end_learning_rate / cfg.learning_rate)
     else:
         decay = optax.linear_schedule(cfg.learning_rate, cfg.end_learning_rate, decay_steps)

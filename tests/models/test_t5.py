@@ -16,6 +16,7 @@ import pytest
 from flax import traverse_util
 
 from llm_jax import cli, flops, models, objectives
+from llm_jax.config import load_config_file
 from llm_jax.data.tokenizer import SpecialIds
 from llm_jax.interop import load_hf, load_hf_with_report, read_hf_config, save_hf, state_dict
 from llm_jax.models import t5
@@ -583,6 +584,13 @@ def test_cli_finetunes_a_pretraining_run_text_to_text(text_to_text_run, capsys):
     summary = json.loads((text_to_text_run / "summary.json").read_text())
     config = json.loads((text_to_text_run / "config.json").read_text())
     assert config["data"]["text_to_text"] and config["family"] == "t5"
+    # T5's own fine-tuning recipe (§3.1.2): Adafactor at a constant 0.001, no warmup, no decay, no global clipping.
+    # (The run itself overrides the rate: 3e-3 for a 20-step test.)
+    assert {k: config["optim"][k] for k in ("name", "schedule", "weight_decay", "clip_norm")} == {
+        "name": "adafactor", "schedule": "constant", "weight_decay": 0.0, "clip_norm": 0.0}
+    assert config["train"]["warmup_ratio"] == 0.0
+    recipe = load_config_file(f"finetune:model={config['source']},task=wordnet-supersense")
+    assert recipe["optim"]["learning_rate"] == 1e-3
     assert summary["text_to_text"]["input_template"] == "supersense definition: {text_a}"
     assert summary["text_to_text"]["targets"][6] == "noun.food" and summary["text_to_text"]["num_beams"] == 1
     rows = [json.loads(line) for line in (text_to_text_run / "predictions" / "test.jsonl").read_text().splitlines()]

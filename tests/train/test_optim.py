@@ -1,4 +1,4 @@
-"""The optimizer choices: schedules (linear, cosine, T5's rsqrt), Adafactor, the extra-transforms hook, errors."""
+"""The optimizer choices: schedules (linear, cosine, T5's rsqrt and constant), Adafactor, the extra-transforms hook, errors."""
 
 import dataclasses
 import math
@@ -32,6 +32,13 @@ def test_cosine_schedule():
     assert _lr("cosine", 8) == pytest.approx((PEAK + END) / 2, rel=1e-5)
     assert _lr("cosine", 6) == pytest.approx(END + (PEAK - END) * (1 + math.cos(math.pi / 4)) / 2, rel=1e-5)
     assert _lr("cosine", TOTAL) == pytest.approx(END, rel=1e-5)
+
+
+def test_constant_schedule_is_t5s_fine_tuning():
+    assert [_lr("constant", s) for s in (0, 2, 4, 8, TOTAL, 10 * TOTAL)] == pytest.approx(
+        [0.0, PEAK / 2, PEAK, PEAK, PEAK, PEAK])
+    no_warmup = OptimConfig(learning_rate=PEAK, warmup_steps=0, schedule="constant")
+    assert float(learning_rate_schedule(no_warmup, TOTAL)(0)) == pytest.approx(PEAK)
 
 
 def test_rsqrt_schedule_is_t5s():

@@ -358,9 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps({
         "budgets": budgets, "seeds": seeds, "tasks": list(tasks), "convention": args.convention,
         "pretrain": PRETRAIN, "finetune": FINETUNE, "finetune_max_train": FINETUNE_MAX_TRAIN, "unigram": unigram,
-        "runs": [{k: v for k, v in r.items() if k != "tasks"} | {"tasks": {t: {s: r["tasks"][t].get(s) for s in
-                                                                               ("validation", "test")}
-                                                                           for t in r["tasks"]}} for r in rows],
+        # Run directories relative to --root: a results file names no machine's paths.
+        "runs": [{k: v for k, v in r.items() if k != "tasks"}
+                 | {"workdir": str(pathlib.Path(r["workdir"]).relative_to(root)),
+                    "tasks": {t: {s: r["tasks"][t].get(s) for s in ("validation", "test")} for t in r["tasks"]}}
+                 for r in rows],
         "aggregate": agg, "seconds": time.time() - t_start}, indent=2, default=str))
     plot(agg, tasks, out.with_suffix(".png"))
     print("\n" + text)

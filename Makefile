@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
+# Test processes (pytest-xdist): XLA compiles on one thread, so two processes keep both of a 2-core machine busy.
+TEST_WORKERS ?= 2
 
 .PHONY: install install-test demo test test-all clean
 
@@ -33,7 +35,7 @@ demo: install
 	$(BIN)/python -m llm_jax.demo --workdir $(WORKDIR)
 
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

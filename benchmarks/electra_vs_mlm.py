@@ -65,8 +65,8 @@ RECIPES = {  # objective → (recipe, extra overrides)
     "replace_mlm": ("electra:size=tiny,objective=replace_mlm", {"model.embedding_size": 128}),
     "all_tokens_mlm": ("electra:size=tiny,objective=all_tokens_mlm", {"model.embedding_size": 128}),
 }
-LABELS = {"random_init": "no pretraining (random init)", "mlm": "BERT (MLM)", "rtd": "ELECTRA (RTD)", "electra15": "ELECTRA 15 %", "replace_mlm": "Replace MLM",
-          "all_tokens_mlm": "All-Tokens MLM"}
+LABELS = {"random_init": "no pretraining (random init)", "mlm": "BERT (MLM)", "rtd": "ELECTRA (RTD)",
+          "electra15": "ELECTRA 15 %", "replace_mlm": "Replace MLM", "all_tokens_mlm": "All-Tokens MLM"}
 QUICK = {"budgets": [1.5e12], "seeds": [0], "tasks": ("wordnet-supersense",)}
 
 log = logging.getLogger("electra_vs_mlm")
@@ -243,10 +243,10 @@ def markdown(agg: list[dict[str, Any]], tasks, unigram: dict[str, Any], header: 
                      pre] + [pm(e.get(t)) for t in tasks])
     table = markdown_table(["budget (FLOPs, ours)", "objective", "steps", "tokens", "FLOPs ours", "FLOPs ELECTRA conv.",
                             "pretrain wall", "held-out pretraining metric"] + [f"{t} test acc" for t in tasks], rows)
-    chance = ("Majority-class test accuracy: " + ", ".join(f"{t} {v:.3f}" for t, v in majority.items() if v is not None)
-              + ". ") if majority else ""
-    return (f"{header}\n\n{table}\n\n{chance}Unigram baseline of the corpus under the shared WordPiece-{unigram['vocab_size']} "
-            f"tokenizer: held-out cross-entropy {unigram['eval_cross_entropy']:.3f} nats (train entropy "
+    chance = ("Majority-class test accuracy: "
+              + ", ".join(f"{t} {v:.3f}" for t, v in majority.items() if v is not None) + ". ") if majority else ""
+    return (f"{header}\n\n{table}\n\n{chance}Unigram baseline of the corpus under the shared "
+            f"WordPiece-{unigram['vocab_size']} tokenizer: held-out cross-entropy {unigram['eval_cross_entropy']:.3f} nats (train entropy "
             f"{unigram['train_entropy']:.3f}); an MLM's held-out loss below it is learning from context. The "
             "discriminator's baseline is the accuracy of answering \"original\" everywhere (1 − replaced rate).\n")
 

@@ -74,7 +74,8 @@ from llm_jax.eval.report import machine_info  # noqa: E402
 # Every family's pretraining step at a CPU size (`mini`: what the tests and this machine run) and a published one
 # (`base`): `--row NAME [--size base]` or `--row all`. A family adds one entry here; its objective needs a
 # synthetic batch layout (`BATCH_LAYOUTS`) and a PyTorch twin (`REFERENCES`) if no existing one fits. An entry with
-# `"no_reference": "why"` times ours alone (a family whose transformers class the installed version lacks).
+# `"oracle": "what"` names a family whose transformers class the installed version lacks: its reference runs in
+# an environment of its own (`--oracle-python`; without one the row times ours alone).
 ROWS = {
     "bert": {"mini": "configs/bert.py:size=mini", "base": "configs/bert.py:size=base"},
     "roberta": {"mini": "configs/roberta.py:size=mini", "base": "configs/roberta.py:size=base"},
@@ -87,7 +88,8 @@ ROWS = {
     # AdamW: the reference step is AdamW (T5's own recipe, Adafactor, has no like-for-like PyTorch twin here).
     "t5": {"mini": "configs/t5.py:size=mini,optim=adamw", "base": "configs/t5.py:size=base,optim=adamw"},
     "transfo_xl": {"mini": "configs/transfo_xl.py:size=mini", "base": "configs/transfo_xl.py:size=base",
-                   "no_reference": "transformers 5 has no TransfoXLLMHeadModel (removed after 4.x)"},
+                   "oracle": "transformers 4.37.2 (transformers 5 has no TransfoXLLMHeadModel; "
+                             "tests/fixtures/make_transfo_xl_fixtures.py says how to make the environment)"},
     "xlnet": {"mini": "configs/xlnet.py:size=mini", "base": "configs/xlnet.py:size=base"},
 }
 
@@ -548,6 +550,29 @@ def reference_plm_loss(objective, models: dict, frozen: dict, t: dict, state: di
     return _weighted_ce(out.logits, t["targets"], t["weights"])
 
 
+def reference_segment_clm_loss(objective, models: dict, frozen: dict, t: dict, state: dict):
+    """`SegmentClm`'s loss (llm_jax/objectives/segment_clm.py) with transformers 4.37.2's `TransfoXLLMHeadModel` as
+    one trains it: the trunk on the segment with the memory carried in `state` (None at the first step, which 4.37.2
+    starts from zeros as ours' carry does; its `_update_mems` keeps the last `mem_len` layer inputs, without
+    gradient), then the adaptive softmax with labels (`crit`: each cluster's log-probabilities only for the tokens
+    in that cluster; ours computes every cluster's at every position). `crit` scores position i against label
+    i + 1 (it shifts, as `labels=` does), so the hidden states get a padding position at the end and the targets one
+    in front; `keep_order` keeps the losses in position order for the weights."""
+    import torch
+
+    del objective, frozen
+    model = models["model"]
+    out = model.transformer(input_ids=t["inputs"], mems=state.get("mems"))
+    state["mems"] = out.mems
+    hidden_BTD = out.last_hidden_state
+    b, _, d = hidden_BTD.shape
+    hidden = torch.cat([hidden_BTD, hidden_BTD.new_zeros(b, 1, d)], 1)
+    labels = torch.cat([t["targets"].new_zeros(b, 1), t["targets"]], 1)
+    nll_BT = model.crit(hidden, labels, keep_order=True).view(b, -1)
+    weights_BT = t["weights"]
+    return (nll_BT * weights_BT).sum() / weights_BT.sum().clamp_min(1e-5)
+
+
 @dataclasses.dataclass(frozen=True)
 class Reference:
     """The PyTorch twin of one objective's training step.
@@ -572,6 +597,7 @@ REFERENCES = {
     "Clm": Reference(reference_token_loss("targets", "weights")),
     "SpanCorruption": Reference(reference_token_loss("targets", "target_weights", decoder_inputs="decoder_inputs")),
     "Plm": Reference(reference_plm_loss),
+    "SegmentClm": Reference(reference_segment_clm_loss),
 }
 
 
@@ -600,62 +626,87 @@ def no_decay_parameters(modules) -> set[int]:
     return out
 
 
+_OPTIM_FIELDS = ("name", "learning_rate", "b1", "b2", "eps", "weight_decay", "clip_norm", "layer_decay",
+                 "grad_accum_steps")
+
+
 def setup_reference(run, batch_np, seed: int = 0, lr_schedule: list[float] | None = None):
     """The transformers model(s), loss and AdamW step equivalent to ours: `(step_fn, meta)`.
 
     `step_fn(i)` runs optimizer step i (0-based) at learning rate `lr_schedule[i]` (ours' schedule at that step;
     the config's peak rate when no schedule is given) and returns the loss.
     """
-    import numpy as np
-    import torch
+    objective = make_objective_for(run)
+    optim = _reference_optim(run)
+    reference = REFERENCES[_owner(objective).__name__]
+    models = hf_models(run.family, run.model)
+    frozen = {}
+    for name, (family, cfg) in frozen_configs_for(run).items():
+        masked_lm = tuple(objective.frozen_heads.get(name, objective.heads)) == ("mlm",)
+        frozen[name] = {k: m.eval().requires_grad_(False)  # forward only, no dropout
+                        for k, m in hf_models(family, cfg, masked_lm=masked_lm).items()}
+    return reference_step(models, frozen, reference, objective, optim, batch_np, seed, lr_schedule)
 
-    torch.set_num_threads(CORES)
-    torch.manual_seed(seed)
+
+def _reference_optim(run) -> dict:
     o = run.optim
     if o.name != "adamw" or o.layer_decay != 1.0 or o.grad_accum_steps != 1:
         raise SystemExit(f"The PyTorch reference step is AdamW without layer-wise decay or accumulation; this config "
                          f"has optim.name={o.name!r}, layer_decay={o.layer_decay}, grad_accum_steps="
                          f"{o.grad_accum_steps}. Set them (e.g. configs/t5.py:size=mini,optim=adamw) or time ours "
                          "alone with --no-reference.")
-    objective = make_objective_for(run)
-    reference = REFERENCES[_owner(objective).__name__]
-    models = hf_models(run.family, run.model)
+    return {f: getattr(o, f) for f in _OPTIM_FIELDS}
+
+
+def reference_step(models: dict, frozen: dict, reference: Reference, objective, optim: dict, batch_np, seed: int,
+                   lr_schedule: list[float] | None):
+    """`(step_fn, meta)` of the reference: AdamW (the decay mask of `no_decay_parameters`), global-norm clipping and
+    `reference.loss` over `models` (trainable, dropout on) and `frozen` (forward only). Needs torch alone, no
+    llm_jax, so that it also runs in an oracle environment of another transformers version (`setup_oracle`)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(CORES)
+    torch.manual_seed(seed)
     if reference.prepare is not None:
         models = reference.prepare(models)
-    frozen = {}
-    for name, (family, cfg) in frozen_configs_for(run).items():
-        masked_lm = tuple(objective.frozen_heads.get(name, objective.heads)) == ("mlm",)
-        frozen[name] = {k: m.eval().requires_grad_(False)  # forward only, no dropout
-                        for k, m in hf_models(family, cfg, masked_lm=masked_lm).items()}
     for m in models.values():
         m.train()  # dropout on, as in our train step
     # One list of unique parameters (modules that share one, ELECTRA's embeddings, list it once).
     params = list({id(p): p for m in models.values() for p in m.parameters()}.values())
     skip = no_decay_parameters(models.values())
     optimizer = torch.optim.AdamW(
-        [{"params": [p for p in params if id(p) not in skip], "weight_decay": o.weight_decay},
+        [{"params": [p for p in params if id(p) not in skip], "weight_decay": optim["weight_decay"]},
          {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0}],
-        lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps)
+        lr=optim["learning_rate"], betas=(optim["b1"], optim["b2"]), eps=optim["eps"],
+        fused=True)  # the fused kernel: `Trainer`'s default optimizer (`adamw_torch_fused`) with torch ≥ 2.8
     t = {k: torch.from_numpy(np.asarray(v)) for k, v in batch_np.items()}
     t = {k: v.float() if v.is_floating_point() else v if v.dtype == torch.bool else v.long() for k, v in t.items()}
     state: dict = {}
 
     def step_fn(i: int = 0) -> float:
-        lr = o.learning_rate if lr_schedule is None else lr_schedule[min(i, len(lr_schedule) - 1)]
+        lr = optim["learning_rate"] if lr_schedule is None else lr_schedule[min(i, len(lr_schedule) - 1)]
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        loss = reference.loss(objective, models, frozen, t, state)
-        loss.backward()
-        if o.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, o.clip_norm)
-        optimizer.step()
+        # The phases are named for `benchmarks/profile_step.py --reference` (a no-op unless a profiler runs).
+        with torch.profiler.record_function("forward"):
+            loss = reference.loss(objective, models, frozen, t, state)
+        with torch.profiler.record_function("backward"):
+            loss.backward()
+        with torch.profiler.record_function("update"):
+            if optim["clip_norm"] > 0:
+                torch.nn.utils.clip_grad_norm_(params, optim["clip_norm"])
+            optimizer.step()
         return loss.item()
+
+    import transformers
 
     step_fn.models = models  # the transformers modules it trains (for tests)
     names = " + ".join(type(m).__name__ for m in models.values())
     first = next(iter(models.values()))
-    described = (f"transformers {names} (PyTorch eager, attn_implementation={first.config._attn_implementation}, "
+    described = (f"transformers {transformers.__version__} {names} (PyTorch eager, attn_implementation="
+                 f"{getattr(first.config, '_attn_implementation', None) or 'eager'}, fused AdamW, "
                  f"{'the schedule of ours' if lr_schedule is not None else 'constant learning rate'})")
     if frozen:
         described += "; frozen " + ", ".join(f"{name} {' + '.join(type(m).__name__ for m in ms.values())} "
@@ -666,6 +717,50 @@ def setup_reference(run, batch_np, seed: int = 0, lr_schedule: list[float] | Non
                                   for name, ms in frozen.items()},
             "torch_threads": torch.get_num_threads()}
     return step_fn, meta
+
+
+# ------------------------------------------------------------------------------------ oracle environments
+
+
+def oracle_payload(run, batch: int, seq: int, lr_schedule: list[float]) -> dict:
+    """What a reference step in an oracle environment needs, in plain Python (the oracle has neither jax nor
+    llm_jax, and its numpy may be another major version): the HF config, architecture, objective (its
+    `REFERENCES` name), optimizer, the synthetic batch as raw bytes, and ours' schedule. Only objectives whose
+    reference loss does not read the objective's config can run there (SegmentClm)."""
+    from llm_jax import models
+
+    objective = make_objective_for(run)
+    owner = _owner(objective).__name__
+    if owner != "SegmentClm" or frozen_configs_for(run):
+        raise SystemExit(f"An oracle environment runs the SegmentClm reference alone, not {owner}.")
+    fam = models.family_module(run.family)
+    hf_cfg = fam.config_to_hf(run.model)
+    batch_np = synthetic_batch(run, batch, seq)
+    return {"config": hf_cfg, "architecture": fam.HF_ARCHITECTURE, "objective": owner,
+            "optim": _reference_optim(run), "lr_schedule": list(lr_schedule),
+            "batch": {k: (str(v.dtype), list(v.shape), v.tobytes()) for k, v in batch_np.items()}}
+
+
+def _own_site_packages() -> None:
+    """In a worker started with another interpreter: import from its own environment, not from the parent's
+    (a spawned process inherits the parent's `sys.path`)."""
+    import site
+
+    sys.path[:] = [p for p in sys.path if "-packages" not in p] + site.getsitepackages()
+
+
+def setup_oracle(payload: dict):
+    """`reference_step` from `oracle_payload`, in the oracle environment (transformers of another version)."""
+    import numpy as np
+    import transformers
+
+    cfg = dict(payload["config"])
+    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    models = {"model": getattr(transformers, payload["architecture"])(config)}
+    batch_np = {k: np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+                for k, (dtype, shape, raw) in payload["batch"].items()}
+    return reference_step(models, {}, REFERENCES[payload["objective"]], None, payload["optim"], batch_np, 0,
+                          payload["lr_schedule"])
 
 
 def measure_torch_peak(n: int = 4096, repeats: int = 3) -> float:
@@ -692,20 +787,25 @@ def _worker(kind: str, spec: str, overrides: list[str], batch: int, seq: int, op
     `options`: XLA compiler options for ours; the OpenMP wait policy for the reference.
     `schedule`: for ours, how many steps' learning rates to report (`meta["lr_schedule"]`); for the reference,
     that list (it follows ours' schedule).
+    `kind` "oracle": the reference in an oracle environment (another interpreter); `spec` is its `oracle_payload`.
     """
     try:
-        if kind == "reference" and options:
+        if kind != "ours" and options:
             # Read by torch's OpenMP runtime when it loads (below, in setup_reference), hence set here.
             os.environ["OMP_WAIT_POLICY"] = options
-        compiler_options = options if kind == "ours" else None
-        run = load_run_config(spec, overrides)
-        batch_np = synthetic_batch(run, batch, seq)
-        if kind == "ours":
-            peak = measure_jnp_peak()  # before compiling: nothing else of ours is resident yet
-            step_fn, meta = setup_ours(run, batch_np, compiler_options=compiler_options, schedule_steps=schedule)
-            meta["peak_before"] = peak
+        if kind == "oracle":
+            _own_site_packages()
+            step_fn, meta = setup_oracle(spec)
         else:
-            step_fn, meta = setup_reference(run, batch_np, lr_schedule=schedule)
+            run = load_run_config(spec, overrides)
+            batch_np = synthetic_batch(run, batch, seq)
+            if kind == "ours":
+                peak = measure_jnp_peak()  # before compiling: nothing else of ours is resident yet
+                step_fn, meta = setup_ours(run, batch_np, compiler_options=options, schedule_steps=schedule)
+                meta["peak_before"] = peak
+            else:
+                step_fn, meta = setup_reference(run, batch_np, lr_schedule=schedule)
+        if kind != "ours":
             meta["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "")
         conn.send(("ready", meta))
         while True:
@@ -729,11 +829,17 @@ def _worker(kind: str, spec: str, overrides: list[str], batch: int, seq: int, op
 class Worker:
     """The parent's handle on a worker process."""
 
-    def __init__(self, ctx, kind: str, *args):
+    def __init__(self, ctx, kind: str, *args, executable: str | None = None):
         self.kind = kind
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker, args=(kind, *args, child), daemon=True)
-        self.process.start()
+        if executable:  # an oracle environment's interpreter, for this worker only
+            ctx.set_executable(executable)
+        try:
+            self.process.start()
+        finally:
+            if executable:
+                ctx.set_executable(sys.executable)
         child.close()  # the worker holds its end; without the parent's copy it sees EOF if the parent dies
         self.meta = self._reply()
 
@@ -846,7 +952,7 @@ def ratio_summary(ratios: list[float]) -> dict:
 
 def bench_one(ctx, spec: str, overrides: list[str], batch: int, seq: int, steps: int, warmup: int,
               reference: bool, settle_s: float, compiler_options, quiet_wait_s: float, worker_env: dict,
-              omp_wait_policy: str, trials: int = MIN_TRIALS) -> dict:
+              omp_wait_policy: str, trials: int = MIN_TRIALS, oracle_python: str | None = None) -> dict:
     """One row: both workers set up, `warmup` untimed steps each, then `trials` trials of `steps` steps each,
     alternating ABBA between the workers; a trial's ratio is the reference's median step time over ours."""
     from llm_jax import flops
@@ -856,8 +962,13 @@ def bench_one(ctx, spec: str, overrides: list[str], batch: int, seq: int, steps:
     print(f"\n== {spec} {' '.join(overrides)} batch={batch} seq={seq}: starting workers…", flush=True)
     loadavg_before = os.getloadavg()
     ours = Worker(ctx, "ours", spec, overrides, batch, seq, compiler_options, total)
-    ref = (Worker(ctx, "reference", spec, overrides, batch, seq, omp_wait_policy, ours.meta["lr_schedule"])
-           if reference else None)
+    if not reference:
+        ref = None
+    elif oracle_python:  # the reference in an environment of its own (another transformers version)
+        ref = Worker(ctx, "oracle", oracle_payload(run, batch, seq, ours.meta["lr_schedule"]), None, batch, seq,
+                     omp_wait_policy, None, executable=oracle_python)
+    else:
+        ref = Worker(ctx, "reference", spec, overrides, batch, seq, omp_wait_policy, ours.meta["lr_schedule"])
     try:
         pair = [("ours", ours)] + ([("ref", ref)] if ref else [])
         times: dict[str, list[list[float]]] = {"ours": [], "ref": []}
@@ -971,7 +1082,31 @@ def _key(row: dict) -> tuple:
     return row["config"], tuple(row.get("overrides", [])), row["batch"], row["seq"]
 
 
+_RUN_SUMMARY = ("measured_at", "ratio", "ratio_min", "ratio_max", "ratio_iqr", "verdict", "foreign_cpu_share",
+                "ours_step_s", "reference_step_s")
+
+
+def reruns_agree(new: dict, old: dict) -> bool | None:
+    """Whether two runs of one row agree within their spreads: each run's median ratio lies inside the other's
+    min–max over its trials. None when either run has no ratio (a row without a reference)."""
+    if new.get("ratio") is None or old.get("ratio") is None:
+        return None
+    return (old["ratio_min"] <= new["ratio"] <= old["ratio_max"]) and (new["ratio_min"] <= old["ratio"] <= new["ratio_max"])
+
+
+def with_previous_run(new: dict, old: dict | None) -> dict:
+    """`new` with the summary of the run it replaces (`previous_run`: its date, commit, ratio, spread, verdict) and
+    `reruns_agree` (see `reruns_agree`); a run replaced twice keeps only the latest predecessor."""
+    if old is None or "trials" not in old:
+        return new
+    previous = {k: old.get(k) for k in _RUN_SUMMARY}
+    previous["commit"] = old.get("machine", {}).get("commit")
+    return dict(new, previous_run=previous, reruns_agree=reruns_agree(new, old))
+
+
 def write_results(rows: list[dict], info: dict, out_dir: pathlib.Path) -> None:
+    """Merges `rows` into `out_dir/throughput.{json,md}` by (config, overrides, batch, seq); a row that replaces an
+    earlier run of itself keeps that run's summary for the reproducibility table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{NAME}.json"
     merged: dict[tuple, dict] = {}
@@ -980,7 +1115,7 @@ def write_results(rows: list[dict], info: dict, out_dir: pathlib.Path) -> None:
             if "trials" in row:  # rows of single-run measurements (before trials) are superseded, not kept
                 merged[_key(row)] = row
     for row in rows:
-        merged[_key(row)] = dict(row, machine=info)
+        merged[_key(row)] = with_previous_run(dict(row, machine=info), merged.get(_key(row)))
     ordered = sorted(merged.values(), key=lambda r: (r["config"], r["batch"], r["seq"], r.get("overrides", [])))
     path.write_text(json.dumps({"benchmark": NAME, "rows": ordered}, indent=1) + "\n")
     (out_dir / f"{NAME}.md").write_text(markdown(ordered))
@@ -1045,6 +1180,19 @@ def markdown(rows: list[dict]) -> str:
             f"{_fmt(r.get('cpu_ratio'), '.2f', '×')} | {r['mfu']:.1%} | {_fmt(r.get('reference_mfu'), '.1%')} | "
             f"{_fmt(r.get('foreign_cpu_share'), '.0%')} | {r['loadavg_before'][0]:.2f}→{r['loadavg_after'][0]:.2f} | "
             f"{loss} |")
+    reruns = [r for r in rows if r.get("previous_run") and r.get("ratio") is not None]
+    if reruns:
+        lines += ["", "Reproducibility: each row's run above against the run of the same row before it. The runs "
+                  "agree when each median lies inside the other's min–max.", "",
+                  "| row | this run: median (min–max) | previous run: median (min–max) | agree | previous run at |",
+                  "|---|---|---|---|---|"]
+        for r in reruns:
+            p = r["previous_run"]
+            if p.get("ratio") is None:
+                continue
+            lines.append(f"| {_row_name(r)} | {r['ratio']:.2f}× ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | "
+                         f"{p['ratio']:.2f}× ({p['ratio_min']:.2f}–{p['ratio_max']:.2f}) | "
+                         f"{'yes' if r['reruns_agree'] else 'no'} | {p['measured_at']}, commit {p['commit']} |")
     lines += ["", "Runs:", ""]
     for r in rows:
         m, v = r["machine"], r["machine"]["versions"]
@@ -1094,14 +1242,24 @@ def main(argv=None) -> int:
                              "PASSIVE: with another job on a core, spinning OpenMP threads slow torch ~10×\n"
                              "(benchmarks/NOTES.md)")
     parser.add_argument("--no-reference", action="store_true", help="time ours only")
+    parser.add_argument("--oracle-python", default="", metavar="PATH",
+                        help="the interpreter of an environment with the transformers version a row's reference "
+                             "needs (ROWS' `oracle`: Transformer-XL's 4.37.2)")
     parser.add_argument("--out", default=str(RESULTS), help="results directory")
     parser.add_argument("--dry-run", action="store_true", help="print, write nothing")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.trials < 1:
         raise SystemExit("--steps and --trials must be ≥ 1 and --warmup ≥ 0.")
     names = list(ROWS) if "all" in args.row else list(dict.fromkeys(args.row))
-    specs = [(ROWS[name][args.size], "no_reference" not in ROWS[name]) for name in names]
-    specs += [(spec, True) for spec in args.config]
+    specs = []
+    for name in names:
+        oracle = ROWS[name].get("oracle")
+        if oracle and not args.oracle_python:
+            print(f"{name}: its reference needs {oracle}; without --oracle-python the row times ours alone.")
+        specs.append((ROWS[name][args.size], not oracle or bool(args.oracle_python), oracle and args.oracle_python))
+    for spec in args.config:  # a config of a family whose reference needs an oracle environment gets it too
+        oracle = ROWS.get(load_run_config(spec, args.set).family, {}).get("oracle")
+        specs.append((spec, not oracle or bool(args.oracle_python), oracle and args.oracle_python))
     if not specs:
         raise SystemExit(f"Nothing to run: give --row NAME (one of {', '.join(ROWS)}, or all) or --config FILE.")
     compiler_options = {}
@@ -1132,8 +1290,8 @@ def main(argv=None) -> int:
     ctx = multiprocessing.get_context("spawn")
     rows = [bench_one(ctx, spec, args.set, args.batch, args.seq, args.steps, args.warmup,
                       reference and not args.no_reference, args.settle, compiler_options or None, args.quiet_wait,
-                      worker_env, args.omp_wait_policy, trials=args.trials)
-            for spec, reference in specs]
+                      worker_env, args.omp_wait_policy, trials=args.trials, oracle_python=oracle or None)
+            for spec, reference, oracle in specs]
     if not args.dry_run:
         write_results(rows, info, pathlib.Path(args.out))
     return 0

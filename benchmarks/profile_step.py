@@ -274,8 +274,8 @@ def comparison(ours: dict, ref: dict) -> list[str]:
         lines.append(f"| {kind} | {a:.0f} | {b:.0f} | {b - a:+.0f} | {a / (ours['step_s'] * 1e3):.0%} | "
                      f"{b / (ref['step_s'] * 1e3):.0%} |")
     a, b = _wall_ms(ours, "matmul"), _wall_ms(ref, "matmul")
-    lines += ["", f"Matmul rate on the wall clock: ours {ours['matmul_gflop_per_step'] / a:.1f} GFLOP/s (both cores), "
-              f"PyTorch {ref['matmul_gflop_per_step'] / b:.1f} GFLOP/s.", ""]
+    lines += ["", f"Matmul rate on the wall clock: ours {ours['matmul_gflop_per_step'] / (a / 1e3):.1f} GFLOP/s (both "
+              f"cores), PyTorch {ref['matmul_gflop_per_step'] / (b / 1e3):.1f} GFLOP/s.", ""]
     return lines
 
 

@@ -65,7 +65,11 @@ NAME = "throughput"
 CORES = os.cpu_count() or 1
 # XLA:CPU's intra-op pool; explicit so that the setting is on record. Flags already in XLA_FLAGS win.
 DEFAULT_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=true",)
-DEFAULT_WORKER_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+# glibc's malloc for both workers: one arena, no mmap, never trimmed, transparent huge pages (benchmarks/NOTES.md,
+# "The allocator"). What a step frees stays mapped for the next, so a step takes no page faults after the first.
+MALLOC_TUNABLES = ("glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+                   "glibc.malloc.trim_threshold=4294967295")
+DEFAULT_WORKER_ENV = {"GLIBC_TUNABLES": MALLOC_TUNABLES}
 sys.path.insert(0, str(ROOT))
 from llm_jax.eval.report import machine_info  # noqa: E402
 
@@ -1273,9 +1277,10 @@ def main(argv=None) -> int:
         if flag.split("=")[0] not in flags:
             flags = f"{flags} {flag}".strip()
     os.environ["XLA_FLAGS"] = flags
-    # Transparent huge pages for malloc: XLA:CPU allocates its large step buffers afresh every step and glibc
-    # maps and unmaps them, so without huge pages a BERT step spends ~20 % of its CPU time in page faults
-    # (benchmarks/NOTES.md). Both workers get it (torch barely notices); `--env GLIBC_TUNABLES=` turns it off.
+    # The allocator: XLA:CPU allocates its large step buffers afresh every step; with glibc's defaults they are
+    # mapped and unmapped every step, and after the other worker's step (which fragments free memory) the huge-page
+    # faults of ours spent seconds in compaction. MALLOC_TUNABLES keeps what a step frees mapped for the next
+    # (benchmarks/NOTES.md). Both workers get it; `--env GLIBC_TUNABLES=` turns it off.
     worker_env = {} if "GLIBC_TUNABLES" in os.environ else dict(DEFAULT_WORKER_ENV)
     worker_env.update(item.split("=", 1) for item in args.env)
     for name, value in worker_env.items():  # spawned workers inherit it; glibc reads tunables at process start

@@ -54,7 +54,17 @@ def _no_donation():
     return [(step_lib, "jit_train_step", jit_train_step)]
 
 
-PATCHES = {"einsum_projections": _einsum_projections, "no_donation": _no_donation}
+def _optax_clip():
+    """optax's `clip_by_global_norm` (a divide per update) instead of ours (a multiply; NOTES.md, "The optimizer
+    update")."""
+    import optax
+
+    from llm_jax.train import optim
+
+    return [(optim, "clip_by_global_norm", optax.clip_by_global_norm)]
+
+
+PATCHES = {"einsum_projections": _einsum_projections, "no_donation": _no_donation, "optax_clip": _optax_clip}
 
 
 @contextlib.contextmanager

@@ -88,6 +88,17 @@ def _hlo_index(text: str):
     return index
 
 
+def _untraced_step_s(step_fn, steps: int = 2) -> float:
+    """The median wall time of `steps` more steps without a profiler: what tracing adds is the traced time minus
+    this (the profiler's per-op cost, large for PyTorch's many small ops)."""
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        step_fn(100 + i)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
 def _kind(name: str, opcode: str, op_name: str, flops: int) -> str:
     if flops:
         return "matmul"
@@ -121,6 +132,7 @@ def profile(spec: str, overrides: list[str], batch: int, seq: int, steps: int) -
     index = _hlo_index(meta.pop("hlo_text"))
     step_fn()
     step_fn()
+    untraced_s = _untraced_step_s(step_fn)
     with tempfile.TemporaryDirectory() as trace_dir:
         c0, t0 = os.times(), time.perf_counter()
         with jax.profiler.trace(trace_dir):
@@ -153,12 +165,13 @@ def profile(spec: str, overrides: list[str], batch: int, seq: int, steps: int) -
     return {
         "framework": "jax",
         "config": spec, "overrides": list(overrides), "batch": batch, "seq": seq, "steps_traced": steps,
-        "step_s": wall_s, "cpu_s": cpu_s, "op_ms": table, "op_ms_total": round(sum(ms.values()), 1),
-        "matmul_gflop_per_step": matmul_flops / 1e9,
+        "step_s": wall_s, "untraced_step_s": untraced_s, "cpu_s": cpu_s, "op_ms": table,
+        "op_ms_total": round(sum(ms.values()), 1), "matmul_gflop_per_step": matmul_flops / 1e9,
         "matmul_gflop_per_thread_s": matmul_flops / (matmul_ms / 1e3) / 1e9 if matmul_ms else None,
         "top_ops_ms": {k: round(v, 1) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1])[:15]},
         "unmatched_ms": round(unmatched / 1e6 / steps, 1),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -209,6 +222,7 @@ def profile_reference(spec: str, overrides: list[str], batch: int, seq: int, ste
     step_fn, meta = throughput.setup_reference(run, batch_np)
     step_fn(0)
     step_fn(1)
+    untraced_s = _untraced_step_s(step_fn)
     c0, t0 = os.times(), time.perf_counter()
     with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         for i in range(steps):
@@ -237,11 +251,12 @@ def profile_reference(spec: str, overrides: list[str], batch: int, seq: int, ste
     return {
         "framework": "torch", "reference": meta["reference"], "torch_threads": meta["torch_threads"],
         "config": spec, "overrides": list(overrides), "batch": batch, "seq": seq, "steps_traced": steps,
-        "step_s": wall_s, "cpu_s": cpu_s, "op_ms": table, "op_ms_total": round(sum(ms.values()), 1),
-        "matmul_gflop_per_step": matmul_flops / 1e9,
+        "step_s": wall_s, "untraced_step_s": untraced_s, "cpu_s": cpu_s, "op_ms": table,
+        "op_ms_total": round(sum(ms.values()), 1), "matmul_gflop_per_step": matmul_flops / 1e9,
         "profiler_matmul_gflop_per_step": profiler_flops / steps / 1e9,
         "matmul_gflop_per_s": matmul_flops / (matmul_ms / 1e3) / 1e9 if matmul_ms else None,
         "top_ops_ms": {k: round(v, 1) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1])[:15]},
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -259,13 +274,18 @@ def _key(row: dict) -> tuple:
     return (*throughput._key(row), row.get("framework", "jax"))
 
 
+def _fmt_s(value) -> str:
+    return "—" if value is None else f"{value:.3f} s"
+
+
 def comparison(ours: dict, ref: dict) -> list[str]:
     """Markdown lines: ours vs the reference, kind by kind, on the wall clock, with the matmul FLOPs and rates."""
     lines = [f"### Ours vs PyTorch, `{ours['config']}` {' '.join(ours['overrides'])} — batch {ours['batch']} × seq "
              f"{ours['seq']}", "",
-             f"Step wall time (traced): ours {ours['step_s']:.3f} s, PyTorch {ref['step_s']:.3f} s "
-             f"({ref['step_s'] / ours['step_s']:.2f}× — traced, one process each; `throughput.md` has the "
-             "interleaved ratio). Matmul FLOPs by our accountant: ours "
+             f"Step wall time traced: ours {ours['step_s']:.3f} s, PyTorch {ref['step_s']:.3f} s; untraced (the same "
+             f"processes, just before): ours {_fmt_s(ours.get('untraced_step_s'))}, PyTorch "
+             f"{_fmt_s(ref.get('untraced_step_s'))} — one process each, not interleaved (`throughput.md` has the "
+             "interleaved ratio); the profiler's own cost is in the traced times. Matmul FLOPs by our accountant: ours "
              f"{ours['matmul_gflop_per_step']:.1f} GFLOP, PyTorch's computation {ref['matmul_gflop_per_step']:.1f} "
              f"GFLOP (its profiler counts {ref['profiler_matmul_gflop_per_step']:.1f}).", "",
              "| kind | ours ms | PyTorch ms | PyTorch − ours ms | ours share | PyTorch share |", "|---|---|---|---|---|---|"]
@@ -296,12 +316,12 @@ def markdown(rows: list[dict]) -> str:
                          f"{r['cpu_s']:.3f} s CPU (profiled); op self time {r['op_ms_total']:.0f} ms (wall); matmuls "
                          f"{r['matmul_gflop_per_step']:.1f} GFLOP (our accountant; the profiler counts "
                          f"{r['profiler_matmul_gflop_per_step']:.1f}) at {r['matmul_gflop_per_s'] or 0:.1f} GFLOP/s "
-                         f"while running; {r['measured_at']}.")
+                         f"while running; GLIBC_TUNABLES={r.get('glibc_tunables') or '—'}; {r['measured_at']}.")
         else:
             lines.append(f"Step {r['step_s']:.3f} s wall, {r['cpu_s']:.3f} s CPU (traced); op thread-time "
                          f"{r['op_ms_total']:.0f} ms; matmuls {r['matmul_gflop_per_step']:.1f} GFLOP at "
                          f"{r['matmul_gflop_per_thread_s'] or 0:.1f} GFLOP per thread-second while running; "
-                         f"{r['measured_at']}.")
+                         f"GLIBC_TUNABLES={r.get('glibc_tunables') or '—'}; {r['measured_at']}.")
         lines += ["", "| kind | forward | backward | update | total | share |", "|---|---|---|---|---|---|"]
         for kind, phases in r["op_ms"].items():
             total = sum(phases.values())

@@ -211,6 +211,29 @@ def _optimizer(cfg: OptimConfig, schedule: optax.Schedule) -> optax.GradientTran
     return optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=_decay_mask)
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """Global-norm clipping (Pascanu et al. 2013): every update times `max_norm / max(‖g‖₂, max_norm)`, ‖g‖₂ the
+    norm of all updates together — `optax.clip_by_global_norm`'s rule and state (`EmptyState`), so checkpoints of
+    either restore into the other, and equal to it to an ulp (exactly equal when no clipping happens).
+
+    Why not optax's: it divides each update by the norm, and XLA:CPU does not repeat a divide in each of its
+    consumers, so the clipped gradient was written out and read back by Adam's two moment updates — two more
+    passes over every gradient per step (benchmarks/NOTES.md, "The optimizer update"). A multiply by one scalar is
+    fused into each consumer instead.
+    """
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        scale = max_norm / jnp.maximum(optax.global_norm(updates), max_norm)
+        return jax.tree.map(lambda t: t * scale.astype(t.dtype), updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def make_optimizer(cfg: OptimConfig, total_steps: int, *, params=None,
                    extra_transforms: Sequence[optax.GradientTransformation] = ()
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -232,7 +255,7 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, *, params=None,
     schedule = learning_rate_schedule(cfg, total_steps)
     parts = []
     if cfg.clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(cfg.clip_norm))
+        parts.append(clip_by_global_norm(cfg.clip_norm))
     parts.append(_optimizer(cfg, schedule))
     if cfg.layer_decay != 1.0:
         if params is None:

@@ -106,3 +106,27 @@ def test_extra_transforms_run_last():
 def test_unknown_optimizer_or_schedule_is_one_line_error(field, value):
     with pytest.raises(ValueError, match=rf"optim.{field}='{value}' is not .* choose one of"):
         make_optimizer(dataclasses.replace(OptimConfig(), **{field: value}), 10)
+
+
+def test_clip_by_global_norm_is_optax_rule_and_state():
+    """Our clipping (a multiply by max_norm / max(‖g‖, max_norm)) equals optax's (a divide) to an ulp when it clips,
+    exactly when it does not, and keeps optax's state, so checkpoints written with either restore into the other."""
+    from llm_jax.train.optim import clip_by_global_norm
+
+    rng = np.random.default_rng(0)
+    grads = {"w": jnp.asarray(rng.normal(size=(7, 5)), jnp.float32),
+             "b": jnp.asarray(rng.normal(size=(5,)), jnp.float32)}
+    norm = float(optax.global_norm(grads))
+    for max_norm in (0.25 * norm, 4.0 * norm):  # clipping, and not
+        ours, theirs = clip_by_global_norm(max_norm), optax.clip_by_global_norm(max_norm)
+        ours_state, theirs_state = ours.init(grads), theirs.init(grads)
+        assert jax.tree.structure(ours_state) == jax.tree.structure(theirs_state)
+        got, _ = ours.update(grads, ours_state)
+        want, _ = theirs.update(grads, theirs_state)
+        for k in grads:
+            if max_norm > norm:
+                np.testing.assert_array_equal(got[k], grads[k])
+            np.testing.assert_allclose(got[k], want[k], rtol=3e-7, atol=0)
+    assert float(optax.global_norm(got)) <= 4.0 * norm
+    clipped, _ = clip_by_global_norm(0.25 * norm).update(grads, optax.EmptyState())
+    np.testing.assert_allclose(float(optax.global_norm(clipped)), 0.25 * norm, rtol=1e-6)

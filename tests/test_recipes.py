@@ -107,3 +107,20 @@ def test_cli_verbs_take_a_recipe_by_name(tmp_path, monkeypatch, capsys):
     assert cli.main(["pretrain", "--config=bertt:size=tiny", "--workdir", str(tmp_path / "run")]) == 1
     assert "neither a config file nor a recipe" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_xlnet_base_at_shorter_rows_keeps_the_recipe_proportions():
+    """`configs/xlnet.py:size=base` is the paper's rows of 512 (reuse 256, memory 384); `seq_len=128` (the throughput
+    benchmark's rows) scales the three together, and a length that cannot be halved into whole spans is refused."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("xlnet_recipe", ROOT / "configs" / "xlnet.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    full, short = recipe.get_config("size=base"), recipe.get_config("size=base,seq_len=128")
+    assert (full.data.seq_len, full.objective.reuse_len, full.objective.perm_size, full.objective.mem_len) == \
+        (512, 256, 256, 384)
+    assert (short.data.seq_len, short.objective.reuse_len, short.objective.perm_size, short.objective.mem_len) == \
+        (128, 64, 64, 96)
+    with pytest.raises(ValueError, match="seq_len=30"):
+        recipe.get_config("size=base,seq_len=30")

@@ -1018,6 +1018,9 @@ def bench_one(ctx, spec: str, overrides: list[str], batch: int, seq: int, steps:
 
     frozen_configs = frozen_configs_for(run, spec)
     towers = flops.towers_for(run.family, run.model, run.objective, seq, frozen_configs=frozen_configs)
+    # The synthetic batch's targets are uniform over the vocabulary: an adaptive softmax's tail clusters are
+    # scored at their share of the positions (ours and the reference alike).
+    towers = tuple(map(flops.uniform_target_shares, towers))
     train = flops.train_flops(towers, batch, num_params=ours.meta["parameters"])
     per_token = flops.model_flops_per_token(towers)
     tokens = batch * seq

@@ -115,8 +115,12 @@ class Tower:
       segment_terms: XLNet's relative segment encoding (§2.5): each query scored against the two segment
         embeddings (same / different) with its bias s, and the chosen score added.
       vocab_clusters: adaptive input embeddings and softmax (Baevski & Auli 2019; Grave et al. 2017): per cluster
-        `(V_i, E_i, input projection, output projection)`, every cluster computed at every position (what a
-        static-shape implementation does); replaces the single table and vocabulary projection. Empty = none.
+        `(V_i, E_i, input projection, output projection)`; replaces the single table and vocabulary projection.
+        Empty = none.
+      cluster_shares: per cluster, the fraction of the predicted positions at which it is scored: in training
+        a tail cluster only where the target lies in it (ours and Hugging Face's; the head everywhere), so the
+        data decide (`uniform_target_shares` for uniform targets). Empty = every cluster at every position (what
+        scoring the whole vocabulary does; an upper bound for training).
     """
 
     num_layers: int
@@ -150,6 +154,7 @@ class Tower:
     relative_once_per_step: bool = False
     segment_terms: bool = False
     vocab_clusters: tuple[tuple[int, int, bool, bool], ...] = ()
+    cluster_shares: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.attention_window < 0 or not 0 <= self.windowed_layers <= self.num_layers:
@@ -159,6 +164,10 @@ class Tower:
         if bool(self.attention_window) != bool(self.windowed_layers):
             raise ValueError(f"Tower(attention_window={self.attention_window}, windowed_layers={self.windowed_layers}): "
                              "set both (a band width and how many layers use it) or neither.")
+        if self.cluster_shares and (len(self.cluster_shares) != len(self.vocab_clusters)
+                                    or not all(0 <= x <= 1 for x in self.cluster_shares)):
+            raise ValueError(f"Tower(cluster_shares={self.cluster_shares}): give one fraction in [0, 1] per vocabulary "
+                             f"cluster ({len(self.vocab_clusters)}), or none.")
 
     @property
     def attn_bias(self) -> bool:
@@ -321,14 +330,16 @@ def tower_forward_terms(tower: Tower, *, dropout: bool, dense_embedding_lookup: 
         acc.add("final_norm", _norm_flops(tower) * t * d)
     # Output heads.
     p = tower.lm_positions
-    if p and tower.vocab_clusters:  # adaptive softmax: every cluster's projection, scores, bias and log-softmax
-        for i, (v_i, e_i, _, out_proj) in enumerate(tower.vocab_clusters):
+    if p and tower.vocab_clusters:  # adaptive softmax: each cluster's projection, scores, bias and log-softmax
+        shares = tower.cluster_shares or (1.0,) * len(tower.vocab_clusters)
+        for i, ((v_i, e_i, _, out_proj), share) in enumerate(zip(tower.vocab_clusters, shares)):
+            p_i = p * share  # the positions at which cluster i is scored
             if out_proj:
-                acc.matmul(f"lm_head/project{i}", p, d, e_i)
-            acc.matmul(f"lm_head/vocab{i}", p, e_i, v_i)
-            acc.add("lm_head/vocab_bias", p * v_i)
-            acc.add("loss/lm_softmax", SOFTMAX_FLOPS * p * v_i)
-        acc.add("loss/cluster_sum", p * (len(tower.vocab_clusters) - 1))
+                acc.matmul(f"lm_head/project{i}", p_i, d, e_i)
+            acc.matmul(f"lm_head/vocab{i}", p_i, e_i, v_i)
+            acc.add("lm_head/vocab_bias", p_i * v_i)
+            acc.add("loss/lm_softmax", SOFTMAX_FLOPS * p_i * v_i)
+        acc.add("loss/cluster_sum", p * sum(shares[1:]))
     elif p:
         if tower.lm_transform:
             acc.matmul("lm_head/transform", p, d, e)
@@ -407,6 +418,15 @@ def non_embedding_params(tower: Tower) -> int:
     if tower.token_classes:
         n += d * d + d + d * tower.token_classes + tower.token_classes
     return int(n)
+
+
+def uniform_target_shares(tower: Tower) -> Tower:
+    """`tower` with `cluster_shares` for targets drawn uniformly from the vocabulary (a synthetic batch's): the head
+    cluster at every position, tail cluster i at the fraction `V_i / V` of them. A tower without clusters as is."""
+    if not tower.vocab_clusters:
+        return tower
+    tails = tuple(v_i / tower.vocab_size for v_i, _, _, _ in tower.vocab_clusters[1:])
+    return dataclasses.replace(tower, cluster_shares=(1.0, *tails))
 
 
 def forward_flops(towers: Sequence[Tower], batch: int, *, dropout: bool = False,

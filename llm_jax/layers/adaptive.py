@@ -10,7 +10,9 @@ The softmax factorises `p(w) = p(cluster(w)) · p(w | cluster(w))` (Grave et al.
 0's words plus one "cluster token" per tail cluster; tail cluster i scores its own words. Scores of a cluster are
 `(h · P_i) · W_iᵀ + b_i` with `P_i` `[D, E_i]` (no projection: `h · W_iᵀ`). The output weights W_i are the input
 tables when tied (Press & Wolf 2017; Hugging Face `tie_word_embeddings`), and P_i the input projection when
-`tie_projs[i]` (wt103: all but the first).
+`tie_projs[i]` (wt103: all but the first). In training (labels given) a tail cluster is scored only at the positions
+whose target it holds, as Hugging Face's `index_select` does (Grave et al. 2017 §3: the point of the factorisation),
+rounded up to one of a few static row counts (`capacities`); without labels every cluster is scored everywhere.
 
 Hugging Face names and layouts (transformers 4.37 `AdaptiveEmbedding`, `ProjectedAdaptiveLogSoftmax`):
 `emb_layers.{i}.weight` `[V_i, E_i]` = our `emb_layers_{i}` as is; `emb_projs.{i}` `[D, E_i]` applied as
@@ -21,6 +23,7 @@ the whole vocabulary when `div_val` = 1, sliced per cluster); `out_projs.{i}` `[
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -145,6 +148,9 @@ class AdaptiveSoftmax(nn.Module):
           h_BTD: the last hidden states.
           shared: `AdaptiveEmbedding.shared()` (the tied tables and projections).
           labels_BT: target ids in `[0, V)`; None = return every word's log-probability.
+
+        With labels, tail cluster i costs about its own positions' `[·, E_i]·[E_i, V_i]` scores, not N's
+        (`tail_log_probs`); values and gradients equal the full distribution's.
         """
         bounds = cluster_bounds(self.vocab_size, self.cutoffs)
         n_tables = 1 if self.div_val == 1 else len(bounds)
@@ -187,31 +193,108 @@ class AdaptiveSoftmax(nn.Module):
                 w, b = jnp.concatenate([w, cluster_w]), jnp.concatenate([b, cluster_b])
             return w, b, projs[i]
 
-        def log_softmax(i):
-            w_VE, b_V, p_DE = cluster(i)
-            x = h_BTD.astype(self.dtype)
-            if p_DE is not None:
-                x = jnp.einsum("BTD,DE->BTE", x, p_DE.astype(self.dtype))
-            logits = jnp.einsum("BTE,VE->BTV", x, w_VE.astype(self.dtype)) + b_V.astype(self.dtype)
-            # Why float32: the normaliser of a large vocabulary (DESIGN §5.9).
-            return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        def log_softmax(i, x_ND):
+            return _log_softmax(x_ND, *cluster(i), self.dtype)
 
-        head_BTC = log_softmax(0)
+        B, T, D = h_BTD.shape
+        h_ND = h_BTD.reshape(B * T, D)
+        head_NC = log_softmax(0, h_ND)
         c0 = bounds[0][1]
         if labels_BT is None:
-            parts = [head_BTC[..., :c0]]
+            parts = [head_NC[..., :c0]]
             for i in range(1, len(bounds)):
-                parts.append(head_BTC[..., c0 + i - 1, None] + log_softmax(i))
-            return jnp.concatenate(parts, axis=-1)
-        labels_BT = labels_BT.astype(jnp.int32)
-        nll_BT = -jnp.take_along_axis(head_BTC, jnp.clip(labels_BT, 0, c0 - 1)[..., None], -1)[..., 0]
+                parts.append(head_NC[..., c0 + i - 1, None] + log_softmax(i, h_ND))
+            return jnp.concatenate(parts, axis=-1).reshape(B, T, -1)
+        labels_N = labels_BT.reshape(-1).astype(jnp.int32)
+        nll_N = -jnp.take_along_axis(head_NC, jnp.clip(labels_N, 0, c0 - 1)[:, None], -1)[:, 0]
         for i in range(1, len(bounds)):
             l, r = bounds[i]
-            tail = log_softmax(i)
-            lp_BT = head_BTC[..., c0 + i - 1] + jnp.take_along_axis(
-                tail, jnp.clip(labels_BT - l, 0, r - l - 1)[..., None], -1)[..., 0]
-            nll_BT = jnp.where((labels_BT >= l) & (labels_BT < r), -lp_BT, nll_BT)
-        return nll_BT
+            inside_N = (labels_N >= l) & (labels_N < r)
+            tail_N = tail_log_probs(inside_N, jnp.clip(labels_N - l, 0, r - l - 1), h_ND, cluster(i), self.dtype)
+            nll_N = jnp.where(inside_N, -(head_NC[:, c0 + i - 1] + tail_N), nll_N)
+        return nll_N.reshape(B, T)
 
+
+def _log_softmax(x_ND, w_VE, b_V, p_DE, dtype) -> jax.Array:
+    """One cluster's log-probabilities `[N, V_i]` (float32) of hidden states `[N, D]`: `(x · P) · Wᵀ + b`."""
+    x = x_ND.astype(dtype)
+    if p_DE is not None:
+        x = jnp.einsum("ND,DE->NE", x, p_DE.astype(dtype))
+    logits = jnp.einsum("NE,VE->NV", x, w_VE.astype(dtype)) + b_V.astype(dtype)
+    # Why float32: the normaliser of a large vocabulary (DESIGN §5.9).
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def capacities(n: int) -> tuple[int, ...]:
+    """The row counts `tail_log_probs` compiles for `n` positions: eighths of n, and n/16, n/32 below them (a tail
+    cluster's work is at most n/8 rows above what it needs, or twice them for the smallest)."""
+    return tuple(sorted({max(1, -(-n * k // 8)) for k in range(1, 9)} | {max(1, -(-n // 16)), max(1, -(-n // 32))}))
+
+
+def tail_log_probs(inside_N: jax.Array, labels_N: jax.Array, h_ND: jax.Array, cluster: tuple, dtype) -> jax.Array:
+    """`log p(label | cluster)` `[N]` (float32) at the positions where `inside_N` holds, 0 elsewhere: a tail
+    cluster scored only where its words are the targets, as Hugging Face's `index_select` does, in static shapes.
+
+    The cluster's positions come first in a stable sort, then others to fill the smallest of `capacities(N)` that
+    holds them all; `lax.switch` runs that program (none when the cluster is empty), so the cluster costs its own
+    rows, rounded up, not N. The backward pass is its own switch that recomputes the chosen rows' scores: with
+    autodiff through the switch every branch would carry every other branch's `[K, V_i]` residuals as zeros.
+
+    Args:
+      inside_N: bool, the positions whose target lies in the cluster.
+      labels_N: targets relative to the cluster's first id, clipped into it.
+      h_ND: the hidden states (differentiable).
+      cluster: `(w_VE, b_V, p_DE or None)` (differentiable).
+    """
+    n = inside_N.shape[0]
+    order_N = jnp.argsort(~inside_N, stable=True)
+    count = jnp.sum(inside_N, dtype=jnp.int32)
+    which = jnp.where(count == 0, 0, 1 + jnp.searchsorted(jnp.asarray(capacities(n), jnp.int32), count, side="left"))
+    return _gated_rows(which, order_N, labels_N, (h_ND, cluster), jnp.dtype(dtype))
+
+
+def _rows_log_probs(idx_K, labels_N, floats, dtype) -> jax.Array:
+    h_ND, cluster = floats
+    lp_KV = _log_softmax(h_ND[idx_K], *cluster, dtype)
+    return jnp.take_along_axis(lp_KV, labels_N[idx_K][:, None], -1)[:, 0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _gated_rows(which, order_N, labels_N, floats, dtype):
+    n = order_N.shape[0]
+
+    def rows(cap):
+        def branch(ops):
+            order_N, labels_N, floats = ops
+            idx_K = order_N[:cap]
+            return jnp.zeros((n,), jnp.float32).at[idx_K].set(_rows_log_probs(idx_K, labels_N, floats, dtype),
+                                                             unique_indices=True)
+        return branch
+
+    return jax.lax.switch(which, [lambda ops: jnp.zeros((n,), jnp.float32), *map(rows, capacities(n))],
+                          (order_N, labels_N, floats))
+
+
+def _gated_rows_fwd(which, order_N, labels_N, floats, dtype):
+    return _gated_rows(which, order_N, labels_N, floats, dtype), (which, order_N, labels_N, floats)
+
+
+def _gated_rows_bwd(dtype, residuals, ct_N):
+    which, order_N, labels_N, floats = residuals
+
+    def rows(cap):
+        def branch(ops):
+            order_N, labels_N, floats, ct_N = ops
+            idx_K = order_N[:cap]
+            _, pull = jax.vjp(lambda f: _rows_log_probs(idx_K, labels_N, f, dtype), floats)
+            return pull(ct_N[idx_K])[0]
+        return branch
+
+    d_floats = jax.lax.switch(which, [lambda ops: jax.tree.map(jnp.zeros_like, ops[2]),
+                                      *map(rows, capacities(order_N.shape[0]))], (order_N, labels_N, floats, ct_N))
+    return None, None, None, d_floats
+
+
+_gated_rows.defvjp(_gated_rows_fwd, _gated_rows_bwd)
 
 __all__ = ["AdaptiveEmbedding", "AdaptiveSoftmax", "cluster_bounds", "cluster_widths"]

@@ -23,7 +23,7 @@ from llm_jax import cli, flops, models, objectives
 from llm_jax.data.tokenizer import SpecialIds
 from llm_jax.eval import recurrent
 from llm_jax.interop import load_hf, load_hf_with_report, save_hf
-from llm_jax.layers.adaptive import cluster_bounds
+from llm_jax.layers.adaptive import capacities, cluster_bounds
 from llm_jax.models import transfo_xl
 from llm_jax.objectives.segment_clm import ordered_streams
 from llm_jax.train.metrics import read_metrics
@@ -214,7 +214,12 @@ def test_flops_with_memory_equal_xla_dots():
     forward = jax.jit(lambda p, b, c: loss_fn(p, b, jax.random.key(0), carry=c, deterministic=True)[0]).lower(
         params, batch, carry).compile()
     ours = flops.step_flops("transfo_xl", cfg, ocfg, 2, 16, train=False)
-    assert flops.hlo_dot_flops(forward) == ours.matmul
+    # Every tail cluster at every position (the accountant without shares), except that the training path's
+    # `lax.switch` holds one program per capacity, each scoring its rows of the 32 positions (one runs).
+    extra_rows = sum(capacities(32)) - 32
+    per_row = sum(2 * (e_i * cfg.hidden_size * proj + e_i * v_i)
+                  for v_i, e_i, _, proj in transfo_xl.vocab_clusters(cfg)[1:])
+    assert flops.hlo_dot_flops(forward) == ours.matmul + extra_rows * per_row
     # The memory's 10 keys are in the attention terms: K/V projections, both score products and the context.
     (tower,) = flops.towers_for("transfo_xl", cfg, ocfg, 16)
     no_memory = flops.forward_flops([dataclasses.replace(tower, attention_memory=0, relative_positions=16)], 2)
@@ -225,6 +230,14 @@ def test_flops_with_memory_equal_xla_dots():
     assert ours.matmul - no_memory.matmul == layers * (batch * (4 * m * d * hk + 6 * t * m * hk) + 2 * m * d * hk)
     assert flops.model_flops_per_token([tower]) > flops.model_flops_per_token(
         [dataclasses.replace(tower, attention_memory=0, relative_positions=16)])
+    # Uniform targets: the tail clusters (90 and 150 of 300 words) scored at 90/300 and 150/300 of the positions.
+    gated = flops.uniform_target_shares(tower)
+    assert gated.cluster_shares == (1.0, 90 / 300, 150 / 300)
+    saved = sum((1 - share) * batch * t * 2 * (e_i * d * proj + e_i * v_i) for share, (v_i, e_i, _, proj)
+                in zip(gated.cluster_shares[1:], tower.vocab_clusters[1:]))
+    assert ours.matmul - flops.forward_flops([gated], 2).matmul == pytest.approx(saved)
+    with pytest.raises(ValueError, match="one fraction in"):
+        dataclasses.replace(tower, cluster_shares=(1.0, 0.5))
 
 
 # ----------------------------------------------------------------------------------------- recipe, CLI

@@ -1191,16 +1191,18 @@ def markdown(rows: list[dict]) -> str:
     reruns = [r for r in rows if r.get("previous_run") and r.get("ratio") is not None]
     if reruns:
         lines += ["", "Reproducibility: each row's run above against the run of the same row before it. The runs "
-                  "agree when each median lies inside the other's min–max.", "",
-                  "| row | this run: median (min–max) | previous run: median (min–max) | agree | previous run at |",
-                  "|---|---|---|---|---|"]
+                  "agree when each median lies inside the other's min–max; the verdicts are each run's own.", "",
+                  "| row | this run: median (min–max) | previous run: median (min–max) | agree | verdicts (this / "
+                  "previous) | previous run at |",
+                  "|---|---|---|---|---|---|"]
         for r in reruns:
             p = r["previous_run"]
             if p.get("ratio") is None:
                 continue
             lines.append(f"| {_row_name(r)} | {r['ratio']:.2f}× ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | "
                          f"{p['ratio']:.2f}× ({p['ratio_min']:.2f}–{p['ratio_max']:.2f}) | "
-                         f"{'yes' if r['reruns_agree'] else 'no'} | {p['measured_at']}, commit {p['commit']} |")
+                         f"{'yes' if r['reruns_agree'] else 'no'} | {r['verdict']} / {p['verdict']} | "
+                         f"{p['measured_at']}, commit {p['commit']} |")
     lines += ["", "Runs:", ""]
     for r in rows:
         m, v = r["machine"], r["machine"]["versions"]

@@ -151,7 +151,7 @@ def test_script_writes_trials_and_verdict(tmp_path, require):
     (again,) = json.loads((tmp_path / "throughput.json").read_text())["rows"]
     assert again["measured_at"] == "the rerun" and again["previous_run"]["measured_at"] == row["measured_at"]
     assert again["previous_run"]["ratio"] == row["ratio"] and again["reruns_agree"] is False
-    assert "| no |" in (tmp_path / "throughput.md").read_text()
+    assert "| no | inconclusive / inconclusive |" in (tmp_path / "throughput.md").read_text()
 
 
 @pytest.mark.skipif(not os.environ.get("LLM_JAX_TXL_ORACLE_PYTHON"),

@@ -12,7 +12,8 @@ The softmax factorises `p(w) = p(cluster(w)) · p(w | cluster(w))` (Grave et al.
 tables when tied (Press & Wolf 2017; Hugging Face `tie_word_embeddings`), and P_i the input projection when
 `tie_projs[i]` (wt103: all but the first). In training (labels given) a tail cluster is scored only at the positions
 whose target it holds, as Hugging Face's `index_select` does (Grave et al. 2017 §3: the point of the factorisation),
-rounded up to one of a few static row counts (`capacities`); without labels every cluster is scored everywhere.
+per sequence, rounded up to one of a few static row counts (`capacities`, `tail_log_probs`); without labels every
+cluster is scored everywhere.
 
 Hugging Face names and layouts (transformers 4.37 `AdaptiveEmbedding`, `ProjectedAdaptiveLogSoftmax`):
 `emb_layers.{i}.weight` `[V_i, E_i]` = our `emb_layers_{i}` as is; `emb_projs.{i}` `[D, E_i]` applied as
@@ -150,7 +151,8 @@ class AdaptiveSoftmax(nn.Module):
           labels_BT: target ids in `[0, V)`; None = return every word's log-probability.
 
         With labels, tail cluster i costs about its own positions' `[·, E_i]·[E_i, V_i]` scores, not N's
-        (`tail_log_probs`); values and gradients equal the full distribution's.
+        (`tail_log_probs`); values and gradients equal the full distribution's. The labels path has
+        no forward-mode derivative (a custom VJP).
         """
         bounds = cluster_bounds(self.vocab_size, self.cutoffs)
         n_tables = 1 if self.div_val == 1 else len(bounds)
@@ -193,108 +195,124 @@ class AdaptiveSoftmax(nn.Module):
                 w, b = jnp.concatenate([w, cluster_w]), jnp.concatenate([b, cluster_b])
             return w, b, projs[i]
 
-        def log_softmax(i, x_ND):
-            return _log_softmax(x_ND, *cluster(i), self.dtype)
+        def log_softmax(i, x_BTD):
+            return _log_softmax(x_BTD, *cluster(i), self.dtype)
 
-        B, T, D = h_BTD.shape
-        h_ND = h_BTD.reshape(B * T, D)
-        head_NC = log_softmax(0, h_ND)
+        head_BTC = log_softmax(0, h_BTD)
         c0 = bounds[0][1]
         if labels_BT is None:
-            parts = [head_NC[..., :c0]]
+            parts = [head_BTC[..., :c0]]
             for i in range(1, len(bounds)):
-                parts.append(head_NC[..., c0 + i - 1, None] + log_softmax(i, h_ND))
-            return jnp.concatenate(parts, axis=-1).reshape(B, T, -1)
-        labels_N = labels_BT.reshape(-1).astype(jnp.int32)
-        nll_N = -jnp.take_along_axis(head_NC, jnp.clip(labels_N, 0, c0 - 1)[:, None], -1)[:, 0]
+                parts.append(head_BTC[..., c0 + i - 1, None] + log_softmax(i, h_BTD))
+            return jnp.concatenate(parts, axis=-1)
+        labels_BT = labels_BT.astype(jnp.int32)
+        nll_BT = -jnp.take_along_axis(head_BTC, jnp.clip(labels_BT, 0, c0 - 1)[..., None], -1)[..., 0]
         for i in range(1, len(bounds)):
             l, r = bounds[i]
-            inside_N = (labels_N >= l) & (labels_N < r)
-            tail_N = tail_log_probs(inside_N, jnp.clip(labels_N - l, 0, r - l - 1), h_ND, cluster(i), self.dtype)
-            nll_N = jnp.where(inside_N, -(head_NC[:, c0 + i - 1] + tail_N), nll_N)
-        return nll_N.reshape(B, T)
+            inside_BT = (labels_BT >= l) & (labels_BT < r)
+            tail_BT = tail_log_probs(inside_BT, jnp.clip(labels_BT - l, 0, r - l - 1), h_BTD, cluster(i), self.dtype)
+            nll_BT = jnp.where(inside_BT, -(head_BTC[..., c0 + i - 1] + tail_BT), nll_BT)
+        return nll_BT
 
 
-def _log_softmax(x_ND, w_VE, b_V, p_DE, dtype) -> jax.Array:
-    """One cluster's log-probabilities `[N, V_i]` (float32) of hidden states `[N, D]`: `(x · P) · Wᵀ + b`."""
-    x = x_ND.astype(dtype)
+def _log_softmax(x_BKD, w_VE, b_V, p_DE, dtype) -> jax.Array:
+    """One cluster's log-probabilities `[B, K, V_i]` (float32) of hidden states `[B, K, D]`: `(x · P) · Wᵀ + b`."""
+    x_BKE = x_BKD.astype(dtype)
     if p_DE is not None:
-        x = jnp.einsum("ND,DE->NE", x, p_DE.astype(dtype))
-    logits = jnp.einsum("NE,VE->NV", x, w_VE.astype(dtype)) + b_V.astype(dtype)
+        x_BKE = jnp.einsum("BKD,DE->BKE", x_BKE, p_DE.astype(dtype))
+    logits_BKV = jnp.einsum("BKE,VE->BKV", x_BKE, w_VE.astype(dtype)) + b_V.astype(dtype)
     # Why float32: the normaliser of a large vocabulary (DESIGN §5.9).
-    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jax.nn.log_softmax(logits_BKV.astype(jnp.float32), axis=-1)
 
 
 def capacities(n: int) -> tuple[int, ...]:
-    """The row counts `tail_log_probs` compiles for `n` positions: eighths of n, and n/16, n/32 below them (a tail
-    cluster's work is at most n/8 rows above what it needs, or twice them for the smallest)."""
+    """The row counts per sequence `tail_log_probs` compiles for sequences of `n` positions: eighths of n, and
+    n/16, n/32 below them (rounded up). A cluster's rows are rounded up to the next one: at most n/8 rows more than
+    it needs, and n/32 rows when it needs fewer."""
     return tuple(sorted({max(1, -(-n * k // 8)) for k in range(1, 9)} | {max(1, -(-n // 16)), max(1, -(-n // 32))}))
 
 
-def tail_log_probs(inside_N: jax.Array, labels_N: jax.Array, h_ND: jax.Array, cluster: tuple, dtype) -> jax.Array:
-    """`log p(label | cluster)` `[N]` (float32) at the positions where `inside_N` holds, 0 elsewhere: a tail
-    cluster scored only where its words are the targets, as Hugging Face's `index_select` does, in static shapes.
+def tail_log_probs(inside_BT: jax.Array, rel_labels_BT: jax.Array, h_BTD: jax.Array,
+                   cluster: tuple[jax.Array, jax.Array, jax.Array | None], dtype) -> jax.Array:
+    """`log p(label | cluster)` of a tail cluster where its words are the targets, as Hugging Face's `index_select`
+    of those positions does (Grave et al. 2017 §3), in static shapes.
 
-    The cluster's positions come first in a stable sort, then others to fill the smallest of `capacities(N)` that
-    holds them all; `lax.switch` runs that program (none when the cluster is empty), so the cluster costs its own
-    rows, rounded up, not N. The backward pass is its own switch that recomputes the chosen rows' scores: with
-    autodiff through the switch every branch would carry every other branch's `[K, V_i]` residuals as zeros.
+    In each sequence a stable sort puts the positions whose target is in the cluster first; the K first positions
+    of every sequence are gathered, K the smallest of `capacities(T)` that holds the fullest sequence's, and scored;
+    `lax.switch` runs that program at run time (none when no sequence has one). Why per sequence: the batch axis is
+    the one a data-parallel mesh splits, so each device scores its own sequences' rows. The backward pass is a
+    second switch that recomputes the chosen rows' scores (`_gated_rows`).
 
     Args:
-      inside_N: bool, the positions whose target lies in the cluster.
-      labels_N: targets relative to the cluster's first id, clipped into it.
-      h_ND: the hidden states (differentiable).
-      cluster: `(w_VE, b_V, p_DE or None)` (differentiable).
+      inside_BT: bool, the positions whose target lies in the cluster.
+      rel_labels_BT: int, the targets relative to the cluster's first id, clipped into it.
+      h_BTD: the last hidden states (differentiable).
+      cluster: `(w_VE, b_V, p_DE or None)`: the cluster's output weights, biases and projection (differentiable).
+      dtype: the matmuls' dtype (the log-softmax is float32).
+
+    Returns:
+      float32 `[B, T]`: the log-probabilities where `inside_BT` holds, 0 elsewhere.
     """
-    n = inside_N.shape[0]
-    order_N = jnp.argsort(~inside_N, stable=True)
-    count = jnp.sum(inside_N, dtype=jnp.int32)
-    which = jnp.where(count == 0, 0, 1 + jnp.searchsorted(jnp.asarray(capacities(n), jnp.int32), count, side="left"))
-    return _gated_rows(which, order_N, labels_N, (h_ND, cluster), jnp.dtype(dtype))
+    t = inside_BT.shape[1]
+    order_BT = jnp.argsort(~inside_BT, axis=1, stable=True)
+    count_B = jnp.sum(inside_BT, axis=1, dtype=jnp.int32)
+    most = jnp.max(count_B)
+    branch = jnp.where(most == 0, 0, 1 + jnp.searchsorted(jnp.asarray(capacities(t), jnp.int32), most, side="left"))
+    return _gated_rows(branch, order_BT, count_B, rel_labels_BT, (h_BTD, cluster), jnp.dtype(dtype))
 
 
-def _rows_log_probs(idx_K, labels_N, floats, dtype) -> jax.Array:
-    h_ND, cluster = floats
-    lp_KV = _log_softmax(h_ND[idx_K], *cluster, dtype)
-    return jnp.take_along_axis(lp_KV, labels_N[idx_K][:, None], -1)[:, 0]
+def _rows_log_probs(k: int, order_BT, count_B, rel_labels_BT, floats, dtype) -> jax.Array:
+    """The label's log-probability at the first `k` positions of `order_BT` per sequence, `[B, k]`, 0 past a
+    sequence's `count_B`; `floats = (h_BTD, (w_VE, b_V, p_DE))`."""
+    h_BTD, cluster = floats
+    idx_BK = order_BT[:, :k]
+    h_BKD = jnp.take_along_axis(h_BTD, idx_BK[..., None], axis=1)
+    labels_BK = jnp.take_along_axis(rel_labels_BT, idx_BK, axis=1)
+    lp_BK = jnp.take_along_axis(_log_softmax(h_BKD, *cluster, dtype), labels_BK[..., None], -1)[..., 0]
+    return jnp.where(jnp.arange(k)[None, :] < count_B[:, None], lp_BK, 0.0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _gated_rows(which, order_N, labels_N, floats, dtype):
-    n = order_N.shape[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _gated_rows(branch, order_BT, count_B, rel_labels_BT, floats, dtype):
+    """`[B, T]` log-probabilities (see `tail_log_probs`): `branch` 0 = no rows, `i` = `capacities(T)[i - 1]` rows per
+    sequence; the integer arguments have no gradient, `floats = (h_BTD, cluster)` do."""
+    b, t = order_BT.shape
 
-    def rows(cap):
-        def branch(ops):
-            order_N, labels_N, floats = ops
-            idx_K = order_N[:cap]
-            return jnp.zeros((n,), jnp.float32).at[idx_K].set(_rows_log_probs(idx_K, labels_N, floats, dtype),
-                                                             unique_indices=True)
-        return branch
+    def rows(k):
+        def run(ops):
+            order_BT, count_B, rel_labels_BT, floats = ops
+            lp_BK = _rows_log_probs(k, order_BT, count_B, rel_labels_BT, floats, dtype)
+            return jnp.zeros((b, t), jnp.float32).at[jnp.arange(b)[:, None], order_BT[:, :k]].set(
+                lp_BK, unique_indices=True)
+        return run
 
-    return jax.lax.switch(which, [lambda ops: jnp.zeros((n,), jnp.float32), *map(rows, capacities(n))],
-                          (order_N, labels_N, floats))
-
-
-def _gated_rows_fwd(which, order_N, labels_N, floats, dtype):
-    return _gated_rows(which, order_N, labels_N, floats, dtype), (which, order_N, labels_N, floats)
+    return jax.lax.switch(branch, [lambda ops: jnp.zeros((b, t), jnp.float32), *map(rows, capacities(t))],
+                          (order_BT, count_B, rel_labels_BT, floats))
 
 
-def _gated_rows_bwd(dtype, residuals, ct_N):
-    which, order_N, labels_N, floats = residuals
+def _gated_rows_fwd(branch, order_BT, count_B, rel_labels_BT, floats, dtype):
+    # Why only the inputs as residuals: autodiff through the switch would make every branch return every other
+    # branch's `[B, K, V_i]` residuals (zeros), several times the dense buffer.
+    out_BT = _gated_rows(branch, order_BT, count_B, rel_labels_BT, floats, dtype)
+    return out_BT, (branch, order_BT, count_B, rel_labels_BT, floats)
 
-    def rows(cap):
-        def branch(ops):
-            order_N, labels_N, floats, ct_N = ops
-            idx_K = order_N[:cap]
-            _, pull = jax.vjp(lambda f: _rows_log_probs(idx_K, labels_N, f, dtype), floats)
-            return pull(ct_N[idx_K])[0]
-        return branch
 
-    d_floats = jax.lax.switch(which, [lambda ops: jax.tree.map(jnp.zeros_like, ops[2]),
-                                      *map(rows, capacities(order_N.shape[0]))], (order_N, labels_N, floats, ct_N))
-    return None, None, None, d_floats
+def _gated_rows_bwd(dtype, residuals, ct_BT):
+    branch, order_BT, count_B, rel_labels_BT, floats = residuals
+
+    def rows(k):
+        def run(ops):
+            order_BT, count_B, rel_labels_BT, floats, ct_BT = ops
+            _, pull = jax.vjp(lambda f: _rows_log_probs(k, order_BT, count_B, rel_labels_BT, f, dtype), floats)
+            return pull(jnp.take_along_axis(ct_BT, order_BT[:, :k], axis=1))[0]
+        return run
+
+    d_floats = jax.lax.switch(branch, [lambda ops: jax.tree.map(jnp.zeros_like, ops[3]),
+                                       *map(rows, capacities(order_BT.shape[1]))],
+                              (order_BT, count_B, rel_labels_BT, floats, ct_BT))
+    return None, None, None, None, d_floats
 
 
 _gated_rows.defvjp(_gated_rows_fwd, _gated_rows_bwd)
 
-__all__ = ["AdaptiveEmbedding", "AdaptiveSoftmax", "cluster_bounds", "cluster_widths"]
+__all__ = ["AdaptiveEmbedding", "AdaptiveSoftmax", "capacities", "cluster_bounds", "cluster_widths", "tail_log_probs"]

@@ -215,8 +215,8 @@ def test_flops_with_memory_equal_xla_dots():
         params, batch, carry).compile()
     ours = flops.step_flops("transfo_xl", cfg, ocfg, 2, 16, train=False)
     # Every tail cluster at every position (the accountant without shares), except that the training path's
-    # `lax.switch` holds one program per capacity, each scoring its rows of the 32 positions (one runs).
-    extra_rows = sum(capacities(32)) - 32
+    # `lax.switch` holds one program per capacity, each scoring its rows of each of the 2 sequences (one runs).
+    extra_rows = 2 * sum(capacities(16)) - 32
     per_row = sum(2 * (e_i * cfg.hidden_size * proj + e_i * v_i)
                   for v_i, e_i, _, proj in transfo_xl.vocab_clusters(cfg)[1:])
     assert flops.hlo_dot_flops(forward) == ours.matmul + extra_rows * per_row

@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py --row all                       # every family's row at its mini size
     python benchmarks/throughput.py --row bert --row gpt2 --size base
+    python benchmarks/throughput.py --row all --trials 5 --rounds 5   # each row's trials spread over the run
     python benchmarks/throughput.py --config configs/bert.py:size=base --batch 8 --seq 128
 
 For each row (`ROWS`: a family's pretraining config at a mini and a base size) or config, and batch shape, one
@@ -34,11 +35,15 @@ How the two are kept fair on a small shared machine:
 * a row is ≥ 5 trials of a few steps each; a trial's ratio is the reference's median step time over ours, and
   the row reports the trials' median ratio, min–max and IQR, and a verdict (`verdict`) that is `inconclusive`
   unless every trial lies on the same side of 1 — with the other processes' CPU share per trial and the load
-  average before and after the row.
+  average before and after the row;
+* with `--rounds R` (`bench_rows`) a row's trials are spread over R rounds; a round runs every row once, in turn,
+  each with a fresh pair of workers (set up side by side, ours' compiled step loaded from a compilation cache after
+  the first round). Trials minutes apart in one pair of processes miss what moves over an hour on a shared VM
+  and from one worker start to the next; a rerun of the script an hour later saw both (benchmarks/NOTES.md).
 
 FLOP/s and MFU use the analytical counts of `llm_jax.flops` (a frozen model counted forward only) against the
-f32 matmul peak measured in the same run (the best of a few large `jnp` matmuls in our worker, before and after
-the timed steps).
+f32 matmul peak measured in the same run (the best of a few large `jnp` matmuls in our worker, before the warm-up
+and after the timed steps of the first round).
 Writes `benchmarks/results/throughput.{json,md}`, merging rows by (config, overrides, batch, seq).
 """
 
@@ -55,6 +60,7 @@ import os
 import pathlib
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -805,9 +811,7 @@ def _worker(kind: str, spec: str, overrides: list[str], batch: int, seq: int, op
             run = load_run_config(spec, overrides)
             batch_np = synthetic_batch(run, batch, seq)
             if kind == "ours":
-                peak = measure_jnp_peak()  # before compiling: nothing else of ours is resident yet
                 step_fn, meta = setup_ours(run, batch_np, compiler_options=options, schedule_steps=schedule)
-                meta["peak_before"] = peak
             else:
                 step_fn, meta = setup_reference(run, batch_np, lr_schedule=schedule)
         if kind != "ours":
@@ -846,7 +850,14 @@ class Worker:
             if executable:
                 ctx.set_executable(sys.executable)
         child.close()  # the worker holds its end; without the parent's copy it sees EOF if the parent dies
-        self.meta = self._reply()
+        self._meta = None
+
+    @property
+    def meta(self) -> dict:
+        """What the worker reports once set up; the first access waits for it (workers set up side by side)."""
+        if self._meta is None:
+            self._meta = self._reply()
+        return self._meta
 
     def _reply(self):
         status, payload = self.conn.recv()
@@ -955,27 +966,99 @@ def ratio_summary(ratios: list[float]) -> dict:
             "ratio_iqr": [qs[0], qs[2]], "ratio_trials": [round(r, 4) for r in ratios], "verdict": verdict(ratios)}
 
 
-def bench_one(ctx, spec: str, overrides: list[str], batch: int, seq: int, steps: int, warmup: int,
-              reference: bool, settle_s: float, compiler_options, quiet_wait_s: float, worker_env: dict,
-              omp_wait_policy: str, trials: int = MIN_TRIALS, oracle_python: str | None = None) -> dict:
-    """One row: both workers set up, `warmup` untimed steps each, then `trials` trials of `steps` steps each,
-    alternating ABBA between the workers; a trial's ratio is the reference's median step time over ours."""
-    from llm_jax import flops
+def split_trials(trials: int, rounds: int) -> list[int]:
+    """How many of a row's `trials` each of `rounds` rounds runs: as even as possible, earlier rounds one more.
 
-    run = load_run_config(spec, overrides)
+    Raises:
+      SystemExit: rounds < 1 or more rounds than trials (a round runs ≥ 1 trial of each row).
+    """
+    if not 1 <= rounds <= trials:
+        raise SystemExit(f"--rounds {rounds} with --trials {trials}: give 1 ≤ rounds ≤ trials (each round runs at "
+                         "least one trial of every row).")
+    return [trials // rounds + (r < trials % rounds) for r in range(rounds)]
+
+
+def learning_rates(run, n: int) -> list[float]:
+    """Ours' learning rate at optimizer steps 0 … n − 1 (`make_optimizer`'s schedule): the reference follows it."""
+    from llm_jax.train.optim import make_optimizer
+
+    _, schedule = make_optimizer(run.optim, run.train.steps)
+    return [float(schedule(i)) for i in range(n)]
+
+
+@contextlib.contextmanager
+def shared_compilation_cache(enabled: bool):
+    """With several rounds, a row's workers of later rounds load ours' compiled step (and its parameter init) from
+    JAX's persistent compilation cache, a temporary directory for this run (or JAX_COMPILATION_CACHE_DIR when set):
+    a round costs its set-up, not a second compile. The executable is the same; `compile_s` is the first round's."""
+    if not enabled or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        yield
+        return
+    added = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    with tempfile.TemporaryDirectory(prefix="llm_jax_throughput_") as cache_dir:
+        added["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+        added = {k: v for k, v in added.items() if k not in os.environ}
+        os.environ.update(added)  # spawned workers inherit it
+        try:
+            yield
+        finally:
+            for name in added:
+                os.environ.pop(name, None)
+
+
+@dataclasses.dataclass
+class Session:
+    """One round of one row: a fresh pair of workers, their warm-up steps and this round's trials.
+
+    Attributes:
+      ours_meta, ref_meta: what each worker reported when set up (`setup_ours`, `reference_step`); ref None
+        without a reference.
+      times: `{"ours" | "ref": [[step seconds, …] per trial]}`, the warm-up steps not included.
+      cpu_times: `{"ours" | "ref": [CPU seconds of each timed step]}`.
+      losses: `{"ours" | "ref": [loss of every step, warm-up included]}`.
+      foreign: other processes' share of the CPU time in each trial (`ForeignLoad`), None off Linux.
+      peak_detail: the f32 matmul peaks (FLOP/s) measured in this session, empty when it measured none.
+      loadavg_before, loadavg_after: `os.getloadavg()` when the workers were started and when they stopped.
+      setup_s: seconds from starting the workers until both were set up (ours compiled or loaded its step).
+    """
+
+    ours_meta: dict
+    ref_meta: dict | None
+    times: dict
+    cpu_times: dict
+    losses: dict
+    foreign: list
+    peak_detail: dict
+    loadavg_before: tuple
+    loadavg_after: tuple
+    setup_s: float
+
+
+def run_session(ctx, spec: str, overrides: list[str], run, batch: int, seq: int, steps: int, warmup: int,
+                trials: int, reference: bool, settle_s: float, compiler_options, quiet_wait_s: float,
+                omp_wait_policy: str, oracle_python: str | None, measure_peak: bool, label: str = "") -> Session:
+    """Starts both workers (they set up side by side: nothing is timed yet), runs `warmup` untimed steps of each,
+    then `trials` trials of `steps` steps, alternating ABBA; `measure_peak`: the matmul peaks before the warm-up
+    and after the trials."""
     total = warmup + trials * steps
-    print(f"\n== {spec} {' '.join(overrides)} batch={batch} seq={seq}: starting workers…", flush=True)
+    print(f"\n== {spec} {' '.join(overrides)} batch={batch} seq={seq}{label}: starting workers…", flush=True)
     loadavg_before = os.getloadavg()
+    lr_schedule = learning_rates(run, total)
+    t0 = time.perf_counter()
     ours = Worker(ctx, "ours", spec, overrides, batch, seq, compiler_options, total)
-    if not reference:
-        ref = None
-    elif oracle_python:  # the reference in an environment of its own (another transformers version)
-        ref = Worker(ctx, "oracle", oracle_payload(run, batch, seq, ours.meta["lr_schedule"]), None, batch, seq,
-                     omp_wait_policy, None, executable=oracle_python)
-    else:
-        ref = Worker(ctx, "reference", spec, overrides, batch, seq, omp_wait_policy, ours.meta["lr_schedule"])
+    ref = None
     try:
+        if not reference:
+            pass
+        elif oracle_python:  # the reference in an environment of its own (another transformers version)
+            ref = Worker(ctx, "oracle", oracle_payload(run, batch, seq, lr_schedule), None, batch, seq,
+                         omp_wait_policy, None, executable=oracle_python)
+        else:
+            ref = Worker(ctx, "reference", spec, overrides, batch, seq, omp_wait_policy, lr_schedule)
         pair = [("ours", ours)] + ([("ref", ref)] if ref else [])
+        metas = {name: worker.meta for name, worker in pair}  # waits until both are set up
+        setup_s = time.perf_counter() - t0
+        peak_detail = {"jnp_matmul_f32_before": ours.call(("peak", 0))} if measure_peak else {}
         times: dict[str, list[list[float]]] = {"ours": [], "ref": []}
         cpu_times: dict[str, list[float]] = {"ours": [], "ref": []}
         losses: dict[str, list[float]] = {"ours": [], "ref": []}
@@ -1005,85 +1088,126 @@ def bench_one(ctx, spec: str, overrides: list[str], batch: int, seq: int, steps:
                     msg += (f", reference {statistics.median(times['ref'][-1]):.3f} s, ratio "
                             f"{statistics.median(times['ref'][-1]) / statistics.median(times['ours'][-1]):.2f}×")
                 print(msg + f", other load {_fmt(foreign[-1], '.0%')}", flush=True)
-        peak_detail = {"jnp_matmul_f32_before": ours.meta["peak_before"], "jnp_matmul_f32_after": ours.call(("peak", 0))}
-        if ref:
-            peak_detail["torch_matmul_f32_4096"] = ref.call(("peak", 0))
+        if measure_peak:
+            peak_detail["jnp_matmul_f32_after"] = ours.call(("peak", 0))
+            if ref:
+                peak_detail["torch_matmul_f32_4096"] = ref.call(("peak", 0))
     finally:
         ours.close()
         if ref:
             ref.close()
-    loadavg_after = os.getloadavg()
+    return Session(metas["ours"], metas.get("ref"), {k: v[1:] for k, v in times.items()}, cpu_times, losses,
+                   foreign, peak_detail, loadavg_before, os.getloadavg(), setup_s)
+
+
+def row_from_sessions(spec: str, overrides: list[str], run, batch: int, seq: int, steps: int, warmup: int,
+                      sessions: list[Session], compiler_options, worker_env: dict) -> dict:
+    """One row from its rounds' sessions: every trial of every round pooled (a trial's ratio is the reference's
+    median step time over ours'), the ratio's median, spread and verdict, FLOPs and MFU against the first
+    round's matmul peak."""
+    from llm_jax import flops
+
+    first = sessions[0]
+    ours_meta, ref_meta = first.ours_meta, first.ref_meta
+    peak_detail = next(s.peak_detail for s in sessions if s.peak_detail)
     peak = max(max(v.values()) for k, v in peak_detail.items() if k.startswith("jnp"))
-    trial_times = {name: t[1:] for name, t in times.items()}  # without the warm-up
+    ours_trials = [statistics.median(t) for s in sessions for t in s.times["ours"]]
+    trial_rounds = [r + 1 for r, s in enumerate(sessions) for _ in s.times["ours"]]
+    foreign = [x for s in sessions for x in s.foreign]
+    cpu_times = {name: [x for s in sessions for x in s.cpu_times[name]] for name in ("ours", "ref")}
+    trials = len(ours_trials)
 
     frozen_configs = frozen_configs_for(run, spec)
     towers = flops.towers_for(run.family, run.model, run.objective, seq, frozen_configs=frozen_configs)
     # The synthetic batch's targets are uniform over the vocabulary: an adaptive softmax's tail clusters are
     # scored at their share of the positions (ours and the reference alike).
     towers = tuple(map(flops.uniform_target_shares, towers))
-    train = flops.train_flops(towers, batch, num_params=ours.meta["parameters"])
+    train = flops.train_flops(towers, batch, num_params=ours_meta["parameters"])
     per_token = flops.model_flops_per_token(towers)
     tokens = batch * seq
-    ours_trials = [statistics.median(t) for t in trial_times["ours"]]
     ours_s = statistics.median(ours_trials)
     shares = [s for s in foreign if s is not None]
     row = {
         "config": spec, "overrides": list(overrides), "family": run.family, "batch": batch, "seq": seq,
         "model": {f.name: getattr(run.model, f.name) for f in dataclasses.fields(run.model)},
         "objective": run.objective.name, "predicted_positions": make_objective_for(run).predicted_positions(seq),
-        "parameters": ours.meta["parameters"], "no_decay_parameters": ours.meta["no_decay_parameters"],
-        "trials": trials, "steps_per_trial": steps, "warmup": warmup,
+        "parameters": ours_meta["parameters"], "no_decay_parameters": ours_meta["no_decay_parameters"],
+        "trials": trials, "rounds": len(sessions), "trial_rounds": trial_rounds, "steps_per_trial": steps,
+        "warmup": warmup,
         "frozen": {name: {"preset": getattr(run.objective, name), "family": family,
-                          "parameters": ours.meta["frozen_parameters"][name]}
+                          "parameters": ours_meta["frozen_parameters"][name]}
                    for name, (family, _) in frozen_configs.items()},
-        "compile_s": round(ours.meta["compile_s"], 1),
+        "compile_s": round(ours_meta["compile_s"], 1),
+        "setup_s_rounds": [round(s.setup_s, 1) for s in sessions],
         "ours_step_s": ours_s, "ours_step_s_trials": [round(x, 4) for x in ours_trials],
         "ours_tokens_per_s": tokens / ours_s, "ours_cpu_s": statistics.median(cpu_times["ours"]),
         "flops_per_step": train.total, "matmul_flops_per_step": train.matmul,
-        "xla_dot_flops_per_step": ours.meta["xla_dot_flops_per_step"],
+        "xla_dot_flops_per_step": ours_meta["xla_dot_flops_per_step"],
         "model_flops_per_token": per_token, "ours_flops_per_s": train.total / ours_s,
         "mfu": flops.mfu(tokens / ours_s, per_token, peak), "peak_flops": peak, "peak_detail": peak_detail,
-        "learning_rate_first_last": [ours.meta["lr_schedule"][0], ours.meta["lr_schedule"][-1]],
-        "ours_loss_first_last": [losses["ours"][0], losses["ours"][-1]],
-        "xla_flags": ours.meta["xla_flags"], "compiler_options": compiler_options or {}, "worker_env": worker_env,
+        "learning_rate_first_last": [ours_meta["lr_schedule"][0], ours_meta["lr_schedule"][-1]],
+        "ours_loss_first_last": [first.losses["ours"][0], first.losses["ours"][-1]],
+        "xla_flags": ours_meta["xla_flags"], "compiler_options": compiler_options or {}, "worker_env": worker_env,
         "foreign_cpu_share": statistics.median(shares) if shares else None,
         "foreign_cpu_share_trials": [None if s is None else round(s, 3) for s in foreign],
-        "loadavg_before": [round(x, 2) for x in loadavg_before], "loadavg_after": [round(x, 2) for x in loadavg_after],
+        "loadavg_before": [round(x, 2) for x in first.loadavg_before],
+        "loadavg_after": [round(x, 2) for x in sessions[-1].loadavg_after],
         "nice": os.nice(0),
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    if ref:
-        if ref.meta["parameters"] != row["parameters"]:
-            raise SystemExit(f"The reference has {ref.meta['parameters']:,} parameters, ours {row['parameters']:,}: "
+    if ref_meta:
+        if ref_meta["parameters"] != row["parameters"]:
+            raise SystemExit(f"The reference has {ref_meta['parameters']:,} parameters, ours {row['parameters']:,}: "
                              "the architectures differ.")
-        if ref.meta["no_decay_parameters"] != row["no_decay_parameters"]:
-            raise SystemExit(f"The reference exempts {ref.meta['no_decay_parameters']:,} parameters from weight decay, "
+        if ref_meta["no_decay_parameters"] != row["no_decay_parameters"]:
+            raise SystemExit(f"The reference exempts {ref_meta['no_decay_parameters']:,} parameters from weight decay, "
                              f"ours {row['no_decay_parameters']:,}: fix no_decay_parameters so both exempt the same "
                              "biases and norm scales.")
-        for name, count in ref.meta["frozen_parameters"].items():
+        for name, count in ref_meta["frozen_parameters"].items():
             row["frozen"][name]["reference_parameters"] = count
-        ref_trials = [statistics.median(t) for t in trial_times["ref"]]
+        ref_trials = [statistics.median(t) for s in sessions for t in s.times["ref"]]
         ref_s = statistics.median(ref_trials)
-        row.update(reference=ref.meta["reference"], torch_threads=ref.meta["torch_threads"],
-                   omp_wait_policy=ref.meta["omp_wait_policy"],
+        row.update(reference=ref_meta["reference"], torch_threads=ref_meta["torch_threads"],
+                   omp_wait_policy=ref_meta["omp_wait_policy"],
                    reference_step_s=ref_s, reference_step_s_trials=[round(x, 4) for x in ref_trials],
                    reference_tokens_per_s=tokens / ref_s,
                    **ratio_summary([r / o for r, o in zip(ref_trials, ours_trials)]),
                    reference_cpu_s=statistics.median(cpu_times["ref"]),
                    cpu_ratio=statistics.median(cpu_times["ref"]) / statistics.median(cpu_times["ours"]),
                    reference_mfu=flops.mfu(tokens / ref_s, per_token, peak),
-                   reference_loss_first_last=[losses["ref"][0], losses["ref"][-1]])
+                   reference_loss_first_last=[first.losses["ref"][0], first.losses["ref"][-1]])
     else:
         row.update(reference=None, reference_step_s=None, reference_tokens_per_s=None, ratio=None, reference_mfu=None,
                    verdict=None)
-    msg = f"   ours {row['ours_tokens_per_s']:.0f} tok/s ({ours_s:.3f} s/step, MFU {row['mfu']:.1%})"
-    if ref:
+    msg = f"   {spec}: ours {row['ours_tokens_per_s']:.0f} tok/s ({ours_s:.3f} s/step, MFU {row['mfu']:.1%})"
+    if ref_meta:
         msg += f" | reference {row['reference_tokens_per_s']:.0f} tok/s ({row['reference_step_s']:.3f} s/step)"
         msg += (f" | ratio {row['ratio']:.2f}× (min–max {row['ratio_min']:.2f}–{row['ratio_max']:.2f}, "
-                f"{trials} trials): {row['verdict']}")
+                f"{trials} trials in {len(sessions)} round(s)): {row['verdict']}")
     print(msg + f" | peak {peak / 1e9:.1f} GFLOP/s | other load {_fmt(row['foreign_cpu_share'], '.0%')}, "
-          f"load average {loadavg_before[0]:.2f} → {loadavg_after[0]:.2f}", flush=True)
+          f"load average {row['loadavg_before'][0]:.2f} → {row['loadavg_after'][0]:.2f}", flush=True)
     return row
+
+
+def bench_rows(ctx, specs: list[tuple], overrides: list[str], batch: int, seq: int, steps: int, warmup: int,
+               trials: int, rounds: int, settle_s: float, compiler_options, quiet_wait_s: float, worker_env: dict,
+               omp_wait_policy: str) -> list[dict]:
+    """Every row of `specs` (`(config, with reference, oracle python or None)`), its `trials` spread over `rounds`
+    rounds (`split_trials`). A round runs each row once in turn, with a fresh pair of workers: a row's trials then
+    span the whole run, so its spread holds what changes over an hour on the machine and from one worker start to
+    the next (memory layout, huge pages), which trials minutes apart in one pair of processes do not see."""
+    runs = [load_run_config(spec, overrides) for spec, _, _ in specs]
+    per_round = split_trials(trials, rounds)
+    sessions: list[list[Session]] = [[] for _ in specs]
+    with shared_compilation_cache(rounds > 1):
+        for r, n in enumerate(per_round):
+            label = f", round {r + 1}/{rounds}" if rounds > 1 else ""
+            for (spec, reference, oracle), run, done in zip(specs, runs, sessions):
+                done.append(run_session(ctx, spec, overrides, run, batch, seq, steps, warmup, n, reference, settle_s,
+                                        compiler_options, quiet_wait_s, omp_wait_policy, oracle or None,
+                                        measure_peak=r == 0, label=label))
+    return [row_from_sessions(spec, overrides, run, batch, seq, steps, warmup, done, compiler_options, worker_env)
+            for (spec, _, _), run, done in zip(specs, runs, sessions)]
 
 
 def _key(row: dict) -> tuple:
@@ -1161,7 +1285,9 @@ def markdown(rows: list[dict]) -> str:
         "processes. Each row is ≥ 5 **trials**; a trial runs a few steps of each, alternating ABBA, and its ratio is",
         "the reference's median step time over ours (> 1: ours is faster). The row gives the median of the trial",
         "ratios, their min–max and interquartile range, and a **verdict**: `faster` / `slower` only when every",
-        "trial agrees (the spread is narrower than the effect), `inconclusive` otherwise.",
+        "trial agrees (the spread is narrower than the effect), `inconclusive` otherwise. `trials / rounds`: a row",
+        "run with `--rounds R` spreads its trials over R rounds of the whole run, each round a fresh pair of workers",
+        "(the rows take turns), so its spread includes the drift over the run and from one worker start to the next.",
         "MFU = tokens/s × PaLM model FLOPs per token (`llm_jax/flops.py`) / the f32 matmul peak measured with `jnp`",
         "in the same run. Written by `benchmarks/throughput.py`; what was tried: `benchmarks/NOTES.md`.",
         "",
@@ -1170,9 +1296,9 @@ def markdown(rows: list[dict]) -> str:
         "before → after the row. Under load both frameworks slow down, by different factors.",
         "Single-run rows measured before the trials existed are not kept: a second run did not reproduce them.",
         "",
-        "| row | batch×seq | ours s/step | reference s/step | ratio (median) | min–max | IQR | verdict |"
+        "| row | batch×seq | trials / rounds | ours s/step | reference s/step | ratio (median) | min–max | IQR | verdict |"
         " CPU-time ratio | MFU ours | MFU ref | other load | load avg | loss first→last ours / ref |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         iqr = r.get("ratio_iqr")
@@ -1182,7 +1308,8 @@ def markdown(rows: list[dict]) -> str:
         overrides = f" {' '.join(r['overrides'])}" if r.get("overrides") else ""
         spread = "—" if r.get("ratio_min") is None else f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}"
         lines.append(
-            f"| {_row_name(r)}{overrides} | {r['batch']}×{r['seq']} | {r['ours_step_s']:.3f} | "
+            f"| {_row_name(r)}{overrides} | {r['batch']}×{r['seq']} | {r['trials']} / {r.get('rounds', 1)} | "
+            f"{r['ours_step_s']:.3f} | "
             f"{_fmt(r.get('reference_step_s'), '.3f')} | {_fmt(r.get('ratio'), '.2f', '×')} | "
             f"{spread} | {'—' if not iqr else f'{iqr[0]:.2f}–{iqr[1]:.2f}'} | {r.get('verdict') or '—'} | "
             f"{_fmt(r.get('cpu_ratio'), '.2f', '×')} | {r['mfu']:.1%} | {_fmt(r.get('reference_mfu'), '.1%')} | "
@@ -1215,7 +1342,8 @@ def markdown(rows: list[dict]) -> str:
             f"reference: {r.get('reference') or '—'}; objective {r['objective']} "
             f"({r['predicted_positions']} predicted positions per row), {r['parameters']:,} parameters "
             f"({r['no_decay_parameters']:,} without weight decay, both sides); {_frozen_text(r)}"
-            f"{r['trials']} trials × {r['steps_per_trial']} steps after {r['warmup']} warm-up; learning rate "
+            f"{r['trials']} trials × {r['steps_per_trial']} steps in {r.get('rounds', 1)} round(s), each after "
+            f"{r['warmup']} warm-up; learning rate "
             f"{r['learning_rate_first_last'][0]:.3g} → {r['learning_rate_first_last'][1]:.3g}; compile "
             f"{r['compile_s']} s; trial ratios {r.get('ratio_trials', '—')}; other load per trial "
             f"{r.get('foreign_cpu_share_trials')}; load average (1, 5, 15 min) before {r['loadavg_before']}, after "
@@ -1236,8 +1364,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--trials", type=int, default=MIN_TRIALS,
                         help=f"trials per row (a verdict needs ≥ {MIN_TRIALS})")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="spread each row's trials over this many rounds; a round runs every row once, each\n"
+                             "with fresh workers, so a row's spread covers the whole run (≤ --trials)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps of each framework per trial")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each after compilation")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed steps of each after compilation (in every round)")
     parser.add_argument("--settle", type=float, default=0.1, help="seconds of pause before each step")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="config override for every --config, e.g. model.scan_unroll=true")
@@ -1260,6 +1392,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.trials < 1:
         raise SystemExit("--steps and --trials must be ≥ 1 and --warmup ≥ 0.")
+    split_trials(args.trials, args.rounds)  # refuses a bad --rounds before anything starts
     names = list(ROWS) if "all" in args.row else list(dict.fromkeys(args.row))
     specs = []
     for name in names:
@@ -1299,10 +1432,9 @@ def main(argv=None) -> int:
     info = machine_info(ROOT)
     print(f"{info['cpu']}, {info['cores']} cores; XLA_FLAGS={flags!r}", flush=True)
     ctx = multiprocessing.get_context("spawn")
-    rows = [bench_one(ctx, spec, args.set, args.batch, args.seq, args.steps, args.warmup,
-                      reference and not args.no_reference, args.settle, compiler_options or None, args.quiet_wait,
-                      worker_env, args.omp_wait_policy, trials=args.trials, oracle_python=oracle or None)
-            for spec, reference, oracle in specs]
+    rows = bench_rows(ctx, [(spec, reference and not args.no_reference, oracle) for spec, reference, oracle in specs],
+                      args.set, args.batch, args.seq, args.steps, args.warmup, args.trials, args.rounds, args.settle,
+                      compiler_options or None, args.quiet_wait, worker_env, args.omp_wait_policy)
     if not args.dry_run:
         write_results(rows, info, pathlib.Path(args.out))
     return 0

@@ -128,19 +128,31 @@ def test_reference_step_mirrors_ours(row, require):
     assert ref_losses[0] == pytest.approx(ours_losses[0], rel=0.05)
 
 
+def test_trials_split_over_rounds():
+    assert throughput.split_trials(5, 1) == [5]
+    assert throughput.split_trials(5, 5) == [1] * 5
+    assert throughput.split_trials(7, 3) == [3, 2, 2]
+    for trials, rounds in ((5, 6), (5, 0)):
+        with pytest.raises(SystemExit, match="--rounds"):
+            throughput.split_trials(trials, rounds)
+
+
 def test_script_writes_trials_and_verdict(tmp_path, require):
-    """The script's own path (worker processes, trials, results files) on one tiny row: 2 trials give no
-    verdict."""
+    """The script's own path (worker processes set up side by side, trials in two rounds with fresh workers and the
+    shared compilation cache, results files) on one tiny row: 2 trials give no verdict."""
     require("torch")
     require("transformers")
     spec, overrides = TINY["gpt2"]
-    args = ["--config", spec, "--batch", "2", "--seq", "16", "--trials", "2", "--steps", "1", "--warmup", "1",
-            "--settle", "0", "--out", str(tmp_path)]
+    args = ["--config", spec, "--batch", "2", "--seq", "16", "--trials", "2", "--rounds", "2", "--steps", "1",
+            "--warmup", "1", "--settle", "0", "--out", str(tmp_path)]
     for item in overrides:
         args += ["--set", item]
     assert throughput.main(args) == 0
     (row,) = json.loads((tmp_path / "throughput.json").read_text())["rows"]
     assert len(row["ratio_trials"]) == 2 and row["verdict"] == "inconclusive"
+    assert row["rounds"] == 2 and row["trial_rounds"] == [1, 2]
+    assert set(row["peak_detail"]) == {"jnp_matmul_f32_before", "jnp_matmul_f32_after", "torch_matmul_f32_4096"}
+    assert "| 2×16 | 2 / 2 |" in (tmp_path / "throughput.md").read_text()
     assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
     assert len(row["loadavg_before"]) == 3 and row["parameters"] > 0
     assert "inconclusive" in (tmp_path / "throughput.md").read_text()

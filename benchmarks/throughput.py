@@ -1014,6 +1014,7 @@ class Session:
       ours_meta, ref_meta: what each worker reported when set up (`setup_ours`, `reference_step`); ref None
         without a reference.
       times: `{"ours" | "ref": [[step seconds, …] per trial]}`, the warm-up steps not included.
+      warmup_times: `{"ours" | "ref": [seconds of each warm-up step]}`.
       cpu_times: `{"ours" | "ref": [CPU seconds of each timed step]}`.
       losses: `{"ours" | "ref": [loss of every step, warm-up included]}`.
       foreign: other processes' share of the CPU time in each trial (`ForeignLoad`), None off Linux.
@@ -1025,6 +1026,7 @@ class Session:
     ours_meta: dict
     ref_meta: dict | None
     times: dict
+    warmup_times: dict
     cpu_times: dict
     losses: dict
     foreign: list
@@ -1096,7 +1098,8 @@ def run_session(ctx, spec: str, overrides: list[str], run, batch: int, seq: int,
         ours.close()
         if ref:
             ref.close()
-    return Session(metas["ours"], metas.get("ref"), {k: v[1:] for k, v in times.items()}, cpu_times, losses,
+    return Session(metas["ours"], metas.get("ref"), {k: v[1:] for k, v in times.items()},
+                   {k: v[0] for k, v in times.items()}, cpu_times, losses,
                    foreign, peak_detail, loadavg_before, os.getloadavg(), setup_s)
 
 
@@ -1140,6 +1143,9 @@ def row_from_sessions(spec: str, overrides: list[str], run, batch: int, seq: int
         "compile_s": round(ours_meta["compile_s"], 1),
         "setup_s_rounds": [round(s.setup_s, 1) for s in sessions],
         "ours_step_s": ours_s, "ours_step_s_trials": [round(x, 4) for x in ours_trials],
+        # Every step of every round, warm-up first: whether a round's steps had settled.
+        "ours_steps_s_rounds": [[round(x, 4) for t in [s.warmup_times["ours"], *s.times["ours"]] for x in t]
+                                for s in sessions],
         "ours_tokens_per_s": tokens / ours_s, "ours_cpu_s": statistics.median(cpu_times["ours"]),
         "flops_per_step": train.total, "matmul_flops_per_step": train.matmul,
         "xla_dot_flops_per_step": ours_meta["xla_dot_flops_per_step"],
@@ -1170,6 +1176,8 @@ def row_from_sessions(spec: str, overrides: list[str], run, batch: int, seq: int
         row.update(reference=ref_meta["reference"], torch_threads=ref_meta["torch_threads"],
                    omp_wait_policy=ref_meta["omp_wait_policy"],
                    reference_step_s=ref_s, reference_step_s_trials=[round(x, 4) for x in ref_trials],
+                   reference_steps_s_rounds=[[round(x, 4) for t in [s.warmup_times["ref"], *s.times["ref"]] for x in t]
+                                             for s in sessions],
                    reference_tokens_per_s=tokens / ref_s,
                    **ratio_summary([r / o for r, o in zip(ref_trials, ours_trials)]),
                    reference_cpu_s=statistics.median(cpu_times["ref"]),

@@ -151,6 +151,8 @@ def test_script_writes_trials_and_verdict(tmp_path, require):
     (row,) = json.loads((tmp_path / "throughput.json").read_text())["rows"]
     assert len(row["ratio_trials"]) == 2 and row["verdict"] == "inconclusive"
     assert row["rounds"] == 2 and row["trial_rounds"] == [1, 2]
+    assert [len(steps) for steps in row["ours_steps_s_rounds"]] == [2, 2]  # each round: 1 warm-up + 1 timed step
+    assert row["ours_steps_s_rounds"][1][1] == row["ours_step_s_trials"][1]
     assert set(row["peak_detail"]) == {"jnp_matmul_f32_before", "jnp_matmul_f32_after", "torch_matmul_f32_4096"}
     assert "| 2×16 | 2 / 2 |" in (tmp_path / "throughput.md").read_text()
     assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"]

@@ -45,6 +45,17 @@ def test_reruns_agree_when_each_median_is_inside_the_other_spread():
     assert throughput.reruns_agree({"ratio": None}, first) is None
 
 
+def test_rerun_rank_test_separates_shifted_runs_only():
+    """The rank test: interleaved trials are one distribution (p = 1 here); two runs whose every trial lies on
+    either side differ (p = 2/252, the smallest of 5 against 5); a run without trials gives no p."""
+    first = {"ratio": 1.2, "ratio_trials": [1.10, 1.15, 1.20, 1.25, 1.30]}
+    same = {"ratio": 1.2, "ratio_trials": [1.12, 1.17, 1.21, 1.23, 1.28]}
+    shifted = {"ratio": 1.4, "ratio_trials": [1.31, 1.35, 1.40, 1.45, 1.50]}
+    assert throughput.rerun_p(same, first) > 0.5
+    assert throughput.rerun_p(shifted, first) == pytest.approx(2 / 252)
+    assert throughput.rerun_p(shifted, {"ratio": 1.2}) is None
+
+
 def test_every_family_has_a_row_with_a_batch_and_a_reference():
     """Each registered family's pretraining step has a row at both sizes, whose objective has a synthetic batch
     layout and a PyTorch twin (a new family adds one `ROWS` entry, and entries for a new objective)."""
@@ -165,7 +176,8 @@ def test_script_writes_trials_and_verdict(tmp_path, require):
     (again,) = json.loads((tmp_path / "throughput.json").read_text())["rows"]
     assert again["measured_at"] == "the rerun" and again["previous_run"]["measured_at"] == row["measured_at"]
     assert again["previous_run"]["ratio"] == row["ratio"] and again["reruns_agree"] is False
-    assert "| no | inconclusive / inconclusive |" in (tmp_path / "throughput.md").read_text()
+    assert again["previous_run"]["ratio_trials"] == row["ratio_trials"] and again["rerun_p"] is not None
+    assert "| inconclusive / inconclusive |" in (tmp_path / "throughput.md").read_text()
 
 
 @pytest.mark.skipif(not os.environ.get("LLM_JAX_TXL_ORACLE_PYTHON"),

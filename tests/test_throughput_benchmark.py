@@ -45,6 +45,21 @@ def test_reruns_agree_when_each_median_is_inside_the_other_spread():
     assert throughput.reruns_agree({"ratio": None}, first) is None
 
 
+def test_how_often_the_rules_fail_two_runs_of_one_distribution():
+    """What the reproducibility table's two rules say about two runs of 5 trials drawn from one distribution (no
+    drift at all): the strict rule fails ~29 % of the time (reruns_agree's docstring), the rank test at
+    RERUN_ALPHA ~3 % (its exact p-values are discrete)."""
+    rng = np.random.default_rng(0)
+    strict, ranks = [], []
+    for _ in range(2000):
+        runs = [{"ratio_trials": list(x), "ratio": float(np.median(x)), "ratio_min": x.min(), "ratio_max": x.max()}
+                for x in rng.normal(1.2, 0.05, size=(2, 5))]
+        strict.append(throughput.reruns_agree(*runs))
+        ranks.append(throughput.rerun_p(*runs) >= throughput.RERUN_ALPHA)
+    assert np.mean(strict) == pytest.approx(0.71, abs=0.03)
+    assert np.mean(ranks) == pytest.approx(0.968, abs=0.015)
+
+
 def test_rerun_rank_test_separates_shifted_runs_only():
     """The rank test: interleaved trials are one distribution (p = 1 here); two runs whose every trial lies on
     either side differ (p = 2/252, the smallest of 5 against 5); a run without trials gives no p."""

@@ -1050,12 +1050,10 @@ def run_session(ctx, spec: str, overrides: list[str], run, batch: int, seq: int,
     ours = Worker(ctx, "ours", spec, overrides, batch, seq, compiler_options, total)
     ref = None
     try:
-        if not reference:
-            pass
-        elif oracle_python:  # the reference in an environment of its own (another transformers version)
+        if reference and oracle_python:  # the reference in an environment of its own (another transformers version)
             ref = Worker(ctx, "oracle", oracle_payload(run, batch, seq, lr_schedule), None, batch, seq,
                          omp_wait_policy, None, executable=oracle_python)
-        else:
+        elif reference:
             ref = Worker(ctx, "reference", spec, overrides, batch, seq, omp_wait_policy, lr_schedule)
         pair = [("ours", ours)] + ([("ref", ref)] if ref else [])
         metas = {name: worker.meta for name, worker in pair}  # waits until both are set up

@@ -55,6 +55,7 @@ import dataclasses
 import datetime
 import importlib.util
 import json
+import math
 import multiprocessing
 import os
 import pathlib
@@ -875,6 +876,9 @@ class Worker:
             with contextlib.suppress(BrokenPipeError, OSError):  # the worker already exited
                 self.conn.send("stop")
             self.process.join(timeout=30)
+            if self.process.is_alive():  # still busy (setting up) when its partner failed
+                self.process.terminate()
+                self.process.join(timeout=10)
 
 
 # ------------------------------------------------------------------------------------------- machine load
@@ -991,13 +995,12 @@ def shared_compilation_cache(enabled: bool):
     """With several rounds, a row's workers of later rounds load ours' compiled step (and its parameter init) from
     JAX's persistent compilation cache, a temporary directory for this run (or JAX_COMPILATION_CACHE_DIR when set):
     a round costs its set-up, not a second compile. The executable is the same; `compile_s` is the first round's."""
-    if not enabled or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    if not enabled:
         yield
         return
-    added = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     with tempfile.TemporaryDirectory(prefix="llm_jax_throughput_") as cache_dir:
-        added["JAX_COMPILATION_CACHE_DIR"] = cache_dir
-        added = {k: v for k, v in added.items() if k not in os.environ}
+        wanted = {"JAX_COMPILATION_CACHE_DIR": cache_dir, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+        added = {k: v for k, v in wanted.items() if k not in os.environ}
         os.environ.update(added)  # spawned workers inherit it
         try:
             yield
@@ -1242,12 +1245,16 @@ RERUN_ALPHA = 0.05  # two runs whose trial ratios a rank test separates at this 
 def rerun_p(new: dict, old: dict) -> float | None:
     """The exact two-sided Mann–Whitney U test's p-value of two runs' trial ratios (scipy): how likely trials as
     far apart in rank as these are if both runs drew from one distribution. Below `RERUN_ALPHA` the runs differ
-    by more than their spreads explain. None without both runs' trial ratios."""
-    from scipy.stats import mannwhitneyu
-
+    by more than their spreads explain. None without both runs' trial ratios, or with too few trials for any
+    ordering to reach `RERUN_ALPHA` (the smallest exact p is 2 / C(n + m, n): 0.1 at 3 + 3 trials)."""
     a, b = new.get("ratio_trials"), old.get("ratio_trials")
     if not a or not b or new.get("ratio") is None or old.get("ratio") is None:
         return None
+    if 2 / math.comb(len(a) + len(b), len(a)) >= RERUN_ALPHA:
+        return None
+    # scipy: the test extra, which the reference side needs anyway.
+    from scipy.stats import mannwhitneyu
+
     return float(mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
 
 

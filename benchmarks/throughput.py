@@ -1104,6 +1104,11 @@ def run_session(ctx, spec: str, overrides: list[str], run, batch: int, seq: int,
                    foreign, peak_detail, loadavg_before, os.getloadavg(), setup_s)
 
 
+def _steps_by_round(sessions: list[Session], name: str) -> list[list[float]]:
+    """Every step time of worker `name` ("ours" / "ref") per round, warm-up first (s, 4 decimals)."""
+    return [[round(x, 4) for steps in [s.warmup_times[name], *s.times[name]] for x in steps] for s in sessions]
+
+
 def row_from_sessions(spec: str, overrides: list[str], run, batch: int, seq: int, steps: int, warmup: int,
                       sessions: list[Session], compiler_options, worker_env: dict) -> dict:
     """One row from its rounds' sessions: every trial of every round pooled (a trial's ratio is the reference's
@@ -1145,8 +1150,7 @@ def row_from_sessions(spec: str, overrides: list[str], run, batch: int, seq: int
         "setup_s_rounds": [round(s.setup_s, 1) for s in sessions],
         "ours_step_s": ours_s, "ours_step_s_trials": [round(x, 4) for x in ours_trials],
         # Every step of every round, warm-up first: whether a round's steps had settled.
-        "ours_steps_s_rounds": [[round(x, 4) for t in [s.warmup_times["ours"], *s.times["ours"]] for x in t]
-                                for s in sessions],
+        "ours_steps_s_rounds": _steps_by_round(sessions, "ours"),
         "ours_tokens_per_s": tokens / ours_s, "ours_cpu_s": statistics.median(cpu_times["ours"]),
         "flops_per_step": train.total, "matmul_flops_per_step": train.matmul,
         "xla_dot_flops_per_step": ours_meta["xla_dot_flops_per_step"],
@@ -1177,8 +1181,7 @@ def row_from_sessions(spec: str, overrides: list[str], run, batch: int, seq: int
         row.update(reference=ref_meta["reference"], torch_threads=ref_meta["torch_threads"],
                    omp_wait_policy=ref_meta["omp_wait_policy"],
                    reference_step_s=ref_s, reference_step_s_trials=[round(x, 4) for x in ref_trials],
-                   reference_steps_s_rounds=[[round(x, 4) for t in [s.warmup_times["ref"], *s.times["ref"]] for x in t]
-                                             for s in sessions],
+                   reference_steps_s_rounds=_steps_by_round(sessions, "ref"),
                    reference_tokens_per_s=tokens / ref_s,
                    **ratio_summary([r / o for r, o in zip(ref_trials, ours_trials)]),
                    reference_cpu_s=statistics.median(cpu_times["ref"]),

@@ -10,7 +10,7 @@ in the op's name) and update (everything outside the gradient: clipping, AdamW, 
 Op times are wall times of each op on its thread, so they add up to more than the step when ops overlap,
 and they grow when other processes take the cores. An op that runs on both pool threads is recorded on each,
 so the times are thread-seconds: they add up to about the step's CPU time, not to its wall time.
-Writes `benchmarks/results/profile.{json,md}` (rows merged by config, overrides, batch, seq).
+Writes `benchmarks/results/profile.{json,md}` (rows merged by config, overrides, batch, seq, machine, framework).
 """
 
 from __future__ import annotations
@@ -271,7 +271,8 @@ def _wall_ms(row: dict, kind: str) -> float:
 
 
 def _key(row: dict) -> tuple:
-    return (*throughput._key(row), row.get("framework", "jax"))
+    """A row: config, batch shape, the machine it ran on (rows of another CPU are kept beside) and the framework."""
+    return (*throughput._key(row), throughput.machine_name(row), row.get("framework", "jax"))
 
 
 def _fmt_s(value) -> str:
@@ -310,7 +311,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         torch_row = r.get("framework") == "torch"
         lines += [f"## `{r['config']}` {' '.join(r['overrides'])} — batch {r['batch']} × seq {r['seq']}"
-                  f"{' — PyTorch' if torch_row else ''}", ""]
+                  f"{' — PyTorch' if torch_row else ''} — {throughput.machine_name(r)}", ""]
         if torch_row:
             lines.append(f"{r['reference']}, {r['torch_threads']} threads. Step {r['step_s']:.3f} s wall, "
                          f"{r['cpu_s']:.3f} s CPU (profiled); op self time {r['op_ms_total']:.0f} ms (wall); matmuls "
@@ -331,7 +332,7 @@ def markdown(rows: list[dict]) -> str:
             lines += ["", "Top ops by time (ms per step): " + ", ".join(f"`{k}` {v}" for k, v in r["top_ops_ms"].items())]
         lines.append("")
         if torch_row:
-            ours = next((o for o in rows if _key(o) == (*throughput._key(r), "jax")), None)
+            ours = next((o for o in rows if _key(o) == (*_key(r)[:-1], "jax")), None)
             if ours is not None:
                 lines += comparison(ours, r)
     return "\n".join(lines)
@@ -352,23 +353,30 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     fn = profile_reference if args.reference else profile
     rows = [fn(spec, args.set, args.batch, args.seq, args.steps) for spec in args.config]
+    info = throughput.machine_info(throughput.ROOT)  # after profiling: it starts jax, which the reference must not
+    rows = [dict(r, machine=info) for r in rows]
     text = markdown(rows)
     print(text)
     if not args.dry_run:
-        out = pathlib.Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{NAME}.json"
-        merged = {}
-        if path.exists():
-            for r in json.loads(path.read_text()).get("rows", []):
-                merged[_key(r)] = r
-        for r in rows:
-            merged[_key(r)] = r
-        ordered = sorted(merged.values(), key=lambda r: (r["config"], r["batch"], r["seq"], r["overrides"],
-                                                         r.get("framework", "jax")))
-        path.write_text(json.dumps({"benchmark": NAME, "rows": ordered}, indent=1) + "\n")
-        (out / f"{NAME}.md").write_text(markdown(ordered))
+        write_results(rows, pathlib.Path(args.out))
     return 0
+
+
+def write_results(rows: list[dict], out: pathlib.Path) -> None:
+    """Merges `rows` into `out/profile.{json,md}` by `_key`: a row replaces the one of the same config, batch shape,
+    machine and framework; rows of other machines stay."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{NAME}.json"
+    merged = {}
+    if path.exists():
+        for r in json.loads(path.read_text()).get("rows", []):
+            merged[_key(r)] = r
+    for r in rows:
+        merged[_key(r)] = r
+    ordered = sorted(merged.values(), key=lambda r: (r["config"], r["batch"], r["seq"], r["overrides"],
+                                                     throughput.machine_name(r), r.get("framework", "jax")))
+    path.write_text(json.dumps({"benchmark": NAME, "rows": ordered}, indent=1) + "\n")
+    (out / f"{NAME}.md").write_text(markdown(ordered))
 
 
 if __name__ == "__main__":

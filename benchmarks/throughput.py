@@ -44,7 +44,8 @@ How the two are kept fair on a small shared machine:
 FLOP/s and MFU use the analytical counts of `llm_jax.flops` (a frozen model counted forward only) against the
 f32 matmul peak measured in the same run (the best of a few large `jnp` matmuls in our worker, before the warm-up
 and after the timed steps of the first round).
-Writes `benchmarks/results/throughput.{json,md}`, merging rows by (config, overrides, batch, seq).
+Writes `benchmarks/results/throughput.{json,md}`, merging rows by (config, overrides, batch, seq) on the machine (CPU
+model, cores) they ran on: a run on another CPU is kept beside the others, not compared with them as a rerun.
 """
 
 from __future__ import annotations
@@ -1226,6 +1227,18 @@ def _key(row: dict) -> tuple:
     return row["config"], tuple(row.get("overrides", [])), row["batch"], row["seq"]
 
 
+def machine_name(row: dict) -> str:
+    """The machine a row was measured on, as the results file groups rows: CPU model and core count."""
+    m = row.get("machine") or {}
+    return f"{m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores"
+
+
+def _run_key(row: dict) -> tuple:
+    """A row of the results file: the row's `_key` on its machine. A run on another CPU is a measurement of its
+    own, kept beside the others; only a run on the same machine replaces a row (and is its rerun)."""
+    return (*_key(row), machine_name(row))
+
+
 _RUN_SUMMARY = ("measured_at", "ratio", "ratio_min", "ratio_max", "ratio_iqr", "ratio_trials", "rounds", "verdict",
                 "foreign_cpu_share",
                 "ours_step_s", "reference_step_s")
@@ -1273,18 +1286,21 @@ def with_previous_run(new: dict, old: dict | None) -> dict:
 
 
 def write_results(rows: list[dict], info: dict, out_dir: pathlib.Path) -> None:
-    """Merges `rows` into `out_dir/throughput.{json,md}` by (config, overrides, batch, seq); a row that replaces an
-    earlier run of itself keeps that run's summary for the reproducibility table."""
+    """Merges `rows`, measured on the machine `info` describes, into `out_dir/throughput.{json,md}` by (config,
+    overrides, batch, seq, machine: `_run_key`); a row that replaces an earlier run of itself on the same machine
+    keeps that run's summary for the reproducibility table. Rows of other machines are kept as they are."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{NAME}.json"
     merged: dict[tuple, dict] = {}
     if path.exists():
         for row in json.loads(path.read_text()).get("rows", []):
             if "trials" in row:  # rows of single-run measurements (before trials) are superseded, not kept
-                merged[_key(row)] = row
+                merged[_run_key(row)] = row
     for row in rows:
-        merged[_key(row)] = with_previous_run(dict(row, machine=info), merged.get(_key(row)))
-    ordered = sorted(merged.values(), key=lambda r: (r["config"], r["batch"], r["seq"], r.get("overrides", [])))
+        row = dict(row, machine=info)
+        merged[_run_key(row)] = with_previous_run(row, merged.get(_run_key(row)))
+    ordered = sorted(merged.values(), key=lambda r: (r["config"], r["batch"], r["seq"], r.get("overrides", []),
+                                                     machine_name(r)))
     path.write_text(json.dumps({"benchmark": NAME, "rows": ordered}, indent=1) + "\n")
     (out_dir / f"{NAME}.md").write_text(markdown(ordered))
     print(f"\nwrote {path} and {out_dir / f'{NAME}.md'}")
@@ -1312,26 +1328,9 @@ def _row_name(row: dict) -> str:
     return f"`{row['config']}`"
 
 
-def markdown(rows: list[dict]) -> str:
+def _machine_tables(rows: list[dict]) -> list[str]:
+    """Markdown lines for the rows of one machine: the results table and the reproducibility table."""
     lines = [
-        "# Training throughput: llm_jax vs Hugging Face transformers (PyTorch eager), CPU",
-        "",
-        "One full training step (forward + backward + clipping + AdamW, the same learning-rate schedule) of each",
-        "family's pretraining objective on the same synthetic batch; the two frameworks run in separate worker",
-        "processes. Each row is ≥ 5 **trials**; a trial runs a few steps of each, alternating ABBA, and its ratio is",
-        "the reference's median step time over ours (> 1: ours is faster). The row gives the median of the trial",
-        "ratios, their min–max and interquartile range, and a **verdict**: `faster` / `slower` only when every",
-        "trial agrees (the spread is narrower than the effect), `inconclusive` otherwise. `trials / rounds`: a row",
-        "run with `--rounds R` spreads its trials over R rounds of the whole run, each round a fresh pair of workers",
-        "(the rows take turns), so its spread includes the drift over the run and from one worker start to the next.",
-        "MFU = tokens/s × PaLM model FLOPs per token (`llm_jax/flops.py`) / the f32 matmul peak measured with `jnp`",
-        "in the same run. Written by `benchmarks/throughput.py`; what was tried: `benchmarks/NOTES.md`.",
-        "",
-        "Read every row with the machine's other load: `other load` is the share of the machine's CPU time that",
-        "other processes took during the timed trials (median over trials), `load avg` the 1-minute load average",
-        "before → after the row. Under load both frameworks slow down, by different factors.",
-        "Single-run rows measured before the trials existed are not kept: a second run did not reproduce them.",
-        "",
         "| row | batch×seq | trials / rounds | ours s/step | reference s/step | ratio (median) | min–max | IQR | verdict |"
         " CPU-time ratio | MFU ours | MFU ref | other load | load avg | loss first→last ours / ref |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -1373,6 +1372,36 @@ def markdown(rows: list[dict]) -> str:
                          f"{p['ratio_max']:.2f}), {len(p.get('ratio_trials') or []) or '—'} / {p.get('rounds') or 1} | "
                          f"{'yes' if r['reruns_agree'] else 'no'} | {_fmt(pvalue, '.3f')} | {agree} | "
                          f"{r['verdict']} / {p['verdict']} | {p['measured_at']}, commit {p['commit']} |")
+    return lines
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "# Training throughput: llm_jax vs Hugging Face transformers (PyTorch eager), CPU",
+        "",
+        "One full training step (forward + backward + clipping + AdamW, the same learning-rate schedule) of each",
+        "family's pretraining objective on the same synthetic batch; the two frameworks run in separate worker",
+        "processes. Each row is ≥ 5 **trials**; a trial runs a few steps of each, alternating ABBA, and its ratio is",
+        "the reference's median step time over ours (> 1: ours is faster). The row gives the median of the trial",
+        "ratios, their min–max and interquartile range, and a **verdict**: `faster` / `slower` only when every",
+        "trial agrees (the spread is narrower than the effect), `inconclusive` otherwise. `trials / rounds`: a row",
+        "run with `--rounds R` spreads its trials over R rounds of the whole run, each round a fresh pair of workers",
+        "(the rows take turns), so its spread includes the drift over the run and from one worker start to the next.",
+        "MFU = tokens/s × PaLM model FLOPs per token (`llm_jax/flops.py`) / the f32 matmul peak measured with `jnp`",
+        "in the same run. Written by `benchmarks/throughput.py`; what was tried: `benchmarks/NOTES.md`.",
+        "",
+        "Read every row with the machine's other load: `other load` is the share of the machine's CPU time that",
+        "other processes took during the timed trials (median over trials), `load avg` the 1-minute load average",
+        "before → after the row. Under load both frameworks slow down, by different factors.",
+        "Single-run rows measured before the trials existed are not kept: a second run did not reproduce them.",
+        "Rows are grouped by the machine they ran on (CPU model, cores): a run on another CPU is kept beside "
+        "the others and never judged as their rerun.",
+    ]
+    latest = {}
+    for r in rows:
+        latest[machine_name(r)] = max(latest.get(machine_name(r), ""), r["measured_at"])
+    for machine in sorted(latest, key=latest.get, reverse=True):  # the newest measurements first
+        lines += ["", f"## {machine}", "", *_machine_tables([r for r in rows if machine_name(r) == machine])]
     lines += ["", "Runs:", ""]
     for r in rows:
         m, v = r["machine"], r["machine"]["versions"]

@@ -14,7 +14,7 @@ import profile_step  # noqa: E402
 SPEC, OVERRIDES = "configs/gpt.py:version=2,size=tiny", ["model.scan_unroll=false"]
 
 
-def test_both_profiles_by_kind_and_phase_side_by_side(require):
+def test_both_profiles_by_kind_and_phase_side_by_side(require, tmp_path):
     """PyTorch's profiler counts the matmul FLOPs our accountant counts for the same step (the reference computes
     the same products); every phase of each side has its ops; the comparison table sets them side by side."""
     require("torch")
@@ -33,3 +33,13 @@ def test_both_profiles_by_kind_and_phase_side_by_side(require):
     assert "### Ours vs PyTorch" in text and "GFLOP/s" in text
     table = text.split("### Ours vs PyTorch")[1]
     assert all(f"| {kind} |" in table for kind in profile_step.KINDS)
+    # Rows are kept per machine: the same profiles from another CPU are added beside, each compared with its own.
+    here = {"cpu": "This CPU", "cores": 2}
+    profile_step.write_results([dict(ours, machine=here), dict(ref, machine=here)], tmp_path)
+    there = dict(here, cpu="Another CPU")
+    profile_step.write_results([dict(ours, machine=there), dict(ref, machine=there)], tmp_path)
+    profile_step.write_results([dict(ours, machine=there, step_s=9.0)], tmp_path)  # a rerun replaces its own row
+    rows = (tmp_path / "profile.json").read_text()
+    assert rows.count('"framework": "jax"') == 2 and rows.count('"step_s": 9.0') == 1
+    text = (tmp_path / "profile.md").read_text()
+    assert text.count("### Ours vs PyTorch") == 2 and "— PyTorch — Another CPU, 2 cores" in text

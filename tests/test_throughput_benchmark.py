@@ -196,6 +196,16 @@ def test_script_writes_trials_and_verdict(tmp_path, require):
     assert again["previous_run"]["ratio_trials"] == row["ratio_trials"]
     assert again["rerun_p"] is None  # 2 trials against 2 cannot separate two runs
     assert "| inconclusive / inconclusive |" in (tmp_path / "throughput.md").read_text()
+    # The same row measured on another CPU is a row of its own: it replaces nothing and is nobody's rerun.
+    elsewhere = dict(row["machine"], cpu="Another CPU")
+    throughput.write_results([dict(row, measured_at="elsewhere")], elsewhere, tmp_path)
+    rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
+    assert {r["measured_at"] for r in rows} == {"the rerun", "elsewhere"}
+    (other,) = [r for r in rows if r["machine"]["cpu"] == "Another CPU"]
+    assert "previous_run" not in other and "rerun_p" not in other
+    text = (tmp_path / "throughput.md").read_text()
+    assert f"## {throughput.machine_name(other)}" in text and f"## {throughput.machine_name(again)}" in text
+    assert text.count("| 2×16 | 2 / 2 |") == 2 and text.count("| inconclusive / inconclusive |") == 1
 
 
 @pytest.mark.skipif(not os.environ.get("LLM_JAX_TXL_ORACLE_PYTHON"),

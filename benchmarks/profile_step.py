@@ -282,7 +282,7 @@ def _fmt_s(value) -> str:
 def comparison(ours: dict, ref: dict) -> list[str]:
     """Markdown lines: ours vs the reference, kind by kind, on the wall clock, with the matmul FLOPs and rates."""
     lines = [f"### Ours vs PyTorch, `{ours['config']}` {' '.join(ours['overrides'])} — batch {ours['batch']} × seq "
-             f"{ours['seq']}", "",
+             f"{ours['seq']} — {throughput.machine_name(ours)}", "",
              f"Step wall time traced: ours {ours['step_s']:.3f} s, PyTorch {ref['step_s']:.3f} s; untraced (the same "
              f"processes, just before): ours {_fmt_s(ours.get('untraced_step_s'))}, PyTorch "
              f"{_fmt_s(ref.get('untraced_step_s'))} — one process each, not interleaved (`throughput.md` has the "
@@ -312,6 +312,8 @@ def markdown(rows: list[dict]) -> str:
         torch_row = r.get("framework") == "torch"
         lines += [f"## `{r['config']}` {' '.join(r['overrides'])} — batch {r['batch']} × seq {r['seq']}"
                   f"{' — PyTorch' if torch_row else ''} — {throughput.machine_name(r)}", ""]
+        if (r.get("machine") or {}).get("recorded"):
+            lines += [f"Machine recorded {r['machine']['recorded']}.", ""]
         if torch_row:
             lines.append(f"{r['reference']}, {r['torch_threads']} threads. Step {r['step_s']:.3f} s wall, "
                          f"{r['cpu_s']:.3f} s CPU (profiled); op self time {r['op_ms_total']:.0f} ms (wall); matmuls "

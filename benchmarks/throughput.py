@@ -51,6 +51,7 @@ model, cores) they ran on: a run on another CPU is kept beside the others, not c
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -1228,9 +1229,12 @@ def _key(row: dict) -> tuple:
 
 
 def machine_name(row: dict) -> str:
-    """The machine a row was measured on, as the results file groups rows: CPU model and core count."""
+    """The machine a row was measured on, as the results file groups rows: CPU model, core count and, where the
+    row recorded them, the CPU's vector extensions (`machine_info`'s `cpu_isa`: a VM's model name is often
+    generic). Rows recorded before `cpu_isa` existed keep the name without it."""
     m = row.get("machine") or {}
-    return f"{m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores"
+    isa = f" ({' '.join(m['cpu_isa'])})" if m.get("cpu_isa") else ""
+    return f"{m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores{isa}"
 
 
 def _run_key(row: dict) -> tuple:
@@ -1329,7 +1333,7 @@ def _row_name(row: dict) -> str:
 
 
 def _machine_tables(rows: list[dict]) -> list[str]:
-    """Markdown lines for the rows of one machine: the results table and the reproducibility table."""
+    """Markdown lines for the rows of one machine: the results table, the reproducibility table, the runs."""
     lines = [
         "| row | batch×seq | trials / rounds | ours s/step | reference s/step | ratio (median) | min–max | IQR | verdict |"
         " CPU-time ratio | MFU ours | MFU ref | other load | load avg | loss first→last ours / ref |",
@@ -1372,7 +1376,7 @@ def _machine_tables(rows: list[dict]) -> list[str]:
                          f"{p['ratio_max']:.2f}), {len(p.get('ratio_trials') or []) or '—'} / {p.get('rounds') or 1} | "
                          f"{'yes' if r['reruns_agree'] else 'no'} | {_fmt(pvalue, '.3f')} | {agree} | "
                          f"{r['verdict']} / {p['verdict']} | {p['measured_at']}, commit {p['commit']} |")
-    return lines
+    return lines + _runs_list(rows)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -1402,13 +1406,20 @@ def markdown(rows: list[dict]) -> str:
         latest[machine_name(r)] = max(latest.get(machine_name(r), ""), r["measured_at"])
     for machine in sorted(latest, key=latest.get, reverse=True):  # the newest measurements first
         lines += ["", f"## {machine}", "", *_machine_tables([r for r in rows if machine_name(r) == machine])]
-    lines += ["", "Runs:", ""]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _runs_list(rows: list[dict]) -> list[str]:
+    """Markdown lines: how each row was run (machine, versions, settings, every trial ratio)."""
+    lines = ["", "Runs:", ""]
     for r in rows:
-        m, v = r["machine"], r["machine"]["versions"]
+        m = r.get("machine") or {}
+        v = collections.defaultdict(lambda: "—", m.get("versions") or {})
         lines.append(
             f"- {_row_name(r)}: `{r['config']}` {' '.join(r.get('overrides', []))} — {r['measured_at']}, commit "
-            f"{m['commit']}; {m['cpu']}, {m['cores']} cores; jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
-            f"torch {v.get('torch', '—')}, transformers {v.get('transformers', '—')}; XLA_FLAGS=`{r['xla_flags']}`, "
+            f"{m.get('commit') or '—'}; {machine_name(r)}; jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
+            f"torch {v['torch']}, transformers {v['transformers']}; XLA_FLAGS=`{r['xla_flags']}`, "
             f"XLA options {r.get('compiler_options') or '—'}, worker environment {r.get('worker_env') or '—'}, "
             f"torch threads {r.get('torch_threads', '—')}, OMP_WAIT_POLICY={r.get('omp_wait_policy') or 'default'}; "
             f"reference: {r.get('reference') or '—'}; objective {r['objective']} "
@@ -1421,8 +1432,7 @@ def markdown(rows: list[dict]) -> str:
             f"{r.get('foreign_cpu_share_trials')}; load average (1, 5, 15 min) before {r['loadavg_before']}, after "
             f"{r['loadavg_after']} (our processes at nice {r.get('nice', 0)}); analytic {r['flops_per_step'] / 1e9:.1f} "
             f"GFLOP/step, matmul peak {r['peak_flops'] / 1e9:.1f} GFLOP/s.")
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv=None) -> int:

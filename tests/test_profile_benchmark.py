@@ -43,3 +43,6 @@ def test_both_profiles_by_kind_and_phase_side_by_side(require, tmp_path):
     assert rows.count('"framework": "jax"') == 2 and rows.count('"step_s": 9.0') == 1
     text = (tmp_path / "profile.md").read_text()
     assert text.count("### Ours vs PyTorch") == 2 and "— PyTorch — Another CPU, 2 cores" in text
+    this, other = (text.split(f"### Ours vs PyTorch, `{SPEC}` {' '.join(OVERRIDES)} — batch 2 × seq 16 — {cpu}, 2 cores")[1]
+                   .split("###")[0] for cpu in ("This CPU", "Another CPU"))
+    assert "ours 9.000 s" in other and "ours 9.000 s" not in this  # each PyTorch row beside ours of its machine

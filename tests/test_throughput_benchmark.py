@@ -188,24 +188,29 @@ def test_script_writes_trials_and_verdict(tmp_path, require):
     assert "inconclusive" in (tmp_path / "throughput.md").read_text()
     # A rerun of the row keeps the run it replaces, for the reproducibility table.
     rerun = dict(row, ratio=row["ratio_max"] + 1.0, ratio_min=row["ratio_max"] + 0.5, ratio_max=row["ratio_max"] + 2,
-                 measured_at="the rerun")
+                 measured_at="2099-01-01T00:00:00+00:00")
     throughput.write_results([rerun], row["machine"], tmp_path)
     (again,) = json.loads((tmp_path / "throughput.json").read_text())["rows"]
-    assert again["measured_at"] == "the rerun" and again["previous_run"]["measured_at"] == row["measured_at"]
+    assert again["measured_at"] == "2099-01-01T00:00:00+00:00" and again["previous_run"]["measured_at"] == row["measured_at"]
     assert again["previous_run"]["ratio"] == row["ratio"] and again["reruns_agree"] is False
     assert again["previous_run"]["ratio_trials"] == row["ratio_trials"]
     assert again["rerun_p"] is None  # 2 trials against 2 cannot separate two runs
     assert "| inconclusive / inconclusive |" in (tmp_path / "throughput.md").read_text()
     # The same row measured on another CPU is a row of its own: it replaces nothing and is nobody's rerun.
     elsewhere = dict(row["machine"], cpu="Another CPU")
-    throughput.write_results([dict(row, measured_at="elsewhere")], elsewhere, tmp_path)
+    later = "2100-01-01T00:00:00+00:00"  # the newest machine's table comes first
+    throughput.write_results([dict(row, measured_at=later)], elsewhere, tmp_path)
     rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
-    assert {r["measured_at"] for r in rows} == {"the rerun", "elsewhere"}
+    assert {r["measured_at"] for r in rows} == {"2099-01-01T00:00:00+00:00", later}
     (other,) = [r for r in rows if r["machine"]["cpu"] == "Another CPU"]
     assert "previous_run" not in other and "rerun_p" not in other
     text = (tmp_path / "throughput.md").read_text()
     assert f"## {throughput.machine_name(other)}" in text and f"## {throughput.machine_name(again)}" in text
     assert text.count("| 2×16 | 2 / 2 |") == 2 and text.count("| inconclusive / inconclusive |") == 1
+    assert text.index(f"## {throughput.machine_name(other)}") < text.index(f"## {throughput.machine_name(again)}")
+    # Another core count is another machine too.
+    throughput.write_results([dict(row, measured_at="more cores")], dict(row["machine"], cores=64), tmp_path)
+    assert len(json.loads((tmp_path / "throughput.json").read_text())["rows"]) == 3
 
 
 @pytest.mark.skipif(not os.environ.get("LLM_JAX_TXL_ORACLE_PYTHON"),

@@ -18,15 +18,25 @@ from collections.abc import Sequence
 from typing import Any
 
 
+# The vector and matrix extensions a CPU's flags may list that change which kernels the libraries run (PyTorch's
+# ATen dispatches AVX-512 code, oneDNN/MKL AMX tiles): a VM's "model name" is often generic ("Intel(R) Xeon(R)
+# Processor"), so `cpu_isa` tells two such CPUs apart.
+VECTOR_ISA = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "asimd", "sve")
+
+
 def machine_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
-    """CPU model, core count, OS, library versions (torch and transformers too where installed: the reference
-    of the parity tests and benchmarks) and the git commit (`+dirty` with uncommitted changes)."""
+    """CPU model, core count, the CPU's vector extensions among `VECTOR_ISA` (`cpu_isa`), OS, library versions
+    (torch and transformers too where installed: the reference of the parity tests and benchmarks) and the git
+    commit (`+dirty` with uncommitted changes)."""
     import jax
 
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     with contextlib.suppress(OSError):  # no /proc (not Linux): keep platform's name
-        cpu = next((line.split(":", 1)[1].strip() for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
+        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+        flags = set(next((line.split(":", 1)[1].split() for line in lines
+                          if line.startswith(("flags", "Features"))), []))
     installed = {(d.metadata["Name"] or "").lower(): d.version for d in importlib.metadata.distributions()}
     versions = {"python": platform.python_version(),
                 **{p: installed[p] for p in ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers")
@@ -42,7 +52,8 @@ def machine_info(repo: str | os.PathLike | None = None) -> dict[str, Any]:
         commit = git("rev-parse", "--short", "HEAD")
         if commit and git("status", "--porcelain", "--untracked-files=no"):
             commit += "+dirty"
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system(), "devices": str(jax.devices()),
+    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_isa": [f for f in VECTOR_ISA if f in flags],
+            "system": platform.system(), "devices": str(jax.devices()),
             "versions": versions, "commit": commit,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 

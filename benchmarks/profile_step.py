@@ -272,7 +272,7 @@ def _wall_ms(row: dict, kind: str) -> float:
 
 def _key(row: dict) -> tuple:
     """A row: config, batch shape, the machine it ran on (rows of another CPU are kept beside) and the framework."""
-    return (*throughput._key(row), throughput.machine_name(row), row.get("framework", "jax"))
+    return (*throughput._run_key(row), row.get("framework", "jax"))
 
 
 def _fmt_s(value) -> str:

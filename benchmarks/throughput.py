@@ -45,7 +45,7 @@ FLOP/s and MFU use the analytical counts of `llm_jax.flops` (a frozen model coun
 f32 matmul peak measured in the same run (the best of a few large `jnp` matmuls in our worker, before the warm-up
 and after the timed steps of the first round).
 Writes `benchmarks/results/throughput.{json,md}`, merging rows by (config, overrides, batch, seq) on the machine (CPU
-model, cores) they ran on: a run on another CPU is kept beside the others, not compared with them as a rerun.
+model, cores, vector extensions: `machine_name`) they ran on: a run on another CPU is kept beside the others, not compared with them as a rerun.
 """
 
 from __future__ import annotations
